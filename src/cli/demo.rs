@@ -1,0 +1,105 @@
+//! `pg-user-api demo`: a throw-away PostgreSQL, a temporary store, random credentials.
+
+use anyhow::Context;
+use secrecy::SecretString;
+
+use crate::cluster::{ClusterOptions, PgBinaries, TempCluster, reap_stale_clusters};
+use crate::config::{ApiCredentials, Config};
+use crate::plan::Password;
+use crate::plan::sql::{ident, literal};
+use crate::startup::{Application, shutdown_signal};
+use crate::store::{NewEntry, SslMode};
+use crate::target::AdminCredentials;
+
+/// The admin role the demo creates: CREATEROLE, member of the owner of the demo data.
+pub const DEMO_ADMIN: &str = "pgua_admin";
+
+/// Creates, in a fresh cluster, the admin role and the `dev` and `prod` databases owned by
+/// `app_owner` (with one table each), as a platform team would set a target up.
+pub fn prepare_cluster(cluster: &TempCluster, admin_password: &Password) -> anyhow::Result<()> {
+    let verifier = admin_password.scram_verifier();
+    let admin = ident(DEMO_ADMIN);
+    cluster.psql(
+        "postgres",
+        &format!(
+            "CREATE ROLE app_owner NOLOGIN;
+             CREATE ROLE {admin} LOGIN CREATEROLE PASSWORD {};
+             GRANT app_owner TO {admin} WITH ADMIN OPTION;
+             GRANT pg_signal_backend TO {admin};",
+            literal(verifier.expose())
+        ),
+    )?;
+    for db in ["dev", "prod"] {
+        cluster.psql("postgres", &format!("CREATE DATABASE {db} OWNER app_owner"))?;
+        cluster.psql(
+            db,
+            "SET ROLE app_owner;
+             CREATE TABLE public.orders (id bigserial PRIMARY KEY, item text NOT NULL);
+             INSERT INTO public.orders (item) VALUES ('demo');",
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs the demo until Ctrl-C, then removes everything it made.
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
+    reap_stale_clusters();
+    PgBinaries::locate()?;
+    println!("starting a throw-away PostgreSQL cluster…");
+    let cluster = tokio::task::spawn_blocking(|| TempCluster::start(ClusterOptions::default()))
+        .await??;
+    let admin_password = Password::generate();
+    prepare_cluster(&cluster, &admin_password).context("preparing the demo cluster")?;
+
+    let dir = tempfile::Builder::new().prefix("pgua-demo-").tempdir()?;
+    config.store = format!("sqlite://{}", dir.path().join("pg_registry.db").display());
+    let store = crate::store::open(&config.store).await?;
+    for env in ["dev", "prod"] {
+        store
+            .registry_add(&NewEntry {
+                env: env.into(),
+                db_name: env.into(),
+                hostname: cluster.host().into(),
+                port: cluster.port(),
+                active: true,
+                notes: Some("demo cluster".into()),
+                sslmode: SslMode::Disable,
+            })
+            .await?;
+    }
+    let api_password = Password::generate();
+    let api = ApiCredentials {
+        user: "demo".into(),
+        password: SecretString::from(api_password.expose().to_owned()),
+    };
+    let admin = AdminCredentials {
+        user: DEMO_ADMIN.into(),
+        password: Some(SecretString::from(admin_password.expose().to_owned())),
+    };
+    let server = Application::with_store(&config, store, api, admin).await?;
+    let base = format!("http://127.0.0.1:{}", server.port());
+    let auth = format!("demo:{}", api_password.expose());
+    println!(
+        "\npg-user-api demo is running at {base}
+PostgreSQL {}:{} (databases dev, prod; admin role {DEMO_ADMIN})
+API credentials (random, for this run only): {auth}
+
+Try:
+  curl -s -u '{auth}' '{base}/api/v1/registry'
+  curl -s -u '{auth}' '{base}/api/v1/users/app?env=dev&database=dev&servername=web01&port=8080'
+  curl -s -u '{auth}' '{base}/api/v1/users/readonly?env=prod&database=prod&username=analyst'
+  curl -s -u '{auth}' '{base}/api/v1/users/find?env=dev&database=dev&username=web01_8080'
+  curl -s -u '{auth}' '{base}/api/v1/users/reset?env=dev&database=dev&username=web01_8080'
+  curl -s -u '{auth}' '{base}/api/v1/users/devqa?env=dev&database=dev&username=alice&dry_run=true'
+  curl -s -u '{auth}' '{base}/api/v1/users/all?env=dev&database=dev'
+
+Press Ctrl-C to stop; the cluster and the store are removed.",
+        cluster.host(),
+        cluster.port()
+    );
+    server.run_until(shutdown_signal()).await?;
+    drop(cluster);
+    drop(dir);
+    println!("demo stopped; everything removed");
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! The command line: `pg-user-api serve | demo | seed | registry … | audit … | check-config`.
+
+mod audit;
+pub mod demo;
+mod registry;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LogFormat};
+
+/// Safe, idempotent, audited PostgreSQL user provisioning over HTTP.
+#[derive(Parser, Debug)]
+#[command(name = "pg-user-api", version, about)]
+pub struct Cli {
+    /// Store URL: sqlite://PATH (default sqlite://pg_registry.db).
+    #[arg(long, env = "PGUA_STORE", global = true)]
+    store: Option<String>,
+    /// TOML configuration file.
+    #[arg(long, env = "PGUA_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "PGUA_LOG_FORMAT", global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the HTTP server.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:5000).
+        #[arg(long, env = "PGUA_LISTEN")]
+        listen: Option<String>,
+    },
+    /// Run the server against a throw-away local PostgreSQL; needs nothing configured.
+    Demo {
+        /// Address to listen on (default 127.0.0.1:5000).
+        #[arg(long, env = "PGUA_LISTEN")]
+        listen: Option<String>,
+    },
+    /// Create the store and add the original's sample registry entries (idempotent).
+    Seed,
+    /// Manage the registry of target databases.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
+    /// Read the audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Validate the configuration and print what it means.
+    CheckConfig,
+}
+
+impl Cli {
+    /// The configuration: file, then environment and flags on top.
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(store) = &self.store {
+            config.store.clone_from(store);
+        }
+        if let Some(format) = self.log_format {
+            config.log_format = format;
+        }
+        if let Command::Serve { listen: Some(l) } | Command::Demo { listen: Some(l) } =
+            &self.command
+        {
+            config.listen.clone_from(l);
+        }
+        Ok(config)
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = cli.config().and_then(|config| {
+        crate::startup::init_logging(config.log_format);
+        let runtime = tokio::runtime::Runtime::new()?;
+        runtime.block_on(run(cli.command, config))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { .. } => serve::run(config).await,
+        Command::Demo { .. } => demo::run(config).await,
+        Command::Seed => registry::seed(&config).await,
+        Command::Registry(cmd) => registry::run(cmd, &config).await,
+        Command::Audit(cmd) => audit::run(cmd, &config).await,
+        Command::CheckConfig => {
+            config.validate()?;
+            println!("# configuration is valid; effective settings:\n");
+            print!("{}", toml::to_string_pretty(&config)?);
+            Ok(())
+        }
+    }
+}

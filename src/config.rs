@@ -1,0 +1,245 @@
+//! Typed configuration: TOML file (`--config` / `PGUA_CONFIG`), then environment, then flags.
+//!
+//! Secrets never live in the file: API and admin passwords come from the environment
+//! (`PG_API_PASS`, `PG_ADMIN_PASS`) or from files those variables name (`…_FILE`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::plan::NamePolicy;
+use crate::target::{AdminCredentials, TargetSettings};
+
+/// Default listen address, as the original's Flask port.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
+/// Default store: the original's SQLite file name.
+pub const DEFAULT_STORE: &str = "sqlite://pg_registry.db";
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server listens on (`PGUA_LISTEN`, `--listen`).
+    pub listen: String,
+    /// Store URL: `sqlite://PATH` (`PGUA_STORE`, `--store`).
+    pub store: String,
+    /// `text` or `json` (`PGUA_LOG_FORMAT`, `--log-format`).
+    pub log_format: LogFormat,
+    /// How admin sessions on target databases behave.
+    pub targets: TargetsConfig,
+    /// What callers may do and name.
+    pub policy: PolicyConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.into(),
+            store: DEFAULT_STORE.into(),
+            log_format: LogFormat::Text,
+            targets: TargetsConfig::default(),
+            policy: PolicyConfig::default(),
+        }
+    }
+}
+
+/// `[targets]`: admin sessions on target databases.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TargetsConfig {
+    /// Seconds to wait for a connection to a target (the original waited 60).
+    pub connect_timeout_secs: u64,
+    /// `statement_timeout` of admin sessions, in milliseconds.
+    pub statement_timeout_ms: u64,
+    /// `lock_timeout` of admin sessions, in milliseconds.
+    pub lock_timeout_ms: u64,
+    /// Admin connections per registry entry at most.
+    pub pool_size: usize,
+    /// Extra PEM CA bundle trusted for `sslmode = verify-full`.
+    pub ssl_root_cert: Option<PathBuf>,
+}
+
+impl Default for TargetsConfig {
+    fn default() -> Self {
+        let d = TargetSettings::default();
+        Self {
+            connect_timeout_secs: d.connect_timeout.as_secs(),
+            statement_timeout_ms: d.statement_timeout.as_millis() as u64,
+            lock_timeout_ms: d.lock_timeout.as_millis() as u64,
+            pool_size: d.pool_size,
+            ssl_root_cert: None,
+        }
+    }
+}
+
+impl TargetsConfig {
+    /// The settings the target pools use.
+    pub fn settings(&self) -> TargetSettings {
+        TargetSettings {
+            connect_timeout: Duration::from_secs(self.connect_timeout_secs),
+            statement_timeout: Duration::from_millis(self.statement_timeout_ms),
+            lock_timeout: Duration::from_millis(self.lock_timeout_ms),
+            pool_size: self.pool_size,
+            ssl_root_cert: self.ssl_root_cert.clone(),
+        }
+    }
+}
+
+/// `[policy]`: names and places callers may use.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Environments that count as production (no individual developer accounts there).
+    pub production_envs: Vec<String>,
+    /// Allow `devqa` and `devlead` users in production environments anyway.
+    pub developer_accounts_in_production: bool,
+    /// Regular expression every folded user and schema name must match.
+    pub name_pattern: String,
+    /// Roles nobody may create, reset, alter or drop, beyond the built-in list.
+    pub protected_roles: Vec<String>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            production_envs: vec!["prod".into()],
+            developer_accounts_in_production: false,
+            name_pattern: crate::plan::naming::DEFAULT_NAME_PATTERN.into(),
+            protected_roles: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a config file; unknown keys and bad values are errors with line numbers.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let config: Config = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The file's settings, or the defaults when no file is named.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        match path {
+            Some(p) => Self::from_file(p),
+            None => Ok(Self::default()),
+        }
+    }
+
+    /// Checks what serde cannot: the name pattern compiles, numbers are sane.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        NamePolicy::new(&self.policy.name_pattern)
+            .with_context(|| format!("policy.name_pattern '{}'", self.policy.name_pattern))?;
+        if self.targets.pool_size == 0 {
+            bail!("targets.pool_size must be at least 1");
+        }
+        if self.targets.connect_timeout_secs == 0 {
+            bail!("targets.connect_timeout_secs must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Reads a secret from `VAR`, or from the file `VAR_FILE` names (trailing newline dropped).
+pub fn secret_from_env(var: &str) -> anyhow::Result<Option<SecretString>> {
+    if let Ok(v) = std::env::var(var) {
+        if !v.is_empty() {
+            return Ok(Some(SecretString::from(v)));
+        }
+    }
+    let file_var = format!("{var}_FILE");
+    if let Ok(path) = std::env::var(&file_var) {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {file_var}={path}"))?;
+        let text = text.trim_end_matches(['\n', '\r']);
+        if text.is_empty() {
+            bail!("{file_var}={path} is empty");
+        }
+        return Ok(Some(SecretString::from(text.to_owned())));
+    }
+    Ok(None)
+}
+
+/// Who may call the API over HTTP Basic (`PG_API_USER` / `PG_API_PASS`).
+#[derive(Clone)]
+pub struct ApiCredentials {
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub password: SecretString,
+}
+
+impl ApiCredentials {
+    /// From the environment; the server refuses to start without them.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let user = std::env::var("PG_API_USER").unwrap_or_default();
+        let password = secret_from_env("PG_API_PASS")?;
+        match (user.is_empty(), password) {
+            (false, Some(password)) => Ok(Self { user, password }),
+            _ => bail!(
+                "refusing to start without API credentials: set PG_API_USER and PG_API_PASS \
+                 (or PG_API_PASS_FILE); there is no built-in default"
+            ),
+        }
+    }
+}
+
+impl AdminCredentials {
+    /// From `PG_ADMIN_USER` and `PG_ADMIN_PASS` / `PG_ADMIN_PASS_FILE`.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let user = std::env::var("PG_ADMIN_USER").unwrap_or_default();
+        if user.is_empty() {
+            bail!("PG_ADMIN_USER is not set: name the PostgreSQL role that runs the DDL");
+        }
+        Ok(Self {
+            user,
+            password: secret_from_env("PG_ADMIN_PASS")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_rejected_with_a_line_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\n[policy]\nprod_envs = []\n").unwrap();
+        let err = format!("{:#}", Config::from_file(&path).unwrap_err());
+        assert!(err.contains("prod_envs") && err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn a_partial_file_keeps_the_other_defaults() {
+        let c: Config = toml::from_str("[targets]\npool_size = 3\n").unwrap();
+        assert_eq!(c.targets.pool_size, 3);
+        assert_eq!(c.targets.connect_timeout_secs, 5);
+        assert_eq!(c.policy.production_envs, ["prod"]);
+    }
+
+    #[test]
+    fn a_bad_name_pattern_is_rejected() {
+        let mut c = Config::default();
+        c.policy.name_pattern = "([".into();
+        assert!(c.validate().is_err());
+    }
+}

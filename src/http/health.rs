@@ -1,0 +1,38 @@
+//! Unauthenticated endpoints: service banner, liveness, readiness.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::service::App;
+
+/// `GET /`: the original's banner.
+pub async fn root() -> Json<Value> {
+    Json(json!({
+        "service": "PostgreSQL User Management API",
+        "version": env!("CARGO_PKG_VERSION"),
+        "auth": "HTTP Basic",
+    }))
+}
+
+/// `GET /healthz`: the process answers.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: the store answers; 503 otherwise.
+pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Value>) {
+    match app.store.ping().await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready", "store": "ok" }))),
+        Err(e) => {
+            tracing::warn!(error = %e, "store not reachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "not ready", "store": "unavailable" })),
+            )
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The HTTP surface: routing, authentication, parameters, JSON errors.
+//!
+//! Handlers are thin: parse, call the service, shape the response. Each resource has its
+//! own file; `/api/v1/users/reset` lives in `users.rs` as `reset`.
+
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod params;
+pub mod registry;
+pub mod users;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::middleware;
+use axum::routing::get;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::service::{App, Caller};
+use auth::Principal;
+use error::json_error;
+
+/// The request id header, set when the client sent none and echoed on every response.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The whole application router.
+pub fn router(app: Arc<App>) -> Router {
+    let api = Router::new()
+        .route("/api/v1/registry", get(registry::list).post(registry::list))
+        .route("/api/v1/users/all", get(users::all).post(users::all))
+        .route("/api/v1/users/app", get(users::app).post(users::app))
+        .route("/api/v1/users/app-k8s", get(users::app_k8s).post(users::app_k8s))
+        .route("/api/v1/users/devqa", get(users::devqa).post(users::devqa))
+        .route("/api/v1/users/devlead", get(users::devlead).post(users::devlead))
+        .route("/api/v1/users/readonly", get(users::readonly).post(users::readonly))
+        .route("/api/v1/users/dba", get(users::dba).post(users::dba))
+        .route("/api/v1/users/reset", get(users::reset).post(users::reset))
+        .route("/api/v1/users/search-path", get(users::search_path).post(users::search_path))
+        .route("/api/v1/users/find", get(users::find).post(users::find))
+        .route_layer(middleware::from_fn_with_state(app.clone(), auth::require_auth));
+    let request_id = axum::http::HeaderName::from_static(REQUEST_ID);
+    Router::new()
+        .route("/", get(health::root))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .merge(api)
+        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed; use GET or POST")
+        })
+        .with_state(app)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(PropagateRequestIdLayer::new(request_id)),
+        )
+}
+
+/// A span per request, labelled by route pattern (never the raw URI, which names users).
+fn request_span(req: &Request) -> tracing::Span {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("request", method = %req.method(), route, request_id = id)
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Caller {
+            request_id: parts
+                .headers
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+            principal: parts
+                .extensions
+                .get::<Principal>()
+                .map(|p| p.0.clone())
+                .unwrap_or_default(),
+            client_addr: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+                .unwrap_or_default(),
+        })
+    }
+}

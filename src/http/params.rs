@@ -1,0 +1,71 @@
+//! Parameters from the query string (GET, as the original) or a JSON or form body (POST).
+
+use axum::extract::{FromRequest, Request};
+use axum::http::{Method, StatusCode, header};
+use axum::response::Response;
+
+use super::error::json_error;
+use crate::service::input::Input;
+
+/// Bodies larger than this are refused; no parameter set comes close.
+const MAX_BODY: usize = 64 * 1024;
+
+/// The call's parameters; body values override query values of the same name.
+pub struct Params(pub Input);
+
+impl<S: Send + Sync> FromRequest<S> for Params {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Response> {
+        let bad = |msg: String| json_error(StatusCode::BAD_REQUEST, msg);
+        let mut pairs: Vec<(String, String)> = match req.uri().query() {
+            Some(q) => serde_urlencoded::from_str(q)
+                .map_err(|e| bad(format!("invalid query string: {e}")))?,
+            None => Vec::new(),
+        };
+        if req.method() == Method::POST {
+            let content_type = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
+                .await
+                .map_err(|_| json_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"))?;
+            if content_type.starts_with("application/json") {
+                pairs.extend(json_pairs(&body).map_err(bad)?);
+            } else if !body.is_empty() {
+                pairs.extend(
+                    serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+                        .map_err(|e| bad(format!("invalid form body: {e}")))?,
+                );
+            }
+        }
+        Ok(Params(Input::from_pairs(pairs)))
+    }
+}
+
+/// A flat JSON object; numbers and booleans are taken as their text (`"port": 8080`).
+fn json_pairs(body: &[u8]) -> Result<Vec<(String, String)>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err("the JSON body must be an object".into());
+    };
+    let mut pairs = Vec::with_capacity(map.len());
+    for (k, v) in map {
+        let text = match v {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            serde_json::Value::Null => continue,
+            _ => return Err(format!("parameter '{k}' must be a string, number or boolean")),
+        };
+        pairs.push((k, text));
+    }
+    Ok(pairs)
+}

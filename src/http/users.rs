@@ -1,0 +1,145 @@
+//! `/api/v1/users/*`: create by profile, reset, search-path, find, all.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+
+use super::params::Params;
+use crate::error::Result;
+use crate::plan::{Profile, Statement};
+use crate::service::users::{self as ops, UserResult, status};
+use crate::service::{App, Caller};
+use crate::store::RegistryEntry;
+
+/// The v1 body of user-changing endpoints: exactly these keys.
+#[derive(Serialize)]
+struct UserBody<'a> {
+    username: &'a str,
+    password: Option<&'a str>,
+    status: &'a str,
+    hostname: &'a str,
+    database: &'a str,
+    port: String,
+    env: &'a str,
+}
+
+/// The body of a dry run: the v1 keys plus the statements that would run.
+#[derive(Serialize)]
+struct DryRunBody<'a> {
+    dry_run: bool,
+    #[serde(flatten)]
+    user: UserBody<'a>,
+    sql: &'a [Statement],
+}
+
+fn user_response(r: &UserResult) -> Response {
+    let body = UserBody {
+        username: &r.username,
+        password: r.password.as_ref().map(|p| p.expose()),
+        status: &r.status,
+        hostname: &r.entry.hostname,
+        database: &r.entry.db_name,
+        port: r.entry.port.to_string(),
+        env: &r.entry.env,
+    };
+    if let Some(plan) = &r.plan {
+        let dry = DryRunBody {
+            dry_run: true,
+            user: body,
+            sql: plan,
+        };
+        return Json(dry).into_response();
+    }
+    let code = if r.status == status::NOT_FOUND {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::OK
+    };
+    let carries_password = body.password.is_some();
+    let mut res = (code, Json(body)).into_response();
+    if carries_password {
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    res
+}
+
+async fn create(app: &App, caller: &Caller, profile: Profile, params: Params) -> Result<Response> {
+    let result = ops::create(app, caller, profile, &params.0).await?;
+    Ok(user_response(&result))
+}
+
+/// Creates the service account `<servername>_<port>`.
+pub async fn app(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
+    create(&a, &c, Profile::App, p).await
+}
+
+/// Creates the Kubernetes workload user `<env_prefix>_<farmname>`.
+pub async fn app_k8s(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
+    create(&a, &c, Profile::AppK8s, p).await
+}
+
+/// Creates an individual dev/QA user (not in production by default).
+pub async fn devqa(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
+    create(&a, &c, Profile::Devqa, p).await
+}
+
+/// Creates a dev-lead user (not in production by default).
+pub async fn devlead(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
+    create(&a, &c, Profile::Devlead, p).await
+}
+
+/// Creates a truly read-only user.
+pub async fn readonly(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
+    create(&a, &c, Profile::Readonly, p).await
+}
+
+/// Creates a DBA user (CREATEDB CREATEROLE).
+pub async fn dba(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
+    create(&a, &c, Profile::Dba, p).await
+}
+
+/// Gives a user a new generated password.
+pub async fn reset(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
+    Ok(user_response(&ops::reset(&a, &c, &p.0).await?))
+}
+
+/// Sets a user's search_path in the target database.
+pub async fn search_path(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
+    Ok(user_response(&ops::search_path(&a, &c, &p.0).await?))
+}
+
+fn target_fields(entry: &RegistryEntry) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("env".into(), entry.env.clone().into());
+    m.insert("hostname".into(), entry.hostname.clone().into());
+    m.insert("database".into(), entry.db_name.clone().into());
+    m.insert("port".into(), entry.port.to_string().into());
+    m
+}
+
+/// Looks a user up: `{found, username, attributes, hostname, database, port, env}`.
+pub async fn find(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
+    let r = ops::find(&a, &c, &p.0).await?;
+    let mut body = target_fields(&r.entry);
+    body.insert("found".into(), r.role.is_some().into());
+    body.insert("username".into(), r.username.clone().into());
+    body.insert(
+        "attributes".into(),
+        r.role.as_ref().map_or(json!(null), |role| json!(role.attributes)),
+    );
+    Ok(Json(body).into_response())
+}
+
+/// Lists the target's users: `{env, hostname, database, port, users}`.
+pub async fn all(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
+    let r = ops::list(&a, &c, &p.0).await?;
+    let mut body = target_fields(&r.entry);
+    body.insert("users".into(), json!(r.users));
+    Ok(Json(body).into_response())
+}

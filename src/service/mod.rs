@@ -1,0 +1,147 @@
+//! Operations: what happens, in what order. Resolve the target, check policy, write the
+//! audit intent, run the plan, write the outcome.
+
+pub mod audit;
+pub mod input;
+pub mod registry;
+pub mod users;
+
+use std::sync::Arc;
+
+use crate::config::{ApiCredentials, Config};
+use crate::error::{Error, Result};
+use crate::plan::{NamePolicy, Profile, RoleName};
+use crate::store::{RegistryEntry, Store};
+use crate::target::{AdminCredentials, Targets};
+
+/// Roles that exist on managed clouds and must never be touched.
+const CLOUD_ADMIN_ROLES: &[&str] = &[
+    "rds_superuser",
+    "rds_admin",
+    "rdsadmin",
+    "rds_replication",
+    "rds_password",
+    "rdstopmgr",
+    "rds_iam",
+    "cloudsqlsuperuser",
+    "cloudsqladmin",
+    "cloudsqlagent",
+    "cloudsqlreplica",
+    "cloudsqlimportexport",
+    "azure_pg_admin",
+    "azuresu",
+    "azure_superuser",
+    "alloydbsuperuser",
+    "alloydbadmin",
+    "supabase_admin",
+    "neon_superuser",
+    "cloud_admin",
+];
+
+/// Everything an operation needs; shared by all requests.
+pub struct App {
+    /// Registry and audit log.
+    pub store: Arc<dyn Store>,
+    /// Admin connection pools.
+    pub targets: Targets,
+    /// Names and environments policy.
+    pub policy: Policy,
+    /// HTTP Basic credentials callers must present.
+    pub api: ApiCredentials,
+}
+
+impl App {
+    /// Wires the parts together from configuration.
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        api: ApiCredentials,
+        admin: AdminCredentials,
+    ) -> anyhow::Result<Self> {
+        let mut protected = config.policy.protected_roles.clone();
+        protected.push(admin.user.to_ascii_lowercase());
+        Ok(Self {
+            store,
+            targets: Targets::new(admin, config.targets.settings()),
+            policy: Policy {
+                names: NamePolicy::new(&config.policy.name_pattern)?,
+                production_envs: config.policy.production_envs.clone(),
+                developer_accounts_in_production: config.policy.developer_accounts_in_production,
+                protected,
+            },
+            api,
+        })
+    }
+
+    /// The active registry entry for env and database, or the original's 404 message.
+    pub async fn resolve(&self, env: &str, database: &str) -> Result<RegistryEntry> {
+        match self.store.registry_get(env, database).await? {
+            Some(entry) if entry.active => Ok(entry),
+            _ => Err(Error::NoRegistryEntry {
+                env: env.to_owned(),
+                database: database.to_owned(),
+            }),
+        }
+    }
+}
+
+/// What callers may name and where.
+pub struct Policy {
+    /// The pattern names must match.
+    pub names: NamePolicy,
+    /// Environments counted as production.
+    pub production_envs: Vec<String>,
+    /// Whether developer accounts may exist in production.
+    pub developer_accounts_in_production: bool,
+    /// Configured protected roles plus the admin role.
+    pub protected: Vec<String>,
+}
+
+impl Policy {
+    /// Refuses roles nobody may create or change through the API. Superusers are refused
+    /// separately, from the target's catalog.
+    pub fn check_not_protected(&self, role: &RoleName) -> Result<()> {
+        let name = role.as_str();
+        let why = if name == "postgres" {
+            Some("the bootstrap superuser")
+        } else if name.starts_with("pg_") {
+            Some("a PostgreSQL system role (pg_ prefix)")
+        } else if CLOUD_ADMIN_ROLES.contains(&name) {
+            Some("a cloud provider's administrative role")
+        } else if self.protected.iter().any(|p| p.eq_ignore_ascii_case(name)) {
+            Some("protected by configuration")
+        } else {
+            None
+        };
+        match why {
+            Some(why) => Err(Error::Forbidden(format!(
+                "role '{name}' is protected ({why}); pg-user-api will not touch it"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses developer profiles in production environments unless configured.
+    pub fn check_profile_env(&self, profile: Profile, env: &str) -> Result<()> {
+        let production = self.production_envs.iter().any(|e| e == env);
+        if production && profile.non_production_only() && !self.developer_accounts_in_production
+        {
+            return Err(Error::Forbidden(format!(
+                "{} users are not allowed in production environment '{env}'",
+                profile.name()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Who is calling, for the audit log.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// Request id (also in `x-request-id`).
+    pub request_id: String,
+    /// Authenticated principal.
+    pub principal: String,
+    /// Client address.
+    pub client_addr: String,
+}

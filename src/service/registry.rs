@@ -1,0 +1,172 @@
+//! The registry of target databases: listing, seeding, importing.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use super::input::Input;
+use super::{App, Caller, audit::AuditScope};
+use crate::error::Result;
+use crate::store::{NewEntry, RegistryEntry, Store};
+
+/// Every registry entry, inactive ones included.
+pub async fn list(app: &App, caller: &Caller) -> Result<Vec<RegistryEntry>> {
+    let scope = AuditScope::new(app, caller, "registry:list", &Input::default());
+    let result = app.store.registry_list().await.map_err(Into::into);
+    scope
+        .outcome(&result, |e: &Vec<RegistryEntry>| format!("{} entries", e.len()))
+        .await;
+    result
+}
+
+/// The original service's sample entries.
+pub fn sample_entries() -> Vec<NewEntry> {
+    let rows: [(&str, &str, &str, bool); 10] = [
+        ("dev", "app_dev_main", "pg-dev-01.example.com", true),
+        ("dev", "app_dev_reports", "pg-dev-01.example.com", true),
+        ("dev", "app_dev_archive", "pg-dev-02.example.com", false),
+        ("qa", "app_qa_reports", "pg-qa-01.example.com", true),
+        ("qa", "app_qa_inttest", "pg-qa-01.example.com", true),
+        ("uat", "app_uat_main", "pg-uat-01.example.com", true),
+        ("uat", "app_uat_reports", "pg-uat-01.example.com", true),
+        ("prod", "app_prod_main", "pg-prod-01.example.com", true),
+        ("prod", "app_prod_reports", "pg-prod-02.example.com", true),
+        ("prod", "app_prod_archive", "pg-prod-03.example.com", false),
+    ];
+    rows.iter()
+        .map(|(env, db, host, active)| NewEntry {
+            env: (*env).into(),
+            db_name: (*db).into(),
+            hostname: (*host).into(),
+            port: 5432,
+            active: *active,
+            notes: Some("sample entry from `pg-user-api seed`".into()),
+            sslmode: Default::default(),
+        })
+        .collect()
+}
+
+/// What happened to one seeded entry.
+pub enum SeedOutcome {
+    /// Added now.
+    Inserted(NewEntry),
+    /// Was there already.
+    Skipped(NewEntry),
+}
+
+/// Adds the sample entries that are missing; running it twice changes nothing.
+pub async fn seed(store: &dyn Store) -> anyhow::Result<Vec<SeedOutcome>> {
+    let mut out = Vec::new();
+    for entry in sample_entries() {
+        if store.registry_get(&entry.env, &entry.db_name).await?.is_some() {
+            out.push(SeedOutcome::Skipped(entry));
+        } else {
+            store.registry_add(&entry).await?;
+            out.push(SeedOutcome::Inserted(entry));
+        }
+    }
+    Ok(out)
+}
+
+/// A file of entries to import: `[[database]]` tables in TOML.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportFile {
+    database: Vec<NewEntry>,
+}
+
+/// A CSV row: the registry columns, `active` as 1/0/true/false.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CsvRow {
+    env: String,
+    #[serde(alias = "database")]
+    db_name: String,
+    #[serde(alias = "host")]
+    hostname: String,
+    port: Option<u16>,
+    active: Option<String>,
+    notes: Option<String>,
+    sslmode: Option<String>,
+}
+
+impl CsvRow {
+    fn into_entry(self) -> std::result::Result<NewEntry, String> {
+        let active = match self.active.as_deref().map(str::trim) {
+            None | Some("") => true,
+            Some(v) => Input::from_pairs([("active".into(), v.into())])
+                .flag("active")
+                .map_err(|e| e.to_string())?,
+        };
+        Ok(NewEntry {
+            env: self.env,
+            db_name: self.db_name,
+            hostname: self.hostname,
+            port: self.port.unwrap_or(5432),
+            active,
+            notes: self.notes.filter(|n| !n.is_empty()),
+            sslmode: match self.sslmode.as_deref() {
+                None | Some("") => Default::default(),
+                Some(s) => s.parse()?,
+            },
+        })
+    }
+}
+
+/// Reads entries from a `.csv` or `.toml` file, with the line or row of each bad one.
+pub fn read_import_file(path: &Path) -> anyhow::Result<Vec<NewEntry>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let is_toml = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+    let entries = if is_toml {
+        toml::from_str::<ImportFile>(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            .database
+    } else {
+        let mut errors = Vec::new();
+        let mut entries = Vec::new();
+        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+        for (i, row) in reader.deserialize::<CsvRow>().enumerate() {
+            // Row 1 is the header.
+            match row.map_err(|e| e.to_string()).and_then(CsvRow::into_entry) {
+                Ok(entry) => entries.push(entry),
+                Err(e) => errors.push(format!("row {}: {e}", i + 2)),
+            }
+        }
+        if !errors.is_empty() {
+            bail!("{}:\n  {}", path.display(), errors.join("\n  "));
+        }
+        entries
+    };
+    Ok(entries)
+}
+
+/// Imports entries all or nothing: every bad or duplicate row is reported and none is added.
+pub async fn import(store: &dyn Store, entries: &[NewEntry]) -> anyhow::Result<()> {
+    let mut errors = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, e) in entries.iter().enumerate() {
+        let n = i + 1;
+        if let Err(why) = e.validate() {
+            errors.push(format!("entry {n}: {why}"));
+        } else if !seen.insert((e.env.clone(), e.db_name.clone())) {
+            errors.push(format!(
+                "entry {n}: env='{}' database='{}' appears twice in the file",
+                e.env, e.db_name
+            ));
+        } else if store.registry_get(&e.env, &e.db_name).await?.is_some() {
+            errors.push(format!(
+                "entry {n}: env='{}' database='{}' is already registered",
+                e.env, e.db_name
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        bail!("nothing imported:\n  {}", errors.join("\n  "));
+    }
+    for e in entries {
+        store.registry_add(e).await?;
+    }
+    Ok(())
+}

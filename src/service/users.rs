@@ -1,0 +1,443 @@
+//! User operations on one target database: create (by profile), reset, search_path, find, list.
+
+use serde::Serialize;
+
+use super::audit::AuditScope;
+use super::input::Input;
+use super::{App, Caller};
+use crate::error::{Error, Result};
+use crate::plan::{self, Password, Profile, RoleName, SchemaFacts, Statement, Verifier};
+use crate::store::RegistryEntry;
+use crate::target::{classify, is_duplicate};
+
+/// Status strings of the v1 contract.
+pub mod status {
+    /// The role exists already; nothing changed.
+    pub const EXISTS: &str = "user already exists";
+    /// Reset or search_path of a role that does not exist.
+    pub const NOT_FOUND: &str = "user not found";
+    /// A new password is in force.
+    pub const RESET: &str = "password reset";
+    /// A dry run: nothing was changed.
+    pub const DRY_RUN: &str = "dry run";
+}
+
+/// The result of a user-changing operation.
+#[derive(Debug)]
+pub struct UserResult {
+    /// The role name actually used (folded, templated).
+    pub username: String,
+    /// The new password, when one was set.
+    pub password: Option<Password>,
+    /// One of the v1 status strings.
+    pub status: String,
+    /// The target.
+    pub entry: RegistryEntry,
+    /// The statements, for a dry run.
+    pub plan: Option<Vec<Statement>>,
+}
+
+impl UserResult {
+    fn new(username: &RoleName, entry: RegistryEntry, status: &str) -> Self {
+        Self {
+            username: username.to_string(),
+            password: None,
+            status: status.into(),
+            entry,
+            plan: None,
+        }
+    }
+
+    fn planned(mut self, plan: Vec<Statement>) -> Self {
+        self.plan = Some(plan);
+        self
+    }
+}
+
+/// A role and its attributes, as `find` and `all` report them.
+#[derive(Debug, Serialize)]
+pub struct RoleInfo {
+    /// Role name.
+    pub username: String,
+    /// psql-style attribute words (`Superuser`, `Create DB`, `20 connections`, …).
+    pub attributes: Vec<String>,
+}
+
+/// The result of `find`.
+#[derive(Debug)]
+pub struct FindResult {
+    /// The folded name looked up.
+    pub username: String,
+    /// The role, when it exists.
+    pub role: Option<RoleInfo>,
+    /// The target.
+    pub entry: RegistryEntry,
+}
+
+/// The result of `all`.
+#[derive(Debug)]
+pub struct ListResult {
+    /// All non-system roles.
+    pub users: Vec<RoleInfo>,
+    /// The target.
+    pub entry: RegistryEntry,
+}
+
+fn status_of(r: &UserResult) -> String {
+    r.status.clone()
+}
+
+/// The role name a profile builds from its parameters.
+fn profile_role(app: &App, profile: Profile, input: &Input) -> Result<RoleName> {
+    let names = &app.policy.names;
+    let raw = match profile {
+        Profile::App => {
+            let server = names.name_part("servername", input.required("servername")?)?;
+            let port = input.required("port")?;
+            let port: u16 = port
+                .trim()
+                .parse()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| Error::Invalid(format!("port '{port}' must be a number 1-65535")))?;
+            format!("{server}_{port}")
+        }
+        Profile::AppK8s => {
+            let prefix = names.name_part("env_prefix", input.required("env_prefix")?)?;
+            let farm = names.name_part("farmname", input.required("farmname")?)?;
+            format!("{prefix}_{farm}")
+        }
+        _ => input.required("username")?.to_owned(),
+    };
+    Ok(names.role(&raw)?)
+}
+
+async fn new_password() -> Result<(Password, Verifier)> {
+    tokio::task::spawn_blocking(|| {
+        let p = Password::generate();
+        let v = p.scram_verifier();
+        (p, v)
+    })
+    .await
+    .map_err(|e| Error::Internal(e.into()))
+}
+
+/// Serialises operations on one role name within a database for the transaction's life.
+async fn lock_role(tx: &tokio_postgres::Transaction<'_>, role: &RoleName) -> Result<()> {
+    let key = format!("pg-user-api:role:{role}");
+    tx.execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))", &[&key])
+        .await
+        .map_err(|e| classify(&e))?;
+    Ok(())
+}
+
+enum RoleState {
+    Missing,
+    Protected,
+    Ordinary,
+}
+
+async fn role_state(tx: &tokio_postgres::Transaction<'_>, role: &RoleName) -> Result<RoleState> {
+    let row = tx
+        .query_opt(
+            "SELECT rolsuper OR rolname = current_user FROM pg_catalog.pg_roles WHERE rolname = $1",
+            &[&role.as_str()],
+        )
+        .await
+        .map_err(|e| classify(&e))?;
+    Ok(match row {
+        None => RoleState::Missing,
+        Some(r) if r.get::<_, bool>(0) => RoleState::Protected,
+        Some(_) => RoleState::Ordinary,
+    })
+}
+
+/// Schemas and the owners whose tables a read-only user must be able to read.
+async fn read_only_facts(
+    tx: &tokio_postgres::Transaction<'_>,
+    app: &App,
+    entry: &RegistryEntry,
+) -> Result<Vec<SchemaFacts>> {
+    let rows = tx
+        .query(
+            "WITH s AS (
+                 SELECT n.oid, n.nspname,
+                        CASE WHEN pg_catalog.pg_get_userbyid(n.nspowner) = 'pg_database_owner'
+                             THEN d.datdba ELSE n.nspowner END AS owner
+                 FROM pg_catalog.pg_namespace n
+                 JOIN pg_catalog.pg_database d ON d.datname = pg_catalog.current_database()
+                 WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+             ), o AS (
+                 SELECT nspname, owner FROM s
+                 UNION
+                 SELECT s.nspname, c.relowner FROM s
+                 JOIN pg_catalog.pg_class c ON c.relnamespace = s.oid
+                 WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f', 'S')
+             )
+             SELECT o.nspname::text, r.rolname::text, pg_catalog.pg_has_role(r.oid, 'USAGE')
+             FROM o JOIN pg_catalog.pg_roles r ON r.oid = o.owner
+             ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .map_err(|e| classify(&e))?;
+    let mut facts: Vec<SchemaFacts> = Vec::new();
+    let mut foreign = Vec::new();
+    for row in rows {
+        let (schema, owner, usable): (String, String, bool) = (row.get(0), row.get(1), row.get(2));
+        if !usable {
+            foreign.push(format!("{owner} (in schema {schema})"));
+        }
+        match facts.last_mut() {
+            Some(f) if f.name == schema => f.owners.push(owner),
+            _ => facts.push(SchemaFacts {
+                name: schema,
+                owners: vec![owner],
+            }),
+        }
+    }
+    if !foreign.is_empty() {
+        return Err(Error::TargetRefused(format!(
+            "the admin role '{}' cannot grant read access in database '{}': it is not a member of \
+             the owner role(s) {}; grant it membership (GRANT owner TO {}) or change ownership",
+            app.targets.admin_user(),
+            entry.db_name,
+            foreign.join(", "),
+            app.targets.admin_user(),
+        )));
+    }
+    Ok(facts)
+}
+
+/// Creates a user of `profile` in the target that `env` and `database` name.
+pub async fn create(
+    app: &App,
+    caller: &Caller,
+    profile: Profile,
+    input: &Input,
+) -> Result<UserResult> {
+    let mut scope = AuditScope::new(app, caller, &format!("create:{}", profile.name()), input);
+    let result = create_in(app, &mut scope, profile, input).await;
+    scope.outcome(&result, status_of).await;
+    result
+}
+
+async fn create_in(
+    app: &App,
+    scope: &mut AuditScope<'_>,
+    profile: Profile,
+    input: &Input,
+) -> Result<UserResult> {
+    {
+        let env = input.required("env")?;
+        let database = input.required("database")?;
+        let dry_run = input.flag("dry_run")?;
+        let role = profile_role(app, profile, input)?;
+        scope.set_username(role.as_str());
+        app.policy.check_not_protected(&role)?;
+        app.policy.check_profile_env(profile, env)?;
+        let entry = app.resolve(env, database).await?;
+        if !dry_run {
+            scope.intent(&format!("create {} user", profile.name())).await?;
+        }
+        let (password, verifier) = new_password().await?;
+        let mut conn = app.targets.connect(&entry).await?;
+        let tx = conn.transaction().await.map_err(|e| classify(&e))?;
+        lock_role(&tx, &role).await?;
+        if !matches!(role_state(&tx, &role).await?, RoleState::Missing) {
+            return Ok(UserResult::new(&role, entry, status::EXISTS));
+        }
+        let schemas = if profile.read_only() {
+            read_only_facts(&tx, app, &entry).await?
+        } else {
+            Vec::new()
+        };
+        let plan = plan::create_user(profile, &role, &entry.db_name, &verifier, &schemas);
+        if dry_run {
+            return Ok(UserResult::new(&role, entry, status::DRY_RUN).planned(plan));
+        }
+        let applied = match tx.batch_execute(&plan::batch(&plan)).await {
+            Ok(()) => tx.commit().await,
+            Err(e) => Err(e),
+        };
+        match applied {
+            Ok(()) => Ok(UserResult {
+                password: Some(password),
+                ..UserResult::new(&role, entry, profile.created_status())
+            }),
+            // Another registry entry on the same server created it first (roles are
+            // cluster-wide, the advisory lock is per database).
+            Err(e) if is_duplicate(&e) => Ok(UserResult::new(&role, entry, status::EXISTS)),
+            Err(e) => Err(classify(&e)),
+        }
+    }
+}
+
+/// Shared path of reset and search_path: validate, resolve, intent, lock, check the role.
+async fn alter_existing(
+    app: &App,
+    scope: &mut AuditScope<'_>,
+    input: &Input,
+    what: &str,
+    build: impl FnOnce(&RoleName, &RegistryEntry) -> Result<Vec<Statement>>,
+    success: String,
+    password: Option<Password>,
+) -> Result<UserResult> {
+    let env = input.required("env")?;
+    let database = input.required("database")?;
+    let dry_run = input.flag("dry_run")?;
+    let role = app.policy.names.role(input.required("username")?)?;
+    scope.set_username(role.as_str());
+    app.policy.check_not_protected(&role)?;
+    let entry = app.resolve(env, database).await?;
+    let plan = build(&role, &entry)?;
+    if !dry_run {
+        scope.intent(what).await?;
+    }
+    let mut conn = app.targets.connect(&entry).await?;
+    let tx = conn.transaction().await.map_err(|e| classify(&e))?;
+    lock_role(&tx, &role).await?;
+    match role_state(&tx, &role).await? {
+        RoleState::Missing => return Ok(UserResult::new(&role, entry, status::NOT_FOUND)),
+        RoleState::Protected => {
+            return Err(Error::Forbidden(format!(
+                "role '{role}' is a superuser or the admin role; pg-user-api will not touch it"
+            )));
+        }
+        RoleState::Ordinary => {}
+    }
+    if dry_run {
+        return Ok(UserResult::new(&role, entry, status::DRY_RUN).planned(plan));
+    }
+    tx.batch_execute(&plan::batch(&plan))
+        .await
+        .map_err(|e| classify(&e))?;
+    tx.commit().await.map_err(|e| classify(&e))?;
+    Ok(UserResult {
+        password,
+        ..UserResult::new(&role, entry, &success)
+    })
+}
+
+/// Gives an existing user a new generated password; the old one stops working at once.
+pub async fn reset(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
+    let mut scope = AuditScope::new(app, caller, "reset", input);
+    let result = async {
+        let (password, verifier) = new_password().await?;
+        let build = |role: &RoleName, _: &RegistryEntry| Ok(plan::reset_password(role, &verifier));
+        let success = status::RESET.to_owned();
+        alter_existing(app, &mut scope, input, "reset password", build, success, Some(password))
+            .await
+    }
+    .await;
+    scope.outcome(&result, status_of).await;
+    result
+}
+
+/// Sets an existing user's search_path in the target database (default `public`).
+pub async fn search_path(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
+    let mut scope = AuditScope::new(app, caller, "search-path", input);
+    let result = async {
+        let path = app
+            .policy
+            .names
+            .search_path(input.get("schema").unwrap_or("public"))?;
+        let shown: Vec<&str> = path.iter().map(|s| s.as_str()).collect();
+        let success = format!("search_path set to {}", shown.join(", "));
+        let build = |role: &RoleName, entry: &RegistryEntry| {
+            Ok(plan::set_search_path(role, &entry.db_name, &path))
+        };
+        alter_existing(app, &mut scope, input, "set search_path", build, success, None).await
+    }
+    .await;
+    scope.outcome(&result, status_of).await;
+    result
+}
+
+const ROLE_COLUMNS: &str = "SELECT rolname::text, rolsuper, rolinherit, rolcreaterole, rolcreatedb,
+        rolcanlogin, rolreplication, rolbypassrls, rolconnlimit, rolvaliduntil::text
+ FROM pg_catalog.pg_roles";
+
+fn role_info(row: &tokio_postgres::Row) -> RoleInfo {
+    let flags = [
+        (1, true, "Superuser"),
+        (2, false, "No inheritance"),
+        (3, true, "Create role"),
+        (4, true, "Create DB"),
+        (5, false, "Cannot login"),
+        (6, true, "Replication"),
+        (7, true, "Bypass RLS"),
+    ];
+    let mut attributes: Vec<String> = flags
+        .iter()
+        .filter(|(col, when, _)| row.get::<_, bool>(*col) == *when)
+        .map(|(_, _, word)| (*word).to_owned())
+        .collect();
+    let limit: i32 = row.get(8);
+    if limit >= 0 {
+        attributes.push(format!("{limit} connection{}", if limit == 1 { "" } else { "s" }));
+    }
+    if let Some(until) = row.get::<_, Option<String>>(9) {
+        attributes.push(format!("Password valid until {until}"));
+    }
+    RoleInfo {
+        username: row.get(0),
+        attributes,
+    }
+}
+
+/// Looks a user up by (folded) name.
+pub async fn find(app: &App, caller: &Caller, input: &Input) -> Result<FindResult> {
+    let detail = |r: &FindResult| if r.role.is_some() { "found" } else { "not found" }.into();
+    let mut scope = AuditScope::new(app, caller, "find", input);
+    let result = async {
+        let env = input.required("env")?;
+        let database = input.required("database")?;
+        let role = app.policy.names.role(input.required("username")?)?;
+        scope.set_username(role.as_str());
+        let entry = app.resolve(env, database).await?;
+        let conn = app.targets.connect(&entry).await?;
+        let stmt = conn
+            .prepare_cached(&format!("{ROLE_COLUMNS} WHERE rolname = $1"))
+            .await
+            .map_err(|e| classify(&e))?;
+        let row = conn
+            .query_opt(&stmt, &[&role.as_str()])
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(FindResult {
+            username: role.to_string(),
+            role: row.as_ref().map(role_info),
+            entry,
+        })
+    }
+    .await;
+    scope.outcome(&result, detail).await;
+    result
+}
+
+/// Lists the target's roles, system roles (`pg_*`) left out.
+pub async fn list(app: &App, caller: &Caller, input: &Input) -> Result<ListResult> {
+    let detail = |r: &ListResult| format!("{} users", r.users.len());
+    let scope = AuditScope::new(app, caller, "list", input);
+    let result = async {
+        let env = input.required("env")?;
+        let database = input.required("database")?;
+        let entry = app.resolve(env, database).await?;
+        let conn = app.targets.connect(&entry).await?;
+        let stmt = conn
+            .prepare_cached(&format!(
+                "{ROLE_COLUMNS} WHERE rolname !~ '^pg_' ORDER BY rolname"
+            ))
+            .await
+            .map_err(|e| classify(&e))?;
+        let rows = conn.query(&stmt, &[]).await.map_err(|e| classify(&e))?;
+        Ok(ListResult {
+            users: rows.iter().map(role_info).collect(),
+            entry,
+        })
+    }
+    .await;
+    scope.outcome(&result, detail).await;
+    result
+}

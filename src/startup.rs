@@ -1,0 +1,102 @@
+//! Building and running the server, so tests boot the real application on port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::{ApiCredentials, Config, LogFormat};
+use crate::service::App;
+use crate::store::Store;
+use crate::target::AdminCredentials;
+
+/// A bound, ready-to-run server.
+pub struct Application {
+    listener: TcpListener,
+    app: Arc<App>,
+}
+
+impl Application {
+    /// Opens the store the config names and binds the listen address.
+    pub async fn build(
+        config: &Config,
+        api: ApiCredentials,
+        admin: AdminCredentials,
+    ) -> anyhow::Result<Self> {
+        let store = crate::store::open(&config.store)
+            .await
+            .with_context(|| format!("opening store {}", config.store))?;
+        Self::with_store(config, store, api, admin).await
+    }
+
+    /// Like [`Application::build`], with a store already opened.
+    pub async fn with_store(
+        config: &Config,
+        store: Arc<dyn Store>,
+        api: ApiCredentials,
+        admin: AdminCredentials,
+    ) -> anyhow::Result<Self> {
+        install_crypto_provider();
+        let app = Arc::new(App::new(config, store, api, admin)?);
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        Ok(Self { listener, app })
+    }
+
+    /// The bound port (useful with `127.0.0.1:0`).
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `shutdown` completes, then drains in-flight requests.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let router = crate::http::router(self.app);
+        axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+    }
+}
+
+/// rustls needs exactly one process-wide provider; ring is the one compiled in.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested; draining in-flight requests");
+}
+
+/// Structured logs to stderr; `RUST_LOG` narrows or widens them (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

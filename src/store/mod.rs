@@ -1,0 +1,243 @@
+//! The service's own data: registry of target databases and the audit log.
+//!
+//! One interface, [`Store`]; the embedded SQLite backend is the default.
+
+pub mod sqlite;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How to talk TLS to a target, per registry entry; the libpq names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS when the server offers it, without certificate checks (libpq's default).
+    #[default]
+    Prefer,
+    /// TLS always, without certificate checks.
+    Require,
+    /// TLS always, certificate chain and host name verified.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The libpq spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+impl fmt::Display for SslMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SslMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "disable" => Ok(SslMode::Disable),
+            "prefer" => Ok(SslMode::Prefer),
+            "require" => Ok(SslMode::Require),
+            "verify-full" => Ok(SslMode::VerifyFull),
+            other => Err(format!(
+                "unknown sslmode '{other}': use disable, prefer, require or verify-full"
+            )),
+        }
+    }
+}
+
+/// A target database as the registry knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RegistryEntry {
+    /// Row id.
+    pub id: i64,
+    /// Environment name (dev, qa, uat, prod, …).
+    pub env: String,
+    /// Database name on the target server.
+    pub db_name: String,
+    /// Target server host.
+    pub hostname: String,
+    /// Target server port.
+    pub port: u16,
+    /// Inactive entries are listed but never operated on; 1 or 0 as in the original.
+    #[serde(serialize_with = "as_int")]
+    pub active: bool,
+    /// Free text.
+    pub notes: Option<String>,
+    /// When the entry was added (UTC).
+    pub created_at: String,
+    /// TLS mode towards the target.
+    pub sslmode: SslMode,
+}
+
+fn as_int<S: serde::Serializer>(b: &bool, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_i64(i64::from(*b))
+}
+
+/// A registry entry to add.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEntry {
+    /// Environment name.
+    pub env: String,
+    /// Database name.
+    #[serde(alias = "database")]
+    pub db_name: String,
+    /// Target server host.
+    #[serde(alias = "host")]
+    pub hostname: String,
+    /// Target server port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Whether operations may use it.
+    #[serde(default = "default_true")]
+    pub active: bool,
+    /// Free text.
+    #[serde(default)]
+    pub notes: Option<String>,
+    /// TLS mode towards the target.
+    #[serde(default)]
+    pub sslmode: SslMode,
+}
+
+fn default_port() -> u16 {
+    5432
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl NewEntry {
+    /// Checks what PostgreSQL and the registry need; the message names the bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        let name_ok = |s: &str| !s.is_empty() && s.len() <= 63 && !s.contains('\0');
+        if !name_ok(&self.env) || self.env.chars().any(char::is_whitespace) {
+            return Err(format!("env '{}' must be 1-63 bytes without spaces", self.env));
+        }
+        if !name_ok(&self.db_name) {
+            return Err(format!(
+                "database '{}' must be 1-63 bytes without NUL",
+                self.db_name
+            ));
+        }
+        let host_ok = !self.hostname.is_empty()
+            && self.hostname.len() <= 253
+            && self
+                .hostname
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
+        if !host_ok {
+            return Err(format!("host '{}' is not a host name or address", self.hostname));
+        }
+        if self.port == 0 {
+            return Err("port must be 1-65535".into());
+        }
+        Ok(())
+    }
+}
+
+/// The phase of an audited operation.
+pub mod status {
+    /// Written before any DDL runs.
+    pub const INTENT: &str = "intent";
+    /// The operation completed (including "user already exists").
+    pub const SUCCESS: &str = "success";
+    /// The operation failed or was refused.
+    pub const FAILURE: &str = "failure";
+}
+
+/// One audit log row. Never holds a password or a verifier.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    /// Row id (0 before it is stored).
+    pub id: i64,
+    /// When it happened (UTC).
+    pub performed_at: DateTime<Utc>,
+    /// The request's id, also in the `x-request-id` header.
+    pub request_id: String,
+    /// Who called.
+    pub principal: String,
+    /// From where.
+    pub client_addr: String,
+    /// Target environment.
+    pub env: String,
+    /// Target database.
+    pub db_name: String,
+    /// Role concerned.
+    pub pg_username: String,
+    /// Operation (create:app, reset, find, …).
+    pub operation: String,
+    /// `intent`, `success` or `failure`.
+    pub status: String,
+    /// Outcome text (`user created`, `password reset`, …).
+    pub detail: String,
+    /// Error text shown to the caller, if any.
+    pub error: Option<String>,
+    /// Time from intent to outcome.
+    pub duration_ms: Option<i64>,
+}
+
+/// Failures of the store; `Duplicate` and `NotFound` are the caller's to handle.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A registry entry with the same env and database exists.
+    #[error("a registry entry for env='{env}' database='{db_name}' already exists")]
+    Duplicate { env: String, db_name: String },
+    /// Anything else.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// The persistence the service needs; SQLite today, PostgreSQL to scale out.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Succeeds when the store answers a trivial query.
+    async fn ping(&self) -> anyhow::Result<()>;
+    /// All registry entries, ordered by env and database.
+    async fn registry_list(&self) -> anyhow::Result<Vec<RegistryEntry>>;
+    /// The entry for env and database, active or not.
+    async fn registry_get(&self, env: &str, db_name: &str)
+    -> anyhow::Result<Option<RegistryEntry>>;
+    /// Adds an entry.
+    async fn registry_add(&self, entry: &NewEntry) -> Result<RegistryEntry, StoreError>;
+    /// Sets `active`; false when no such entry.
+    async fn registry_set_active(
+        &self,
+        env: &str,
+        db_name: &str,
+        active: bool,
+    ) -> anyhow::Result<bool>;
+    /// Removes an entry; false when no such entry.
+    async fn registry_remove(&self, env: &str, db_name: &str) -> anyhow::Result<bool>;
+    /// Appends audit records atomically, returning their ids.
+    async fn audit_append(&self, records: &[AuditRecord]) -> anyhow::Result<Vec<i64>>;
+    /// The latest records, newest first.
+    async fn audit_latest(&self, limit: u32) -> anyhow::Result<Vec<AuditRecord>>;
+}
+
+/// Opens the store a URL names: `sqlite://PATH` (or a bare path). Creates and migrates it.
+pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        anyhow::bail!("a PostgreSQL store is not available in this version; use sqlite://PATH");
+    }
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    Ok(Arc::new(sqlite::SqliteStore::open(path).await?))
+}

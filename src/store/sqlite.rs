@@ -1,0 +1,283 @@
+//! The embedded default store: one SQLite file in WAL mode.
+//!
+//! Writes go through a single connection so this process never fights itself for the write
+//! lock (the original lost audit rows to "database is locked"); reads use a small pool.
+//! Other processes (the CLI beside a running server) wait on the busy timeout.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::Row;
+
+use super::{AuditRecord, NewEntry, RegistryEntry, Store, StoreError};
+
+/// Ordered migrations; each runs once, in its own transaction.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/sqlite_001_original.sql")),
+    (2, include_str!("migrations/sqlite_002_audit_context.sql")),
+];
+
+/// The SQLite store.
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the file at `path`.
+    pub async fn open(path: impl AsRef<Path>) -> anyhow::Result<Self> {
+        let path = path.as_ref();
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("opening SQLite store {}", path.display()))?;
+        let store = Self {
+            reader: SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options.read_only(true))
+                .await
+                .with_context(|| format!("opening SQLite store {}", path.display()))?,
+            writer,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS pgua_migrations (
+                 version INTEGER PRIMARY KEY,
+                 applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let done: Vec<i64> = sqlx::query_scalar("SELECT version FROM pgua_migrations")
+            .fetch_all(&mut *tx)
+            .await?;
+        for (version, sql) in MIGRATIONS {
+            if done.contains(version) {
+                continue;
+            }
+            sqlx::raw_sql(*sql)
+                .execute(&mut *tx)
+                .await
+                .with_context(|| format!("applying store migration {version}"))?;
+            sqlx::query("INSERT INTO pgua_migrations (version) VALUES (?)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn registry_query(
+        &self,
+        sql: &'static str,
+        env: &str,
+        db_name: &str,
+    ) -> anyhow::Result<Option<RegistryEntry>> {
+        let row = sqlx::query(sql)
+            .bind(env)
+            .bind(db_name)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| registry_row(&r)).transpose()
+    }
+}
+
+fn registry_row(row: &SqliteRow) -> anyhow::Result<RegistryEntry> {
+    let port: i64 = row.try_get("port")?;
+    let sslmode: String = row.try_get("sslmode")?;
+    Ok(RegistryEntry {
+        id: row.try_get("id")?,
+        env: row.try_get("env")?,
+        db_name: row.try_get("db_name")?,
+        hostname: row.try_get("hostname")?,
+        port: u16::try_from(port).context("registry port out of range")?,
+        active: row.try_get::<i64, _>("active")? != 0,
+        notes: row.try_get("notes")?,
+        created_at: row.try_get("created_at")?,
+        sslmode: sslmode.parse().map_err(anyhow::Error::msg)?,
+    })
+}
+
+fn audit_row(row: &SqliteRow) -> anyhow::Result<AuditRecord> {
+    let at: String = row.try_get("performed_at")?;
+    let text = |col: &str| -> anyhow::Result<String> {
+        Ok(row.try_get::<Option<String>, _>(col)?.unwrap_or_default())
+    };
+    Ok(AuditRecord {
+        id: row.try_get("id")?,
+        performed_at: parse_time(&at),
+        request_id: text("request_id")?,
+        principal: text("principal")?,
+        client_addr: text("client_addr")?,
+        env: text("env")?,
+        db_name: text("db_name")?,
+        pg_username: text("pg_username")?,
+        operation: text("operation")?,
+        status: text("status")?,
+        detail: text("detail")?,
+        error: row.try_get("error")?,
+        duration_ms: row.try_get("duration_ms")?,
+    })
+}
+
+/// Reads our RFC 3339 stamps and the original's `CURRENT_TIMESTAMP` ones.
+fn parse_time(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").map(|t| t.and_utc())
+        })
+        .unwrap_or_default()
+}
+
+/// Sortable UTC stamp with microseconds, so `ORDER BY performed_at` is chronological.
+fn format_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn registry_list(&self) -> anyhow::Result<Vec<RegistryEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, env, db_name, hostname, port, active, notes, created_at, sslmode
+             FROM db_registry ORDER BY env, db_name",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(registry_row).collect()
+    }
+
+    async fn registry_get(
+        &self,
+        env: &str,
+        db_name: &str,
+    ) -> anyhow::Result<Option<RegistryEntry>> {
+        self.registry_query(
+            "SELECT id, env, db_name, hostname, port, active, notes, created_at, sslmode
+             FROM db_registry WHERE env = ? AND db_name = ?",
+            env,
+            db_name,
+        )
+        .await
+    }
+
+    async fn registry_add(&self, e: &NewEntry) -> Result<RegistryEntry, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO db_registry (env, db_name, hostname, port, active, notes, sslmode)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             RETURNING id, env, db_name, hostname, port, active, notes, created_at, sslmode",
+        )
+        .bind(&e.env)
+        .bind(&e.db_name)
+        .bind(&e.hostname)
+        .bind(i64::from(e.port))
+        .bind(i64::from(e.active))
+        .bind(&e.notes)
+        .bind(e.sslmode.as_str())
+        .fetch_one(&self.writer)
+        .await;
+        match result {
+            Ok(row) => Ok(registry_row(&row)?),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                Err(StoreError::Duplicate {
+                    env: e.env.clone(),
+                    db_name: e.db_name.clone(),
+                })
+            }
+            Err(other) => Err(StoreError::Other(other.into())),
+        }
+    }
+
+    async fn registry_set_active(
+        &self,
+        env: &str,
+        db_name: &str,
+        active: bool,
+    ) -> anyhow::Result<bool> {
+        let done = sqlx::query("UPDATE db_registry SET active = ? WHERE env = ? AND db_name = ?")
+            .bind(i64::from(active))
+            .bind(env)
+            .bind(db_name)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn registry_remove(&self, env: &str, db_name: &str) -> anyhow::Result<bool> {
+        let done = sqlx::query("DELETE FROM db_registry WHERE env = ? AND db_name = ?")
+            .bind(env)
+            .bind(db_name)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn audit_append(&self, records: &[AuditRecord]) -> anyhow::Result<Vec<i64>> {
+        let mut tx = self.writer.begin().await?;
+        let mut ids = Vec::with_capacity(records.len());
+        for r in records {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO audit_log (env, db_name, pg_username, operation, status,
+                     performed_at, request_id, principal, client_addr, detail, error, duration_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(&r.env)
+            .bind(&r.db_name)
+            .bind(&r.pg_username)
+            .bind(&r.operation)
+            .bind(&r.status)
+            .bind(format_time(&r.performed_at))
+            .bind(&r.request_id)
+            .bind(&r.principal)
+            .bind(&r.client_addr)
+            .bind(&r.detail)
+            .bind(&r.error)
+            .bind(r.duration_ms)
+            .fetch_one(&mut *tx)
+            .await?;
+            ids.push(id);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn audit_latest(&self, limit: u32) -> anyhow::Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, env, db_name, pg_username, operation, status, performed_at, request_id,
+                    principal, client_addr, detail, error, duration_ms
+             FROM audit_log ORDER BY performed_at DESC, id DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(audit_row).collect()
+    }
+}
+

@@ -1,0 +1,8 @@
+//! Black-box tests: the real server over HTTP against real PostgreSQL clusters.
+
+mod cli;
+mod concurrency;
+mod quoting;
+mod security;
+mod support;
+mod users;

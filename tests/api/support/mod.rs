@@ -1,0 +1,296 @@
+//! Test support: two private PostgreSQL clusters (standing for dev and prod) shared by all
+//! tests of this binary, and `spawn_app()` to boot the real server on a random port.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use pgua::cli::demo::{DEMO_ADMIN, prepare_cluster};
+use pgua::cluster::{ClusterOptions, TempCluster, reap_stale_clusters};
+use pgua::config::{ApiCredentials, Config};
+use pgua::plan::Password;
+use pgua::startup::Application;
+use pgua::store::{NewEntry, SslMode, Store};
+use pgua::target::AdminCredentials;
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use secrecy::SecretString;
+use serde_json::Value;
+
+/// What tests need to know of one cluster; the cluster itself lives in `OWNED`.
+#[derive(Clone, Debug)]
+pub struct ClusterInfo {
+    pub port: u16,
+    pub superuser_password: String,
+    pub admin_password: String,
+    pub log_path: std::path::PathBuf,
+}
+
+impl ClusterInfo {
+    fn of(c: &TempCluster, admin_password: &Password) -> Self {
+        Self {
+            port: c.port(),
+            superuser_password: c.superuser_password().to_owned(),
+            admin_password: admin_password.expose().to_owned(),
+            log_path: c.log_path(),
+        }
+    }
+
+    /// A superuser connection to `db`.
+    pub async fn superuser(&self, db: &str) -> tokio_postgres::Client {
+        connect(self.port, db, "postgres", &self.superuser_password)
+            .await
+            .expect("superuser connects")
+    }
+}
+
+/// Clusters are stopped and removed when the test process exits.
+static OWNED: Mutex<Vec<TempCluster>> = Mutex::new(Vec::new());
+
+extern "C" fn stop_clusters() {
+    if let Ok(mut owned) = OWNED.lock() {
+        owned.clear();
+    }
+}
+
+/// The dev and prod clusters, started once per test process.
+pub struct Clusters {
+    pub dev: ClusterInfo,
+    pub prod: ClusterInfo,
+}
+
+pub fn clusters() -> &'static Clusters {
+    static CLUSTERS: OnceLock<Clusters> = OnceLock::new();
+    CLUSTERS.get_or_init(|| {
+        reap_stale_clusters();
+        // SAFETY: registering a plain extern "C" function with no captured state.
+        unsafe { libc::atexit(stop_clusters) };
+        let logging = ClusterOptions {
+            settings: vec![("log_statement".into(), "all".into())],
+        };
+        // One admin role name and password on both, as the service has one admin identity.
+        let admin_password = Password::generate();
+        let (dev, prod) = std::thread::scope(|s| {
+            let dev = s.spawn(|| start_prepared(logging.clone(), &admin_password));
+            let prod = s.spawn(|| start_prepared(ClusterOptions::default(), &admin_password));
+            (dev.join().unwrap(), prod.join().unwrap())
+        });
+        Clusters { dev, prod }
+    })
+}
+
+/// Starts a cluster with the demo's layout: admin role `pgua_admin`, owner role `app_owner`,
+/// databases `dev` and `prod` with a table `public.orders`.
+pub fn start_prepared(options: ClusterOptions, admin_password: &Password) -> ClusterInfo {
+    let cluster = TempCluster::start(options).expect("cluster starts");
+    prepare_cluster(&cluster, admin_password).expect("cluster prepared");
+    let info = ClusterInfo::of(&cluster, admin_password);
+    OWNED.lock().unwrap().push(cluster);
+    info
+}
+
+/// Connects with a password over TCP, as any client would.
+pub async fn connect(
+    port: u16,
+    db: &str,
+    user: &str,
+    password: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .dbname(db)
+        .user(user)
+        .password(password)
+        .connect(tokio_postgres::NoTls)
+        .await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// A role name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("{prefix}_{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A free TCP port with nothing listening on it.
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running server and what tests need to call it.
+pub struct TestApp {
+    pub base: String,
+    pub user: String,
+    pub pass: String,
+    pub client: reqwest::Client,
+    pub store: Arc<dyn Store>,
+    pub clusters: &'static Clusters,
+    _dir: tempfile::TempDir,
+}
+
+/// A response, parsed.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn str(&self, key: &str) -> &str {
+        self.body[key].as_str().unwrap_or_default()
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Config::default()).await
+}
+
+/// Boots the server with `config`, a fresh SQLite store and the registry entries
+/// dev/dev, prod/prod, dev/archive (inactive) and qa/down (nothing listening).
+pub async fn spawn_app_with(mut config: Config) -> TestApp {
+    let clusters = clusters();
+    let dir = tempfile::tempdir().unwrap();
+    let store_path = dir.path().join("pg_registry.db");
+    let store = pgua::store::open(store_path.to_str().unwrap()).await.unwrap();
+    let entries = [
+        ("dev", "dev", clusters.dev.port, true),
+        ("prod", "prod", clusters.prod.port, true),
+        ("dev", "archive", clusters.dev.port, false),
+        ("qa", "down", closed_port(), true),
+    ];
+    for (env, db, port, active) in entries {
+        store
+            .registry_add(&NewEntry {
+                env: env.into(),
+                db_name: db.into(),
+                hostname: "127.0.0.1".into(),
+                port,
+                active,
+                notes: None,
+                sslmode: SslMode::Disable,
+            })
+            .await
+            .unwrap();
+    }
+    config.listen = "127.0.0.1:0".into();
+    let pass = Password::generate().expose().to_owned();
+    let api = ApiCredentials {
+        user: "tester".into(),
+        password: SecretString::from(pass.clone()),
+    };
+    let admin = AdminCredentials {
+        user: DEMO_ADMIN.into(),
+        password: Some(SecretString::from(clusters.dev.admin_password.clone())),
+    };
+    let server = Application::with_store(&config, store.clone(), api, admin)
+        .await
+        .unwrap();
+    let base = format!("http://127.0.0.1:{}", server.port());
+    tokio::spawn(server.run_until(std::future::pending()));
+    TestApp {
+        base,
+        user: "tester".into(),
+        pass,
+        client: reqwest::Client::new(),
+        store,
+        clusters,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    async fn reply(res: reqwest::Response) -> Reply {
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.unwrap();
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// GET with query parameters, authenticated.
+    pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> Reply {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .basic_auth(&self.user, Some(&self.pass))
+            .query(query)
+            .send()
+            .await
+            .unwrap();
+        Self::reply(res).await
+    }
+
+    /// POST with a JSON body, authenticated.
+    pub async fn post_json(&self, path: &str, body: Value) -> Reply {
+        let res = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .basic_auth(&self.user, Some(&self.pass))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        Self::reply(res).await
+    }
+
+    /// POST with a form body, authenticated.
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> Reply {
+        let body = serde_urlencoded::to_string(form).unwrap();
+        let res = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .basic_auth(&self.user, Some(&self.pass))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        Self::reply(res).await
+    }
+
+    /// GET without credentials, or with the given ones.
+    pub async fn get_as(&self, path: &str, auth: Option<(&str, &str)>) -> Reply {
+        let mut req = self.client.get(format!("{}{path}", self.base));
+        if let Some((u, p)) = auth {
+            req = req.basic_auth(u, Some(p));
+        }
+        Self::reply(req.send().await.unwrap()).await
+    }
+
+    /// Whether a role exists on the dev cluster.
+    pub async fn dev_role_exists(&self, name: &str) -> bool {
+        let c = self.clusters.dev.superuser("postgres").await;
+        c.query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&name])
+            .await
+            .unwrap()
+            .is_some()
+    }
+
+    /// Every role name on the dev cluster.
+    pub async fn dev_roles(&self) -> Vec<String> {
+        let c = self.clusters.dev.superuser("postgres").await;
+        c.query("SELECT rolname::text FROM pg_roles ORDER BY 1", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    /// All audit records, oldest first.
+    pub async fn audit(&self) -> Vec<pgua::store::AuditRecord> {
+        let mut records = self.store.audit_latest(100_000).await.unwrap();
+        records.reverse();
+        records
+    }
+}
