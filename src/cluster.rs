@@ -155,7 +155,14 @@ impl TempCluster {
             let mut cmd = cluster.command("initdb");
             cmd.arg("-D")
                 .arg(cluster.data_dir())
-                .args(["-U", SUPERUSER, "--auth=scram-sha-256", "-E", "UTF8", "--no-sync"])
+                .args([
+                    "-U",
+                    SUPERUSER,
+                    "--auth=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ])
                 .arg(format!("--pwfile={}", pwfile.display()))
                 .arg(format!("--locale={locale}"));
             cmd.output()
@@ -208,7 +215,10 @@ impl TempCluster {
             .append(true)
             .open(self.log_path())?;
         let mut cmd = self.command("postgres");
-        cmd.arg("-D").arg(self.data_dir()).arg("-p").arg(self.port.to_string());
+        cmd.arg("-D")
+            .arg(self.data_dir())
+            .arg("-p")
+            .arg(self.port.to_string());
         let fixed = [
             ("listen_addresses", HOST),
             ("unix_socket_directories", ""),
@@ -237,7 +247,15 @@ impl TempCluster {
                 );
             }
             let ready = Command::new(self.bins.path("pg_isready"))
-                .args(["-q", "-h", HOST, "-p", &self.port.to_string(), "-U", SUPERUSER])
+                .args([
+                    "-q",
+                    "-h",
+                    HOST,
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    SUPERUSER,
+                ])
                 .status()
                 .is_ok_and(|s| s.success());
             if ready {
@@ -247,7 +265,10 @@ impl TempCluster {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("postgres did not become ready in 60 s:\n{}", self.log_tail());
+                bail!(
+                    "postgres did not become ready in 60 s:\n{}",
+                    self.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -295,14 +316,27 @@ impl TempCluster {
     /// Runs SQL as the superuser through `psql`; returns its unaligned output.
     pub fn psql(&self, dbname: &str, sql: &str) -> anyhow::Result<String> {
         let out = Command::new(self.bins.path("psql"))
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-h", HOST, "-U", SUPERUSER])
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-h",
+                HOST,
+                "-U",
+                SUPERUSER,
+            ])
             .args(["-p", &self.port.to_string(), "-d", dbname, "-c", sql])
             .env("PGPASSWORD", &self.password)
             .env_remove("PGSERVICE")
             .output()
             .context("running psql")?;
         if !out.status.success() {
-            bail!("psql failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "psql failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
     }
@@ -377,7 +411,11 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.psql("postgres", "SELECT 1").unwrap(), "1");
-        assert!(fs::read_to_string(c.log_path()).unwrap().contains("SELECT 1"));
+        assert!(
+            fs::read_to_string(c.log_path())
+                .unwrap()
+                .contains("SELECT 1")
+        );
         let port = c.port();
         c.stop().unwrap();
         assert!(c.psql("postgres", "SELECT 1").is_err());
@@ -393,7 +431,15 @@ mod tests {
     fn a_wrong_password_is_refused() {
         let c = TempCluster::start(ClusterOptions::default()).unwrap();
         let out = Command::new(c.bins.path("psql"))
-            .args(["-X", "-h", HOST, "-U", SUPERUSER, "-p", &c.port().to_string()])
+            .args([
+                "-X",
+                "-h",
+                HOST,
+                "-U",
+                SUPERUSER,
+                "-p",
+                &c.port().to_string(),
+            ])
             .args(["-d", "postgres", "-c", "SELECT 1"])
             .env("PGPASSWORD", "wrong")
             .output()

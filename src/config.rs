@@ -129,8 +129,8 @@ impl Config {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        let config: Config = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let config: Config =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         config.validate()?;
         Ok(config)
     }
@@ -166,8 +166,8 @@ pub fn secret_from_env(var: &str) -> anyhow::Result<Option<SecretString>> {
     }
     let file_var = format!("{var}_FILE");
     if let Ok(path) = std::env::var(&file_var) {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {file_var}={path}"))?;
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("reading {file_var}={path}"))?;
         let text = text.trim_end_matches(['\n', '\r']);
         if text.is_empty() {
             bail!("{file_var}={path} is empty");
@@ -223,7 +223,11 @@ mod tests {
     fn unknown_keys_are_rejected_with_a_line_number() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:1\"\n[policy]\nprod_envs = []\n").unwrap();
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\n[policy]\nprod_envs = []\n",
+        )
+        .unwrap();
         let err = format!("{:#}", Config::from_file(&path).unwrap_err());
         assert!(err.contains("prod_envs") && err.contains("line 3"), "{err}");
     }

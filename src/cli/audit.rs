@@ -22,13 +22,21 @@ pub async fn run(cmd: AuditCommand, config: &Config) -> anyhow::Result<()> {
         AuditCommand::List { limit } => {
             println!(
                 "{:<27} {:<7} {:<16} {:<6} {:<20} {:<24} {:<10} {:<15} {:<36} detail",
-                "performed_at", "status", "operation", "env", "database", "user", "principal",
-                "client", "request_id"
+                "performed_at",
+                "status",
+                "operation",
+                "env",
+                "database",
+                "user",
+                "principal",
+                "client",
+                "request_id"
             );
             for r in store.audit_latest(limit).await? {
                 println!(
                     "{:<27} {:<7} {:<16} {:<6} {:<20} {:<24} {:<10} {:<15} {:<36} {}{}",
-                    r.performed_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    r.performed_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
                     r.status,
                     r.operation,
                     r.env,

@@ -46,8 +46,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     reap_stale_clusters();
     PgBinaries::locate()?;
     println!("starting a throw-away PostgreSQL cluster…");
-    let cluster = tokio::task::spawn_blocking(|| TempCluster::start(ClusterOptions::default()))
-        .await??;
+    let cluster =
+        tokio::task::spawn_blocking(|| TempCluster::start(ClusterOptions::default())).await??;
     let admin_password = Password::generate();
     prepare_cluster(&cluster, &admin_password).context("preparing the demo cluster")?;
 

@@ -131,7 +131,10 @@ pub async fn run(cmd: RegistryCommand, config: &Config) -> anyhow::Result<()> {
                 bail!("{why}");
             }
             match store.registry_add(&entry).await {
-                Ok(e) => println!("added #{} {} {} {}:{}", e.id, e.env, e.db_name, e.hostname, e.port),
+                Ok(e) => println!(
+                    "added #{} {} {} {}:{}",
+                    e.id, e.env, e.db_name, e.hostname, e.port
+                ),
                 Err(StoreError::Duplicate { env, db_name }) => {
                     bail!("env='{env}' database='{db_name}' is already registered")
                 }

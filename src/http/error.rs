@@ -13,7 +13,9 @@ impl IntoResponse for Error {
         match &self {
             // The cause stays in the log (with the request id from the span), not the body.
             Error::Internal(cause) => tracing::error!(error = ?cause, "internal error"),
-            Error::AuditUnavailable(cause) => tracing::error!(error = ?cause, "audit log unavailable"),
+            Error::AuditUnavailable(cause) => {
+                tracing::error!(error = ?cause, "audit log unavailable")
+            }
             e if status.is_server_error() => tracing::warn!(error = %e, "target error"),
             _ => {}
         }

@@ -26,7 +26,10 @@ pub async fn healthz() -> Json<Value> {
 /// `GET /readyz`: the store answers; 503 otherwise.
 pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Value>) {
     match app.store.ping().await {
-        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready", "store": "ok" }))),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "store": "ok" })),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "store not reachable");
             (

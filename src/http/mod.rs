@@ -36,15 +36,30 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/registry", get(registry::list).post(registry::list))
         .route("/api/v1/users/all", get(users::all).post(users::all))
         .route("/api/v1/users/app", get(users::app).post(users::app))
-        .route("/api/v1/users/app-k8s", get(users::app_k8s).post(users::app_k8s))
+        .route(
+            "/api/v1/users/app-k8s",
+            get(users::app_k8s).post(users::app_k8s),
+        )
         .route("/api/v1/users/devqa", get(users::devqa).post(users::devqa))
-        .route("/api/v1/users/devlead", get(users::devlead).post(users::devlead))
-        .route("/api/v1/users/readonly", get(users::readonly).post(users::readonly))
+        .route(
+            "/api/v1/users/devlead",
+            get(users::devlead).post(users::devlead),
+        )
+        .route(
+            "/api/v1/users/readonly",
+            get(users::readonly).post(users::readonly),
+        )
         .route("/api/v1/users/dba", get(users::dba).post(users::dba))
         .route("/api/v1/users/reset", get(users::reset).post(users::reset))
-        .route("/api/v1/users/search-path", get(users::search_path).post(users::search_path))
+        .route(
+            "/api/v1/users/search-path",
+            get(users::search_path).post(users::search_path),
+        )
         .route("/api/v1/users/find", get(users::find).post(users::find))
-        .route_layer(middleware::from_fn_with_state(app.clone(), auth::require_auth));
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            auth::require_auth,
+        ));
     let request_id = axum::http::HeaderName::from_static(REQUEST_ID);
     Router::new()
         .route("/", get(health::root))
@@ -53,7 +68,10 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(api)
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
-            json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed; use GET or POST")
+            json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed; use GET or POST",
+            )
         })
         .with_state(app)
         .layer(

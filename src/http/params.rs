@@ -63,7 +63,11 @@ fn json_pairs(body: &[u8]) -> Result<Vec<(String, String)>, String> {
             serde_json::Value::Number(n) => n.to_string(),
             serde_json::Value::Bool(b) => b.to_string(),
             serde_json::Value::Null => continue,
-            _ => return Err(format!("parameter '{k}' must be a string, number or boolean")),
+            _ => {
+                return Err(format!(
+                    "parameter '{k}' must be a string, number or boolean"
+                ));
+            }
         };
         pairs.push((k, text));
     }

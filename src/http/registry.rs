@@ -12,5 +12,7 @@ use crate::service::{self, App, Caller};
 /// Lists every registry entry, as the original: `{count, databases}`.
 pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<Value>> {
     let entries = service::registry::list(&app, &caller).await?;
-    Ok(Json(json!({ "count": entries.len(), "databases": entries })))
+    Ok(Json(
+        json!({ "count": entries.len(), "databases": entries }),
+    ))
 }

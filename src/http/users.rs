@@ -131,7 +131,9 @@ pub async fn find(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Res
     body.insert("username".into(), r.username.clone().into());
     body.insert(
         "attributes".into(),
-        r.role.as_ref().map_or(json!(null), |role| json!(role.attributes)),
+        r.role
+            .as_ref()
+            .map_or(json!(null), |role| json!(role.attributes)),
     );
     Ok(Json(body).into_response())
 }

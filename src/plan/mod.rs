@@ -41,7 +41,11 @@ impl Statement {
     }
 
     fn secret(sql: String, shown: String, comment: &'static str) -> Self {
-        Self { sql, shown, comment }
+        Self {
+            sql,
+            shown,
+            comment,
+        }
     }
 
     /// The text to execute; never log it.
@@ -83,7 +87,10 @@ pub fn batch(statements: &[Statement]) -> String {
 
 fn grant_lock() -> Statement {
     Statement::new(
-        format!("SELECT pg_advisory_xact_lock(hashtext({}))", literal(GRANT_LOCK_KEY)),
+        format!(
+            "SELECT pg_advisory_xact_lock(hashtext({}))",
+            literal(GRANT_LOCK_KEY)
+        ),
         "serialise catalog changes on this database",
     )
 }
@@ -228,7 +235,11 @@ mod tests {
     fn dba_gets_createdb_createrole_and_no_search_path() {
         let v = Password::generate().scram_verifier();
         let plan = create_user(Profile::Dba, &role("boss"), "d", &v, &[]);
-        assert!(plan[0].shown().contains("LOGIN CREATEDB CREATEROLE CONNECTION LIMIT 20"));
+        assert!(
+            plan[0]
+                .shown()
+                .contains("LOGIN CREATEDB CREATEROLE CONNECTION LIMIT 20")
+        );
         assert!(!plan.iter().any(|s| s.shown().contains("search_path")));
     }
 

@@ -79,6 +79,9 @@ mod tests {
         let v = p.scram_verifier();
         assert!(v.expose().starts_with("SCRAM-SHA-256$4096:"));
         assert!(!v.expose().contains(p.expose()));
-        assert_eq!(format!("{p:?} {v:?}"), "Password(********) Verifier(********)");
+        assert_eq!(
+            format!("{p:?} {v:?}"),
+            "Password(********) Verifier(********)"
+        );
     }
 }

@@ -31,12 +31,7 @@ fn cap(s: &str) -> String {
 
 impl<'a> AuditScope<'a> {
     /// Starts the trail of `operation` with the env, database and username as given.
-    pub fn new(
-        app: &'a App,
-        caller: &Caller,
-        operation: &str,
-        input: &Input,
-    ) -> Self {
+    pub fn new(app: &'a App, caller: &Caller, operation: &str, input: &Input) -> Self {
         let field = |name| cap(input.get(name).unwrap_or_default());
         Self {
             app,

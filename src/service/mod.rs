@@ -124,8 +124,7 @@ impl Policy {
     /// Refuses developer profiles in production environments unless configured.
     pub fn check_profile_env(&self, profile: Profile, env: &str) -> Result<()> {
         let production = self.production_envs.iter().any(|e| e == env);
-        if production && profile.non_production_only() && !self.developer_accounts_in_production
-        {
+        if production && profile.non_production_only() && !self.developer_accounts_in_production {
             return Err(Error::Forbidden(format!(
                 "{} users are not allowed in production environment '{env}'",
                 profile.name()

@@ -15,7 +15,9 @@ pub async fn list(app: &App, caller: &Caller) -> Result<Vec<RegistryEntry>> {
     let scope = AuditScope::new(app, caller, "registry:list", &Input::default());
     let result = app.store.registry_list().await.map_err(Into::into);
     scope
-        .outcome(&result, |e: &Vec<RegistryEntry>| format!("{} entries", e.len()))
+        .outcome(&result, |e: &Vec<RegistryEntry>| {
+            format!("{} entries", e.len())
+        })
         .await;
     result
 }
@@ -59,7 +61,11 @@ pub enum SeedOutcome {
 pub async fn seed(store: &dyn Store) -> anyhow::Result<Vec<SeedOutcome>> {
     let mut out = Vec::new();
     for entry in sample_entries() {
-        if store.registry_get(&entry.env, &entry.db_name).await?.is_some() {
+        if store
+            .registry_get(&entry.env, &entry.db_name)
+            .await?
+            .is_some()
+        {
             out.push(SeedOutcome::Skipped(entry));
         } else {
             store.registry_add(&entry).await?;
@@ -118,7 +124,9 @@ impl CsvRow {
 pub fn read_import_file(path: &Path) -> anyhow::Result<Vec<NewEntry>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let is_toml = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+    let is_toml = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
     let entries = if is_toml {
         toml::from_str::<ImportFile>(&text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
@@ -126,7 +134,9 @@ pub fn read_import_file(path: &Path) -> anyhow::Result<Vec<NewEntry>> {
     } else {
         let mut errors = Vec::new();
         let mut entries = Vec::new();
-        let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+        let mut reader = csv::ReaderBuilder::new()
+            .trim(csv::Trim::All)
+            .from_reader(text.as_bytes());
         for (i, row) in reader.deserialize::<CsvRow>().enumerate() {
             // Row 1 is the header.
             match row.map_err(|e| e.to_string()).and_then(CsvRow::into_entry) {

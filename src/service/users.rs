@@ -94,12 +94,10 @@ fn profile_role(app: &App, profile: Profile, input: &Input) -> Result<RoleName> 
         Profile::App => {
             let server = names.name_part("servername", input.required("servername")?)?;
             let port = input.required("port")?;
-            let port: u16 = port
-                .trim()
-                .parse()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| Error::Invalid(format!("port '{port}' must be a number 1-65535")))?;
+            let port: u16 =
+                port.trim().parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+                    Error::Invalid(format!("port '{port}' must be a number 1-65535"))
+                })?;
             format!("{server}_{port}")
         }
         Profile::AppK8s => {
@@ -125,9 +123,12 @@ async fn new_password() -> Result<(Password, Verifier)> {
 /// Serialises operations on one role name within a database for the transaction's life.
 async fn lock_role(tx: &tokio_postgres::Transaction<'_>, role: &RoleName) -> Result<()> {
     let key = format!("pg-user-api:role:{role}");
-    tx.execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))", &[&key])
-        .await
-        .map_err(|e| classify(&e))?;
+    tx.execute(
+        "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))",
+        &[&key],
+    )
+    .await
+    .map_err(|e| classify(&e))?;
     Ok(())
 }
 
@@ -238,7 +239,9 @@ async fn create_in(
         app.policy.check_profile_env(profile, env)?;
         let entry = app.resolve(env, database).await?;
         if !dry_run {
-            scope.intent(&format!("create {} user", profile.name())).await?;
+            scope
+                .intent(&format!("create {} user", profile.name()))
+                .await?;
         }
         let (password, verifier) = new_password().await?;
         let mut conn = app.targets.connect(&entry).await?;
@@ -326,8 +329,16 @@ pub async fn reset(app: &App, caller: &Caller, input: &Input) -> Result<UserResu
         let (password, verifier) = new_password().await?;
         let build = |role: &RoleName, _: &RegistryEntry| Ok(plan::reset_password(role, &verifier));
         let success = status::RESET.to_owned();
-        alter_existing(app, &mut scope, input, "reset password", build, success, Some(password))
-            .await
+        alter_existing(
+            app,
+            &mut scope,
+            input,
+            "reset password",
+            build,
+            success,
+            Some(password),
+        )
+        .await
     }
     .await;
     scope.outcome(&result, status_of).await;
@@ -347,7 +358,16 @@ pub async fn search_path(app: &App, caller: &Caller, input: &Input) -> Result<Us
         let build = |role: &RoleName, entry: &RegistryEntry| {
             Ok(plan::set_search_path(role, &entry.db_name, &path))
         };
-        alter_existing(app, &mut scope, input, "set search_path", build, success, None).await
+        alter_existing(
+            app,
+            &mut scope,
+            input,
+            "set search_path",
+            build,
+            success,
+            None,
+        )
+        .await
     }
     .await;
     scope.outcome(&result, status_of).await;
@@ -375,7 +395,10 @@ fn role_info(row: &tokio_postgres::Row) -> RoleInfo {
         .collect();
     let limit: i32 = row.get(8);
     if limit >= 0 {
-        attributes.push(format!("{limit} connection{}", if limit == 1 { "" } else { "s" }));
+        attributes.push(format!(
+            "{limit} connection{}",
+            if limit == 1 { "" } else { "s" }
+        ));
     }
     if let Some(until) = row.get::<_, Option<String>>(9) {
         attributes.push(format!("Password valid until {until}"));
@@ -388,7 +411,14 @@ fn role_info(row: &tokio_postgres::Row) -> RoleInfo {
 
 /// Looks a user up by (folded) name.
 pub async fn find(app: &App, caller: &Caller, input: &Input) -> Result<FindResult> {
-    let detail = |r: &FindResult| if r.role.is_some() { "found" } else { "not found" }.into();
+    let detail = |r: &FindResult| {
+        if r.role.is_some() {
+            "found"
+        } else {
+            "not found"
+        }
+        .into()
+    };
     let mut scope = AuditScope::new(app, caller, "find", input);
     let result = async {
         let env = input.required("env")?;

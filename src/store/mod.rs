@@ -127,7 +127,10 @@ impl NewEntry {
     pub fn validate(&self) -> Result<(), String> {
         let name_ok = |s: &str| !s.is_empty() && s.len() <= 63 && !s.contains('\0');
         if !name_ok(&self.env) || self.env.chars().any(char::is_whitespace) {
-            return Err(format!("env '{}' must be 1-63 bytes without spaces", self.env));
+            return Err(format!(
+                "env '{}' must be 1-63 bytes without spaces",
+                self.env
+            ));
         }
         if !name_ok(&self.db_name) {
             return Err(format!(
@@ -142,7 +145,10 @@ impl NewEntry {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
         if !host_ok {
-            return Err(format!("host '{}' is not a host name or address", self.hostname));
+            return Err(format!(
+                "host '{}' is not a host name or address",
+                self.hostname
+            ));
         }
         if self.port == 0 {
             return Err("port must be 1-65535".into());

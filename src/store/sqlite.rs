@@ -10,11 +10,11 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::Row;
 
 use super::{AuditRecord, NewEntry, RegistryEntry, Store, StoreError};
 
@@ -280,4 +280,3 @@ impl Store for SqliteStore {
         rows.iter().map(audit_row).collect()
     }
 }
-

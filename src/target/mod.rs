@@ -171,7 +171,9 @@ pub fn classify(e: &tokio_postgres::Error) -> Error {
     let code = db.code();
     let msg = db.message().to_owned();
     if *code == SqlState::QUERY_CANCELED {
-        Error::TargetTimeout(format!("statement timeout reached, nothing was changed ({msg})"))
+        Error::TargetTimeout(format!(
+            "statement timeout reached, nothing was changed ({msg})"
+        ))
     } else if *code == SqlState::LOCK_NOT_AVAILABLE {
         Error::TargetTimeout(format!("lock timeout reached, nothing was changed ({msg})"))
     } else if *code == SqlState::INVALID_PASSWORD

@@ -31,8 +31,8 @@ pub fn verified(extra_roots: Option<&Path>) -> anyhow::Result<ClientConfig> {
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
     if let Some(path) = extra_roots {
-        let pem = std::fs::read(path)
-            .with_context(|| format!("reading CA bundle {}", path.display()))?;
+        let pem =
+            std::fs::read(path).with_context(|| format!("reading CA bundle {}", path.display()))?;
         for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
             roots
                 .add(cert.with_context(|| format!("parsing CA bundle {}", path.display()))?)

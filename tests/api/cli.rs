@@ -33,11 +33,18 @@ fn serve_refuses_to_start_without_api_credentials() {
         .env_remove("PG_API_PASS")
         .env_remove("PG_API_PASS_FILE")
         .env("PG_ADMIN_USER", "x")
-        .env("PGUA_STORE", format!("sqlite://{}", dir.path().join("s.db").display()))
+        .env(
+            "PGUA_STORE",
+            format!("sqlite://{}", dir.path().join("s.db").display()),
+        )
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("refusing to start without API credentials"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refusing to start without API credentials"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -50,10 +57,19 @@ fn seed_is_idempotent_and_prints_what_it_did() {
     let second = run(&store, &["seed"]);
     assert_eq!(stdout(&second).matches("skipped").count(), 10);
     let list = stdout(&run(&store, &["registry", "list"]));
-    for db in ["app_dev_main", "app_qa_inttest", "app_uat_reports", "app_prod_archive"] {
+    for db in [
+        "app_dev_main",
+        "app_qa_inttest",
+        "app_uat_reports",
+        "app_prod_archive",
+    ] {
         assert!(list.contains(db), "{list}");
     }
-    assert_eq!(list.lines().filter(|l| l.contains(" no ")).count(), 2, "two inactive entries\n{list}");
+    assert_eq!(
+        list.lines().filter(|l| l.contains(" no ")).count(),
+        2,
+        "two inactive entries\n{list}"
+    );
 }
 
 #[test]
@@ -62,21 +78,107 @@ fn registry_add_set_active_remove_and_store_flag_after_subcommand() {
     let store = dir.path().join("r.db");
     let url = format!("sqlite://{}", store.display());
     let add = Command::new(BIN)
-        .args(["registry", "add", "--env", "dev", "--database", "myapp_dev", "--host", "pg1.example.com", "--sslmode", "verify-full", "--notes", "hi", "--store", &url])
+        .args([
+            "registry",
+            "add",
+            "--env",
+            "dev",
+            "--database",
+            "myapp_dev",
+            "--host",
+            "pg1.example.com",
+            "--sslmode",
+            "verify-full",
+            "--notes",
+            "hi",
+            "--store",
+            &url,
+        ])
         .output()
         .unwrap();
     assert!(add.status.success(), "{}", stderr(&add));
-    let dup = run(&store, &["registry", "add", "--env", "dev", "--database", "myapp_dev", "--host", "pg1"]);
+    let dup = run(
+        &store,
+        &[
+            "registry",
+            "add",
+            "--env",
+            "dev",
+            "--database",
+            "myapp_dev",
+            "--host",
+            "pg1",
+        ],
+    );
     assert!(!dup.status.success());
-    assert!(stderr(&dup).contains("already registered"), "{}", stderr(&dup));
-    let bad = run(&store, &["registry", "add", "--env", "dev", "--database", "x", "--host", "bad host;"]);
+    assert!(
+        stderr(&dup).contains("already registered"),
+        "{}",
+        stderr(&dup)
+    );
+    let bad = run(
+        &store,
+        &[
+            "registry",
+            "add",
+            "--env",
+            "dev",
+            "--database",
+            "x",
+            "--host",
+            "bad host;",
+        ],
+    );
     assert!(!bad.status.success());
     let list = stdout(&run(&store, &["registry", "list"]));
-    assert!(list.contains("myapp_dev") && list.contains("verify-full") && list.contains("yes"), "{list}");
-    assert!(run(&store, &["registry", "set-active", "--env", "dev", "--database", "myapp_dev", "--active", "false"]).status.success());
+    assert!(
+        list.contains("myapp_dev") && list.contains("verify-full") && list.contains("yes"),
+        "{list}"
+    );
+    assert!(
+        run(
+            &store,
+            &[
+                "registry",
+                "set-active",
+                "--env",
+                "dev",
+                "--database",
+                "myapp_dev",
+                "--active",
+                "false"
+            ]
+        )
+        .status
+        .success()
+    );
     assert!(stdout(&run(&store, &["registry", "list"])).contains(" no "));
-    assert!(run(&store, &["registry", "remove", "--env", "dev", "--database", "myapp_dev"]).status.success());
-    let gone = run(&store, &["registry", "remove", "--env", "dev", "--database", "myapp_dev"]);
+    assert!(
+        run(
+            &store,
+            &[
+                "registry",
+                "remove",
+                "--env",
+                "dev",
+                "--database",
+                "myapp_dev"
+            ]
+        )
+        .status
+        .success()
+    );
+    let gone = run(
+        &store,
+        &[
+            "registry",
+            "remove",
+            "--env",
+            "dev",
+            "--database",
+            "myapp_dev",
+        ],
+    );
     assert!(!gone.status.success());
     assert!(!stdout(&run(&store, &["registry", "list"])).contains("myapp_dev"));
 }
@@ -93,12 +195,26 @@ fn registry_import_takes_csv_and_toml_all_or_nothing() {
     std::fs::write(&toml, "[[database]]\nenv = \"uat\"\ndb_name = \"c\"\nhostname = \"h3\"\n\n[[database]]\nenv = \"dev\"\ndb_name = \"a\"\nhostname = \"h1\"\n").unwrap();
     let dup = run(&store, &["registry", "import", toml.to_str().unwrap()]);
     assert!(!dup.status.success());
-    assert!(stderr(&dup).contains("entry 2") && stderr(&dup).contains("already registered"), "{}", stderr(&dup));
+    assert!(
+        stderr(&dup).contains("entry 2") && stderr(&dup).contains("already registered"),
+        "{}",
+        stderr(&dup)
+    );
     let list = stdout(&run(&store, &["registry", "list"]));
-    assert!(!list.contains(" uat "), "nothing imported from a file with a bad row\n{list}");
-    assert!(list.contains("note, with comma") && list.contains("6543"), "{list}");
+    assert!(
+        !list.contains(" uat "),
+        "nothing imported from a file with a bad row\n{list}"
+    );
+    assert!(
+        list.contains("note, with comma") && list.contains("6543"),
+        "{list}"
+    );
     let bad = dir.path().join("bad.csv");
-    std::fs::write(&bad, "env,db_name,hostname,port\ndev,x,h,notaport\ndev,y,h,5432,extra\n").unwrap();
+    std::fs::write(
+        &bad,
+        "env,db_name,hostname,port\ndev,x,h,notaport\ndev,y,h,5432,extra\n",
+    )
+    .unwrap();
     let out = run(&store, &["registry", "import", bad.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("row 2"), "{}", stderr(&out));
@@ -109,7 +225,9 @@ async fn the_originals_sqlite_one_liners_still_work() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("pg_registry.db");
     assert!(run(&store, &["seed"]).status.success());
-    let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", store.display())).await.unwrap();
+    let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", store.display()))
+        .await
+        .unwrap();
     sqlx::query("INSERT INTO db_registry (env, db_name, hostname, port, active, notes) VALUES ('dev', 'legacy_db', 'pg-legacy', 5433, 1, 'by hand')")
         .execute(&mut db)
         .await
@@ -124,9 +242,15 @@ async fn the_originals_sqlite_one_liners_still_work() {
         .unwrap();
     assert_eq!(rows.len(), 1);
     let list = stdout(&run(&store, &["registry", "list"]));
-    assert!(list.contains("legacy_db") && list.contains("5433"), "{list}");
+    assert!(
+        list.contains("legacy_db") && list.contains("5433"),
+        "{list}"
+    );
     let audit = stdout(&run(&store, &["audit", "list", "--limit", "5"]));
-    assert!(audit.contains("bob") && audit.contains("success"), "{audit}");
+    assert!(
+        audit.contains("bob") && audit.contains("success"),
+        "{audit}"
+    );
 }
 
 #[test]
@@ -134,14 +258,24 @@ fn check_config_rejects_unknown_keys_and_prints_the_effective_settings() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
     std::fs::write(&good, "[policy]\nproduction_envs = [\"prod\", \"live\"]\n").unwrap();
-    let out = Command::new(BIN).args(["check-config", "--config", good.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", good.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("\"live\""));
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[targets]\nconect_timeout_secs = 3\n").unwrap();
-    let out = Command::new(BIN).args(["check-config", "--config", bad.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("conect_timeout_secs"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("conect_timeout_secs"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -149,18 +283,30 @@ fn sigterm_stops_the_server_gracefully() {
     let dir = tempfile::tempdir().unwrap();
     let port = crate::support::closed_port();
     let child = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--log-format", "json"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+        ])
         .env("PG_API_USER", "u")
         .env("PG_API_PASS", "p")
         .env("PG_ADMIN_USER", "admin")
-        .env("PGUA_STORE", format!("sqlite://{}", dir.path().join("s.db").display()))
+        .env(
+            "PGUA_STORE",
+            format!("sqlite://{}", dir.path().join("s.db").display()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "server did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "server did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // SAFETY: plain kill(2) on our own child.
@@ -168,5 +314,9 @@ fn sigterm_stops_the_server_gracefully() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let log = stderr(&out);
-    assert!(log.lines().any(|l| l.starts_with('{') && l.contains("draining")), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with('{') && l.contains("draining")),
+        "{log}"
+    );
 }

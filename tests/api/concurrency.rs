@@ -14,16 +14,43 @@ async fn fifty_concurrent_creates_of_one_name_create_it_once() {
         let app = app.clone();
         let name = name.clone();
         tokio::spawn(async move {
-            app.get("/api/v1/users/app-k8s", &[("env", "dev"), ("database", "dev"), ("env_prefix", "r"), ("farmname", &name)])
-                .await
+            app.get(
+                "/api/v1/users/app-k8s",
+                &[
+                    ("env", "dev"),
+                    ("database", "dev"),
+                    ("env_prefix", "r"),
+                    ("farmname", &name),
+                ],
+            )
+            .await
         })
     });
-    let replies: Vec<_> = join_all(calls).await.into_iter().map(Result::unwrap).collect();
-    let created = replies.iter().filter(|r| r.str("status") == "user created").count();
-    let exists = replies.iter().filter(|r| r.str("status") == "user already exists").count();
-    assert!(replies.iter().all(|r| r.status == 200), "{:?}", replies.iter().map(|r| &r.body).collect::<Vec<_>>());
+    let replies: Vec<_> = join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let created = replies
+        .iter()
+        .filter(|r| r.str("status") == "user created")
+        .count();
+    let exists = replies
+        .iter()
+        .filter(|r| r.str("status") == "user already exists")
+        .count();
+    assert!(
+        replies.iter().all(|r| r.status == 200),
+        "{:?}",
+        replies.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
     assert_eq!((created, exists), (1, 49));
-    let outcomes = app.audit().await.into_iter().filter(|r| r.status != "intent").count();
+    let outcomes = app
+        .audit()
+        .await
+        .into_iter()
+        .filter(|r| r.status != "intent")
+        .count();
     assert_eq!(outcomes, 50, "one audit outcome per request");
 }
 
@@ -35,13 +62,25 @@ async fn fifty_concurrent_creates_of_distinct_names_all_succeed() {
         let app = app.clone();
         // readonly grants touch shared catalog rows (schema ACLs, default privileges).
         tokio::spawn(async move {
-            app.get("/api/v1/users/readonly", &[("env", "dev"), ("database", "dev"), ("username", &name)])
-                .await
+            app.get(
+                "/api/v1/users/readonly",
+                &[("env", "dev"), ("database", "dev"), ("username", &name)],
+            )
+            .await
         })
     });
-    let replies: Vec<_> = join_all(calls).await.into_iter().map(Result::unwrap).collect();
+    let replies: Vec<_> = join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     for r in &replies {
-        assert_eq!((r.status.as_u16(), r.str("status")), (200, "user created"), "{}", r.body);
+        assert_eq!(
+            (r.status.as_u16(), r.str("status")),
+            (200, "user created"),
+            "{}",
+            r.body
+        );
     }
     for name in &names {
         assert!(app.dev_role_exists(name).await);

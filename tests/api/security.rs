@@ -32,29 +32,73 @@ async fn hostile_names_are_refused_and_change_nothing() {
     for endpoint in ["devqa", "devlead", "readonly", "dba"] {
         for name in hostile {
             let r = app
-                .get(&format!("/api/v1/users/{endpoint}"), &[("env", "dev"), ("database", "dev"), ("username", name)])
+                .get(
+                    &format!("/api/v1/users/{endpoint}"),
+                    &[("env", "dev"), ("database", "dev"), ("username", name)],
+                )
                 .await;
-            assert!(r.status.is_client_error(), "{endpoint} {name:?} gave {} {}", r.status, r.body);
+            assert!(
+                r.status.is_client_error(),
+                "{endpoint} {name:?} gave {} {}",
+                r.status,
+                r.body
+            );
             assert!(!r.str("error").is_empty(), "{name:?}: {}", r.body);
         }
         // Missing username.
-        let r = app.get(&format!("/api/v1/users/{endpoint}"), &[("env", "dev"), ("database", "dev")]).await;
+        let r = app
+            .get(
+                &format!("/api/v1/users/{endpoint}"),
+                &[("env", "dev"), ("database", "dev")],
+            )
+            .await;
         assert_eq!(r.status, 400);
         assert_eq!(r.str("error"), "missing parameter: username");
     }
-    for (server, port) in [("web;x", "80"), ("web", "0"), ("web", "65536"), ("web", "80; DROP"), ("", "80"), ("pg", "1")] {
+    for (server, port) in [
+        ("web;x", "80"),
+        ("web", "0"),
+        ("web", "65536"),
+        ("web", "80; DROP"),
+        ("", "80"),
+        ("pg", "1"),
+    ] {
         let r = app
-            .get("/api/v1/users/app", &[("env", "dev"), ("database", "dev"), ("servername", server), ("port", port)])
+            .get(
+                "/api/v1/users/app",
+                &[
+                    ("env", "dev"),
+                    ("database", "dev"),
+                    ("servername", server),
+                    ("port", port),
+                ],
+            )
             .await;
-        assert!(r.status.is_client_error(), "{server:?} {port:?}: {}", r.body);
+        assert!(
+            r.status.is_client_error(),
+            "{server:?} {port:?}: {}",
+            r.body
+        );
     }
     for schema in ["public; CREATE ROLE x", "a b", "pg'x", "", "public,,x"] {
         let r = app
-            .get("/api/v1/users/search-path", &[("env", "dev"), ("database", "dev"), ("username", "whoever"), ("schema", schema)])
+            .get(
+                "/api/v1/users/search-path",
+                &[
+                    ("env", "dev"),
+                    ("database", "dev"),
+                    ("username", "whoever"),
+                    ("schema", schema),
+                ],
+            )
             .await;
         assert_eq!(r.status, 422, "{schema:?}: {}", r.body);
     }
-    assert_eq!(app.dev_roles().await, before, "a hostile request changed the roles");
+    assert_eq!(
+        app.dev_roles().await,
+        before,
+        "a hostile request changed the roles"
+    );
 }
 
 #[tokio::test]
@@ -63,11 +107,21 @@ async fn sixty_three_byte_names_work_and_sixty_four_are_refused() {
     let base = unique("n");
     let name = format!("{base}{}", "x".repeat(63 - base.len()));
     assert_eq!(name.len(), 63);
-    let ok = app.get("/api/v1/users/devqa", &[("env", "dev"), ("database", "dev"), ("username", &name)]).await;
+    let ok = app
+        .get(
+            "/api/v1/users/devqa",
+            &[("env", "dev"), ("database", "dev"), ("username", &name)],
+        )
+        .await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert!(app.dev_role_exists(&name).await);
     let too_long = format!("{name}y");
-    let r = app.get("/api/v1/users/devqa", &[("env", "dev"), ("database", "dev"), ("username", &too_long)]).await;
+    let r = app
+        .get(
+            "/api/v1/users/devqa",
+            &[("env", "dev"), ("database", "dev"), ("username", &too_long)],
+        )
+        .await;
     assert_eq!(r.status, 422);
     assert!(r.str("error").contains("63"));
 }
@@ -77,11 +131,23 @@ async fn reset_of_protected_roles_is_forbidden() {
     let app = spawn_app().await;
     let su = unique("super");
     let c = app.clusters.dev.superuser("postgres").await;
-    c.batch_execute(&format!("CREATE ROLE {su} SUPERUSER LOGIN")).await.unwrap();
-    for name in ["postgres", "pgua_admin", "PGUA_ADMIN", "pg_monitor", "rds_superuser", su.as_str()] {
+    c.batch_execute(&format!("CREATE ROLE {su} SUPERUSER LOGIN"))
+        .await
+        .unwrap();
+    for name in [
+        "postgres",
+        "pgua_admin",
+        "PGUA_ADMIN",
+        "pg_monitor",
+        "rds_superuser",
+        su.as_str(),
+    ] {
         for endpoint in ["reset", "search-path"] {
             let r = app
-                .get(&format!("/api/v1/users/{endpoint}"), &[("env", "dev"), ("database", "dev"), ("username", name)])
+                .get(
+                    &format!("/api/v1/users/{endpoint}"),
+                    &[("env", "dev"), ("database", "dev"), ("username", name)],
+                )
                 .await;
             assert_eq!(r.status, 403, "{endpoint} of {name}: {}", r.body);
         }
@@ -92,16 +158,33 @@ async fn reset_of_protected_roles_is_forbidden() {
 async fn reset_of_a_missing_role_is_404_with_the_user_body() {
     let app = spawn_app().await;
     let r = app
-        .get("/api/v1/users/reset", &[("env", "dev"), ("database", "dev"), ("username", "does_not_exist")])
+        .get(
+            "/api/v1/users/reset",
+            &[
+                ("env", "dev"),
+                ("database", "dev"),
+                ("username", "does_not_exist"),
+            ],
+        )
         .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.str("status"), "user not found");
     assert!(r.body["password"].is_null());
     assert_eq!(r.str("username"), "does_not_exist");
     let r = app
-        .get("/api/v1/users/search-path", &[("env", "dev"), ("database", "dev"), ("username", "does_not_exist")])
+        .get(
+            "/api/v1/users/search-path",
+            &[
+                ("env", "dev"),
+                ("database", "dev"),
+                ("username", "does_not_exist"),
+            ],
+        )
         .await;
-    assert_eq!((r.status.as_u16(), r.str("status")), (404, "user not found"));
+    assert_eq!(
+        (r.status.as_u16(), r.str("status")),
+        (404, "user not found")
+    );
 }
 
 #[tokio::test]
@@ -109,10 +192,16 @@ async fn unknown_or_inactive_registry_entry_is_404_with_the_original_message() {
     let app = spawn_app().await;
     for (env, db) in [("dev", "nope"), ("dev", "archive"), ("staging", "dev")] {
         let r = app
-            .get("/api/v1/users/devqa", &[("env", env), ("database", db), ("username", "someone")])
+            .get(
+                "/api/v1/users/devqa",
+                &[("env", env), ("database", db), ("username", "someone")],
+            )
             .await;
         assert_eq!(r.status, 404);
-        assert_eq!(r.str("error"), format!("No registry entry found for env='{env}' database='{db}'"));
+        assert_eq!(
+            r.str("error"),
+            format!("No registry entry found for env='{env}' database='{db}'")
+        );
     }
 }
 
@@ -121,15 +210,37 @@ async fn target_down_is_503_fast_and_other_targets_keep_working() {
     let app = spawn_app().await;
     let started = Instant::now();
     let r = app
-        .get("/api/v1/users/devqa", &[("env", "qa"), ("database", "down"), ("username", &unique("qa"))])
+        .get(
+            "/api/v1/users/devqa",
+            &[
+                ("env", "qa"),
+                ("database", "down"),
+                ("username", &unique("qa")),
+            ],
+        )
         .await;
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.str("error").contains("unavailable"), "{}", r.body);
-    assert!(started.elapsed() < Duration::from_secs(5), "longer than the connect timeout");
-    let find = app.get("/api/v1/users/find", &[("env", "qa"), ("database", "down"), ("username", "x")]).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "longer than the connect timeout"
+    );
+    let find = app
+        .get(
+            "/api/v1/users/find",
+            &[("env", "qa"), ("database", "down"), ("username", "x")],
+        )
+        .await;
     assert_eq!(find.status, 503);
     let ok = app
-        .get("/api/v1/users/devqa", &[("env", "dev"), ("database", "dev"), ("username", &unique("ok"))])
+        .get(
+            "/api/v1/users/devqa",
+            &[
+                ("env", "dev"),
+                ("database", "dev"),
+                ("username", &unique("ok")),
+            ],
+        )
         .await;
     assert_eq!(ok.status, 200);
 }
@@ -144,7 +255,12 @@ async fn wrong_or_missing_credentials_get_401_with_a_challenge() {
     for r in [&wrong_pass, &wrong_user, &missing] {
         assert_eq!(r.status, 401);
         assert_eq!(r.str("error"), "authentication required");
-        assert!(r.headers["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+        assert!(
+            r.headers["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Basic")
+        );
     }
     let bearer = app
         .client
@@ -174,7 +290,15 @@ async fn bad_bodies_and_unknown_routes_get_json_errors() {
     let r = app.get("/api/v1/users/nonsense", &[]).await;
     assert_eq!(r.status, 404);
     let r = app
-        .get("/api/v1/users/devqa", &[("env", "dev"), ("database", "dev"), ("username", "x"), ("dry_run", "maybe")])
+        .get(
+            "/api/v1/users/devqa",
+            &[
+                ("env", "dev"),
+                ("database", "dev"),
+                ("username", "x"),
+                ("dry_run", "maybe"),
+            ],
+        )
         .await;
     assert_eq!(r.status, 422);
 }
@@ -183,19 +307,47 @@ async fn bad_bodies_and_unknown_routes_get_json_errors() {
 async fn every_operation_leaves_audit_records_without_secrets() {
     let app = spawn_app().await;
     let name = unique("audited");
-    let q = [("env", "dev"), ("database", "dev"), ("username", name.as_str())];
+    let q = [
+        ("env", "dev"),
+        ("database", "dev"),
+        ("username", name.as_str()),
+    ];
     let created = app.get("/api/v1/users/devqa", &q).await;
     let reset = app.get("/api/v1/users/reset", &q).await;
     app.get("/api/v1/users/find", &q).await;
     app.get("/api/v1/users/search-path", &q).await;
-    app.get("/api/v1/users/all", &[("env", "dev"), ("database", "dev")]).await;
-    app.get("/api/v1/users/devqa", &[("env", "dev"), ("database", "dev"), ("username", "bad name")]).await;
-    app.get("/api/v1/users/reset", &[("env", "dev"), ("database", "dev"), ("username", "postgres")]).await;
-    app.get("/api/v1/users/devqa", &[("env", "qa"), ("database", "down"), ("username", &name)]).await;
+    app.get("/api/v1/users/all", &[("env", "dev"), ("database", "dev")])
+        .await;
+    app.get(
+        "/api/v1/users/devqa",
+        &[
+            ("env", "dev"),
+            ("database", "dev"),
+            ("username", "bad name"),
+        ],
+    )
+    .await;
+    app.get(
+        "/api/v1/users/reset",
+        &[
+            ("env", "dev"),
+            ("database", "dev"),
+            ("username", "postgres"),
+        ],
+    )
+    .await;
+    app.get(
+        "/api/v1/users/devqa",
+        &[("env", "qa"), ("database", "down"), ("username", &name)],
+    )
+    .await;
     app.get("/api/v1/registry", &[]).await;
     let records = app.audit().await;
     let outcomes: Vec<_> = records.iter().filter(|r| r.status != "intent").collect();
-    let ops: Vec<(&str, &str)> = outcomes.iter().map(|r| (r.operation.as_str(), r.status.as_str())).collect();
+    let ops: Vec<(&str, &str)> = outcomes
+        .iter()
+        .map(|r| (r.operation.as_str(), r.status.as_str()))
+        .collect();
     assert_eq!(
         ops,
         [
@@ -212,16 +364,29 @@ async fn every_operation_leaves_audit_records_without_secrets() {
     );
     // Intents precede the DDL of the three changing calls that reached a target.
     let intents = records.iter().filter(|r| r.status == "intent").count();
-    assert_eq!(intents, 4, "create, reset, search-path and the create on the down target");
+    assert_eq!(
+        intents, 4,
+        "create, reset, search-path and the create on the down target"
+    );
     for r in &records {
         assert_eq!(r.principal, "tester");
         assert_eq!(r.client_addr, "127.0.0.1");
         assert_eq!(r.request_id.len(), 36);
     }
     assert_eq!(outcomes[0].detail, "user created");
-    assert_eq!(outcomes[6].error.as_deref().map(|e| e.contains("protected")), Some(true));
+    assert_eq!(
+        outcomes[6]
+            .error
+            .as_deref()
+            .map(|e| e.contains("protected")),
+        Some(true)
+    );
     let text = format!("{records:?}");
-    for secret in [created.str("password"), reset.str("password"), "SCRAM-SHA-256"] {
+    for secret in [
+        created.str("password"),
+        reset.str("password"),
+        "SCRAM-SHA-256",
+    ] {
         assert!(!secret.is_empty());
         assert!(!text.contains(secret), "secret in the audit log");
     }

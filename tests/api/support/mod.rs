@@ -156,7 +156,9 @@ pub async fn spawn_app_with(mut config: Config) -> TestApp {
     let clusters = clusters();
     let dir = tempfile::tempdir().unwrap();
     let store_path = dir.path().join("pg_registry.db");
-    let store = pgua::store::open(store_path.to_str().unwrap()).await.unwrap();
+    let store = pgua::store::open(store_path.to_str().unwrap())
+        .await
+        .unwrap();
     let entries = [
         ("dev", "dev", clusters.dev.port, true),
         ("prod", "prod", clusters.prod.port, true),
@@ -208,8 +210,8 @@ impl TestApp {
         let status = res.status();
         let headers = res.headers().clone();
         let text = res.text().await.unwrap();
-        let body = serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+        let body =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
         Reply {
             status,
             headers,
