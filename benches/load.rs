@@ -37,7 +37,11 @@ fn args() -> Args {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
-        let mut value = || it.next().and_then(|v| v.parse().ok()).expect("flag needs a number");
+        let mut value = || {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .expect("flag needs a number")
+        };
         match flag.as_str() {
             "--concurrency" => a.concurrency = value() as usize,
             "--seconds" => a.seconds = value(),
@@ -116,7 +120,12 @@ where
 /// CPU time (user + system) a process has used, from /proc.
 fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
         + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
@@ -171,7 +180,10 @@ async fn start_server(store: &std::path::Path, admin_password: &str) -> Server {
     let client = reqwest::Client::new();
     let started = Instant::now();
     while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "server did not come up");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "server did not come up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Server {
@@ -235,10 +247,16 @@ async fn raw_change(c: &tokio_postgres::Client, name: &str, plan: &[Statement]) 
     let key = format!("pg-user-api:role:{name}");
     let body = async {
         c.batch_execute("BEGIN").await?;
-        c.execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))", &[&key])
-            .await?;
-        c.query_opt("SELECT rolsuper OR rolname = current_user FROM pg_catalog.pg_roles WHERE rolname = $1", &[&name])
-            .await?;
+        c.execute(
+            "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))",
+            &[&key],
+        )
+        .await?;
+        c.query_opt(
+            "SELECT rolsuper OR rolname = current_user FROM pg_catalog.pg_roles WHERE rolname = $1",
+            &[&name],
+        )
+        .await?;
         c.batch_execute(&plan::batch(plan)).await?;
         c.batch_execute("COMMIT").await
     };
@@ -275,7 +293,9 @@ async fn main() {
     let admin_pw = admin_password.expose().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let store_path = dir.path().join("pg_registry.db");
-    let store = pgua::store::open(store_path.to_str().unwrap()).await.unwrap();
+    let store = pgua::store::open(store_path.to_str().unwrap())
+        .await
+        .unwrap();
     store
         .registry_add(&NewEntry {
             env: "dev".into(),
@@ -290,7 +310,11 @@ async fn main() {
         .unwrap();
     let server = start_server(&store_path, &admin_pw).await;
     let pid = server.child.id();
-    let s = Arc::new((server.base.clone(), server.user.clone(), server.pass.clone()));
+    let s = Arc::new((
+        server.base.clone(),
+        server.user.clone(),
+        server.pass.clone(),
+    ));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(a.concurrency.max(a.audit_concurrency))
         .build()
@@ -308,8 +332,47 @@ async fn main() {
     );
     println!(
         "{:<7} {:>9} {:>8} {:>8} {:>7} {:>10} {:>9} {:>8} {:>8} {:>8}",
-        "op", "api req/s", "p50 ms", "p99 ms", "errors", "cpu µs/req", "raw req/s", "p50 ms", "p99 ms", "api/raw"
+        "op",
+        "api req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "cpu µs/req",
+        "raw req/s",
+        "p50 ms",
+        "p99 ms",
+        "api/raw"
     );
+
+    // list
+    let cpu0 = cpu_time(pid);
+    let api = {
+        let (client, s) = (client.clone(), s.clone());
+        drive(n, secs, move |_, _| {
+            let (client, s) = (client.clone(), s.clone());
+            async move {
+                call(
+                    &client,
+                    &s,
+                    "/api/v1/users/all",
+                    &[("env", "dev"), ("database", "dev")],
+                )
+                .await
+                .0 == 200
+            }
+        })
+        .await
+    };
+    let cpu = cpu_time(pid) - cpu0;
+    let raw_stats = {
+        let raw = raw.clone();
+        drive(n, secs, move |t, _| {
+            let c = raw[t].clone();
+            async move { c.query(LIST_SQL, &[]).await.is_ok() }
+        })
+        .await
+    };
+    row("list", &api, &raw_stats, cpu);
 
     // create
     let created = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -320,7 +383,13 @@ async fn main() {
             let (client, s, created) = (client.clone(), s.clone(), created.clone());
             async move {
                 let name = format!("api_{t}_{i}");
-                let (code, status) = call(&client, &s, "/api/v1/users/devqa", &[("env", "dev"), ("database", "dev"), ("username", &name)]).await;
+                let (code, status) = call(
+                    &client,
+                    &s,
+                    "/api/v1/users/devqa",
+                    &[("env", "dev"), ("database", "dev"), ("username", &name)],
+                )
+                .await;
                 created.lock().unwrap().push(name);
                 code == 200 && status == "user created"
             }
@@ -351,7 +420,13 @@ async fn main() {
             let (client, s, names) = (client.clone(), s.clone(), names.clone());
             async move {
                 let name = &names[(t * 7919 + i) % names.len()];
-                let (code, _) = call(&client, &s, "/api/v1/users/find", &[("env", "dev"), ("database", "dev"), ("username", name)]).await;
+                let (code, _) = call(
+                    &client,
+                    &s,
+                    "/api/v1/users/find",
+                    &[("env", "dev"), ("database", "dev"), ("username", name)],
+                )
+                .await;
                 code == 200
             }
         })
@@ -364,34 +439,14 @@ async fn main() {
             let (c, names) = (raw[t].clone(), names.clone());
             async move {
                 let name = &names[(t * 7919 + i) % names.len()];
-                c.query_opt(FIND_SQL, &[name]).await.is_ok_and(|r| r.is_some())
+                c.query_opt(FIND_SQL, &[name])
+                    .await
+                    .is_ok_and(|r| r.is_some())
             }
         })
         .await
     };
     row("find", &api, &raw_stats, cpu);
-
-    // list
-    let cpu0 = cpu_time(pid);
-    let api = {
-        let (client, s) = (client.clone(), s.clone());
-        drive(n, secs, move |_, _| {
-            let (client, s) = (client.clone(), s.clone());
-            async move { call(&client, &s, "/api/v1/users/all", &[("env", "dev"), ("database", "dev")]).await.0 == 200 }
-        })
-        .await
-    };
-    let cpu = cpu_time(pid) - cpu0;
-    let raw_stats = {
-        let raw = raw.clone();
-        drive(n, secs, move |t, _| {
-            let c = raw[t].clone();
-            async move { c.query(LIST_SQL, &[]).await.is_ok() }
-        })
-        .await
-    };
-    println!("        (list returns {} roles)", names.len() * 2);
-    row("list", &api, &raw_stats, cpu);
 
     // reset
     let cpu0 = cpu_time(pid);
@@ -401,7 +456,13 @@ async fn main() {
             let (client, s, names) = (client.clone(), s.clone(), names.clone());
             async move {
                 let name = &names[(t * 7919 + i) % names.len()];
-                let (code, status) = call(&client, &s, "/api/v1/users/reset", &[("env", "dev"), ("database", "dev"), ("username", name)]).await;
+                let (code, status) = call(
+                    &client,
+                    &s,
+                    "/api/v1/users/reset",
+                    &[("env", "dev"), ("database", "dev"), ("username", name)],
+                )
+                .await;
                 code == 200 && status == "password reset"
             }
         })
@@ -409,9 +470,15 @@ async fn main() {
     };
     let cpu = cpu_time(pid) - cpu0;
     let raw_stats = {
-        let (raw, names, verifier, policy) = (raw.clone(), names.clone(), verifier.clone(), policy.clone());
+        let (raw, names, verifier, policy) =
+            (raw.clone(), names.clone(), verifier.clone(), policy.clone());
         drive(n, secs, move |t, i| {
-            let (c, names, verifier, policy) = (raw[t].clone(), names.clone(), verifier.clone(), policy.clone());
+            let (c, names, verifier, policy) = (
+                raw[t].clone(),
+                names.clone(),
+                verifier.clone(),
+                policy.clone(),
+            );
             async move {
                 let name = policy.role(&names[(t * 7919 + i) % names.len()]).unwrap();
                 let plan = plan::reset_password(&name, &verifier);
@@ -425,16 +492,26 @@ async fn main() {
     // Same-name race at the same concurrency.
     let race = format!("race_{}", std::process::id());
     let sem = Arc::new(tokio::sync::Semaphore::new(n));
-    let outcomes: Vec<(u16, String)> = futures_util::future::join_all((0..a.race_requests).map(|_| {
-        let (client, s, race, sem) = (client.clone(), s.clone(), race.clone(), sem.clone());
-        async move {
-            let _permit = sem.acquire().await.unwrap();
-            call(&client, &s, "/api/v1/users/devqa", &[("env", "dev"), ("database", "dev"), ("username", &race)]).await
-        }
-    }))
-    .await;
+    let outcomes: Vec<(u16, String)> =
+        futures_util::future::join_all((0..a.race_requests).map(|_| {
+            let (client, s, race, sem) = (client.clone(), s.clone(), race.clone(), sem.clone());
+            async move {
+                let _permit = sem.acquire().await.unwrap();
+                call(
+                    &client,
+                    &s,
+                    "/api/v1/users/devqa",
+                    &[("env", "dev"), ("database", "dev"), ("username", &race)],
+                )
+                .await
+            }
+        }))
+        .await;
     let created_once = outcomes.iter().filter(|o| o.1 == "user created").count();
-    let exists = outcomes.iter().filter(|o| o.1 == "user already exists").count();
+    let exists = outcomes
+        .iter()
+        .filter(|o| o.1 == "user already exists")
+        .count();
     let failures = outcomes.iter().filter(|o| o.0 != 200).count();
     println!(
         "\nsame-name race: {} concurrent creates of one name → {created_once} created, {exists} already exists, {failures} errors",
@@ -445,14 +522,25 @@ async fn main() {
     let before = store.audit_latest(u32::MAX).await.unwrap().len();
     let sem = Arc::new(tokio::sync::Semaphore::new(a.audit_concurrency));
     let t0 = Instant::now();
-    let outcomes: Vec<(u16, String)> = futures_util::future::join_all((0..a.audit_requests).map(|i| {
-        let (client, s, sem) = (client.clone(), s.clone(), sem.clone());
-        async move {
-            let _permit = sem.acquire().await.unwrap();
-            call(&client, &s, "/api/v1/users/find", &[("env", "dev"), ("database", "dev"), ("username", &format!("api_0_{i}"))]).await
-        }
-    }))
-    .await;
+    let outcomes: Vec<(u16, String)> =
+        futures_util::future::join_all((0..a.audit_requests).map(|i| {
+            let (client, s, sem) = (client.clone(), s.clone(), sem.clone());
+            async move {
+                let _permit = sem.acquire().await.unwrap();
+                call(
+                    &client,
+                    &s,
+                    "/api/v1/users/find",
+                    &[
+                        ("env", "dev"),
+                        ("database", "dev"),
+                        ("username", &format!("api_0_{i}")),
+                    ],
+                )
+                .await
+            }
+        }))
+        .await;
     let elapsed = t0.elapsed();
     let ok = outcomes.iter().filter(|o| o.0 == 200).count();
     let records = store.audit_latest(u32::MAX).await.unwrap().len() - before;
@@ -463,6 +551,9 @@ async fn main() {
         elapsed.as_secs_f64(),
         a.audit_requests.saturating_sub(records)
     );
-    println!("peak server RSS: {:.1} MiB", peak_rss_kib(pid) as f64 / 1024.0);
+    println!(
+        "peak server RSS: {:.1} MiB",
+        peak_rss_kib(pid) as f64 / 1024.0
+    );
     drop(server);
 }

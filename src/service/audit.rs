@@ -66,10 +66,9 @@ impl<'a> AuditScope<'a> {
         r.status = status::INTENT.into();
         r.detail = detail.into();
         self.app
-            .store
-            .audit_append(&[r])
+            .audit
+            .append(r)
             .await
-            .map(drop)
             .map_err(Error::AuditUnavailable)
     }
 
@@ -89,7 +88,7 @@ impl<'a> AuditScope<'a> {
                 self.record.error = Some(e.to_string());
             }
         }
-        if let Err(e) = self.app.store.audit_append(&[self.record]).await {
+        if let Err(e) = self.app.audit.append(self.record).await {
             tracing::error!(error = %e, "could not write audit outcome");
         }
     }

@@ -11,8 +11,10 @@ use std::sync::Arc;
 use crate::config::{ApiCredentials, Config};
 use crate::error::{Error, Result};
 use crate::plan::{NamePolicy, Profile, RoleName};
+use crate::store::audit_queue::AuditQueue;
 use crate::store::{RegistryEntry, Store};
 use crate::target::{AdminCredentials, Targets};
+use registry::RegistryCache;
 
 /// Roles that exist on managed clouds and must never be touched.
 const CLOUD_ADMIN_ROLES: &[&str] = &[
@@ -42,6 +44,10 @@ const CLOUD_ADMIN_ROLES: &[&str] = &[
 pub struct App {
     /// Registry and audit log.
     pub store: Arc<dyn Store>,
+    /// Group-committing writer of audit records.
+    pub audit: AuditQueue,
+    /// Recent snapshot of the registry.
+    pub registry: RegistryCache,
     /// Admin connection pools.
     pub targets: Targets,
     /// Names and environments policy.
@@ -61,6 +67,8 @@ impl App {
         let mut protected = config.policy.protected_roles.clone();
         protected.push(admin.user.to_ascii_lowercase());
         Ok(Self {
+            audit: AuditQueue::spawn(store.clone()),
+            registry: RegistryCache::default(),
             store,
             targets: Targets::new(admin, config.targets.settings()),
             policy: Policy {
@@ -74,8 +82,13 @@ impl App {
     }
 
     /// The active registry entry for env and database, or the original's 404 message.
+    /// Reads a snapshot at most [`registry::REGISTRY_CACHE_TTL`] old.
     pub async fn resolve(&self, env: &str, database: &str) -> Result<RegistryEntry> {
-        match self.store.registry_get(env, database).await? {
+        match self
+            .registry
+            .get(self.store.as_ref(), env, database)
+            .await?
+        {
             Some(entry) if entry.active => Ok(entry),
             _ => Err(Error::NoRegistryEntry {
                 env: env.to_owned(),

@@ -1,6 +1,9 @@
 //! The registry of target databases: listing, seeding, importing.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -9,6 +12,58 @@ use super::input::Input;
 use super::{App, Caller, audit::AuditScope};
 use crate::error::Result;
 use crate::store::{NewEntry, RegistryEntry, Store};
+
+/// How long a registry snapshot is used before it is read again. Changes made through this
+/// process are seen at once; changes by another process (the CLI, another replica) within this.
+pub const REGISTRY_CACHE_TTL: Duration = Duration::from_secs(2);
+
+type Snapshot = Arc<HashMap<(String, String), RegistryEntry>>;
+
+/// The registry as last read from the store; every request needs it, so it is not read
+/// from the store every time.
+#[derive(Default)]
+pub struct RegistryCache {
+    snapshot: RwLock<Option<(Instant, Snapshot)>>,
+}
+
+impl RegistryCache {
+    /// The entry for env and database, from a snapshot at most [`REGISTRY_CACHE_TTL`] old.
+    pub async fn get(
+        &self,
+        store: &dyn Store,
+        env: &str,
+        db_name: &str,
+    ) -> anyhow::Result<Option<RegistryEntry>> {
+        let fresh = self
+            .snapshot
+            .read()
+            .expect("registry cache poisoned")
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < REGISTRY_CACHE_TTL)
+            .map(|(_, s)| s.clone());
+        let snapshot = match fresh {
+            Some(s) => s,
+            None => {
+                let entries = store.registry_list().await?;
+                let map: Snapshot = Arc::new(
+                    entries
+                        .into_iter()
+                        .map(|e| ((e.env.clone(), e.db_name.clone()), e))
+                        .collect(),
+                );
+                *self.snapshot.write().expect("registry cache poisoned") =
+                    Some((Instant::now(), map.clone()));
+                map
+            }
+        };
+        Ok(snapshot.get(&(env.to_owned(), db_name.to_owned())).cloned())
+    }
+
+    /// Forgets the snapshot, after this process changed the registry.
+    pub fn invalidate(&self) {
+        *self.snapshot.write().expect("registry cache poisoned") = None;
+    }
+}
 
 /// Every registry entry, inactive ones included.
 pub async fn list(app: &App, caller: &Caller) -> Result<Vec<RegistryEntry>> {

@@ -2,6 +2,7 @@
 //!
 //! One interface, [`Store`]; the embedded SQLite backend is the default.
 
+pub mod audit_queue;
 pub mod sqlite;
 
 use std::fmt;
@@ -230,8 +231,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> anyhow::Result<bool>;
     /// Removes an entry; false when no such entry.
     async fn registry_remove(&self, env: &str, db_name: &str) -> anyhow::Result<bool>;
-    /// Appends audit records atomically, returning their ids.
-    async fn audit_append(&self, records: &[AuditRecord]) -> anyhow::Result<Vec<i64>>;
+    /// Appends audit records atomically, in one statement.
+    async fn audit_append(&self, records: &[AuditRecord]) -> anyhow::Result<()>;
     /// The latest records, newest first.
     async fn audit_latest(&self, limit: u32) -> anyhow::Result<Vec<AuditRecord>>;
 }

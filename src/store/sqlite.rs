@@ -239,33 +239,38 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn audit_append(&self, records: &[AuditRecord]) -> anyhow::Result<Vec<i64>> {
-        let mut tx = self.writer.begin().await?;
-        let mut ids = Vec::with_capacity(records.len());
-        for r in records {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO audit_log (env, db_name, pg_username, operation, status,
-                     performed_at, request_id, principal, client_addr, detail, error, duration_ms)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            )
-            .bind(&r.env)
-            .bind(&r.db_name)
-            .bind(&r.pg_username)
-            .bind(&r.operation)
-            .bind(&r.status)
-            .bind(format_time(&r.performed_at))
-            .bind(&r.request_id)
-            .bind(&r.principal)
-            .bind(&r.client_addr)
-            .bind(&r.detail)
-            .bind(&r.error)
-            .bind(r.duration_ms)
-            .fetch_one(&mut *tx)
-            .await?;
-            ids.push(id);
+    async fn audit_append(&self, records: &[AuditRecord]) -> anyhow::Result<()> {
+        if records.is_empty() {
+            return Ok(());
         }
-        tx.commit().await?;
-        Ok(ids)
+        // One multi-row INSERT: a single round trip and an implicit transaction. The SQL
+        // text is built from constants only; every value is a bind parameter.
+        let mut sql = String::from(
+            "INSERT INTO audit_log (env, db_name, pg_username, operation, status, performed_at,
+                 request_id, principal, client_addr, detail, error, duration_ms) VALUES ",
+        );
+        for i in 0..records.len() {
+            sql.push_str(if i == 0 { "" } else { ", " });
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in records {
+            query = query
+                .bind(&r.env)
+                .bind(&r.db_name)
+                .bind(&r.pg_username)
+                .bind(&r.operation)
+                .bind(&r.status)
+                .bind(format_time(&r.performed_at))
+                .bind(&r.request_id)
+                .bind(&r.principal)
+                .bind(&r.client_addr)
+                .bind(&r.detail)
+                .bind(&r.error)
+                .bind(r.duration_ms);
+        }
+        query.execute(&self.writer).await?;
+        Ok(())
     }
 
     async fn audit_latest(&self, limit: u32) -> anyhow::Result<Vec<AuditRecord>> {
