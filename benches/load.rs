@@ -289,7 +289,7 @@ async fn main() {
     pgua::startup::install_crypto_provider();
     let cluster = TempCluster::start(ClusterOptions::default()).expect("cluster");
     let admin_password = Password::generate();
-    prepare_cluster(&cluster, &admin_password).expect("prepare");
+    prepare_cluster(&cluster, admin_password.expose()).expect("prepare");
     let admin_pw = admin_password.expose().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let store_path = dir.path().join("pg_registry.db");

@@ -16,8 +16,8 @@ pub const DEMO_ADMIN: &str = "pgua_admin";
 
 /// Creates, in a fresh cluster, the admin role and the `dev` and `prod` databases owned by
 /// `app_owner` (with one table each), as a platform team would set a target up.
-pub fn prepare_cluster(cluster: &TempCluster, admin_password: &Password) -> anyhow::Result<()> {
-    let verifier = admin_password.scram_verifier();
+pub fn prepare_cluster(cluster: &TempCluster, admin_password: &str) -> anyhow::Result<()> {
+    let verifier = postgres_protocol::password::scram_sha_256(admin_password.as_bytes());
     let admin = ident(DEMO_ADMIN);
     cluster.psql(
         "postgres",
@@ -26,7 +26,7 @@ pub fn prepare_cluster(cluster: &TempCluster, admin_password: &Password) -> anyh
              CREATE ROLE {admin} LOGIN CREATEROLE PASSWORD {};
              GRANT app_owner TO {admin} WITH ADMIN OPTION;
              GRANT pg_signal_backend TO {admin};",
-            literal(verifier.expose())
+            literal(&verifier)
         ),
     )?;
     for db in ["dev", "prod"] {
@@ -49,7 +49,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let cluster =
         tokio::task::spawn_blocking(|| TempCluster::start(ClusterOptions::default())).await??;
     let admin_password = Password::generate();
-    prepare_cluster(&cluster, &admin_password).context("preparing the demo cluster")?;
+    prepare_cluster(&cluster, admin_password.expose()).context("preparing the demo cluster")?;
 
     let dir = tempfile::Builder::new().prefix("pgua-demo-").tempdir()?;
     config.store = format!("sqlite://{}", dir.path().join("pg_registry.db").display());

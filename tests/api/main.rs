@@ -5,4 +5,6 @@ mod concurrency;
 mod quoting;
 mod security;
 mod support;
+mod timeouts;
+mod tls;
 mod users;

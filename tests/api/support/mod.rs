@@ -26,11 +26,11 @@ pub struct ClusterInfo {
 }
 
 impl ClusterInfo {
-    fn of(c: &TempCluster, admin_password: &Password) -> Self {
+    fn of(c: &TempCluster, admin_password: &str) -> Self {
         Self {
             port: c.port(),
             superuser_password: c.superuser_password().to_owned(),
-            admin_password: admin_password.expose().to_owned(),
+            admin_password: admin_password.to_owned(),
             log_path: c.log_path(),
         }
     }
@@ -66,12 +66,14 @@ pub fn clusters() -> &'static Clusters {
         unsafe { libc::atexit(stop_clusters) };
         let logging = ClusterOptions {
             settings: vec![("log_statement".into(), "all".into())],
+            ..Default::default()
         };
         // One admin role name and password on both, as the service has one admin identity.
         let admin_password = Password::generate();
+        let pw = admin_password.expose();
         let (dev, prod) = std::thread::scope(|s| {
-            let dev = s.spawn(|| start_prepared(logging.clone(), &admin_password));
-            let prod = s.spawn(|| start_prepared(ClusterOptions::default(), &admin_password));
+            let dev = s.spawn(|| start_prepared(logging.clone(), pw));
+            let prod = s.spawn(|| start_prepared(ClusterOptions::default(), pw));
             (dev.join().unwrap(), prod.join().unwrap())
         });
         Clusters { dev, prod }
@@ -80,7 +82,7 @@ pub fn clusters() -> &'static Clusters {
 
 /// Starts a cluster with the demo's layout: admin role `pgua_admin`, owner role `app_owner`,
 /// databases `dev` and `prod` with a table `public.orders`.
-pub fn start_prepared(options: ClusterOptions, admin_password: &Password) -> ClusterInfo {
+pub fn start_prepared(options: ClusterOptions, admin_password: &str) -> ClusterInfo {
     let cluster = TempCluster::start(options).expect("cluster starts");
     prepare_cluster(&cluster, admin_password).expect("cluster prepared");
     let info = ClusterInfo::of(&cluster, admin_password);
