@@ -172,8 +172,10 @@ async fn start_server(store: &std::path::Path, admin_password: &str) -> Server {
         .env("PG_ADMIN_USER", DEMO_ADMIN)
         .env("PG_ADMIN_PASS", admin_password)
         .env("PGUA_STORE", format!("sqlite://{}", store.display()))
-        .env("RUST_LOG", "warn")
+        // Default logging (an access log line per request), as in production.
+        .env_remove("RUST_LOG")
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .expect("server starts");
     let base = format!("http://127.0.0.1:{port}");
