@@ -23,6 +23,9 @@ pub enum Error {
     /// No active registry entry matches.
     #[error("No registry entry found for env='{env}' database='{database}'")]
     NoRegistryEntry { env: String, database: String },
+    /// The operation would be unsafe in the target's current state; nothing was changed.
+    #[error("{0}")]
+    Conflict(String),
     /// The target database cannot be reached.
     #[error("target database unavailable: {0}")]
     TargetUnavailable(String),
@@ -48,6 +51,7 @@ impl Error {
             Error::Invalid(_) | Error::Name(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NoRegistryEntry { .. } => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
             Error::TargetUnavailable(_) | Error::AuditUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

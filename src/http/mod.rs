@@ -57,6 +57,18 @@ pub fn router(app: Arc<App>) -> Router {
             get(users::search_path).post(users::search_path),
         )
         .route("/api/v1/users/find", get(users::find).post(users::find))
+        .route("/api/v1/users/lock", get(users::lock).post(users::lock))
+        .route(
+            "/api/v1/users/unlock",
+            get(users::unlock).post(users::unlock),
+        )
+        .route(
+            "/api/v1/users/expire",
+            get(users::expire).post(users::expire),
+        )
+        .route("/api/v1/users/renew", get(users::renew).post(users::renew))
+        .route("/api/v1/users/alter", get(users::alter).post(users::alter))
+        .route("/api/v1/users/drop", get(users::drop).post(users::drop))
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             auth::require_auth,

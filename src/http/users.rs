@@ -12,6 +12,7 @@ use serde_json::json;
 use super::params::Params;
 use crate::error::Result;
 use crate::plan::{Profile, Statement};
+use crate::service::lifecycle;
 use crate::service::users::{self as ops, UserResult, status};
 use crate::service::{App, Caller};
 use crate::store::RegistryEntry;
@@ -26,6 +27,9 @@ struct UserBody<'a> {
     database: &'a str,
     port: String,
     env: &'a str,
+    /// Only lock and drop report it; the v1 bodies never carry it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sessions_terminated: Option<u64>,
 }
 
 /// The body of a dry run: the v1 keys plus the statements that would run.
@@ -46,6 +50,7 @@ fn user_response(r: &UserResult) -> Response {
         database: &r.entry.db_name,
         port: r.entry.port.to_string(),
         env: &r.entry.env,
+        sessions_terminated: r.sessions_terminated,
     };
     if let Some(plan) = &r.plan {
         let dry = DryRunBody {
@@ -112,6 +117,36 @@ pub async fn reset(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Re
 /// Sets a user's search_path in the target database.
 pub async fn search_path(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
     Ok(user_response(&ops::search_path(&a, &c, &p.0).await?))
+}
+
+/// Locks a user (NOLOGIN) and ends its open sessions.
+pub async fn lock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
+    Ok(user_response(&lifecycle::lock(&a, &c, &p.0).await?))
+}
+
+/// Unlocks a user (LOGIN).
+pub async fn unlock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
+    Ok(user_response(&lifecycle::unlock(&a, &c, &p.0).await?))
+}
+
+/// Ends a user's password validity at `valid_until` (default now).
+pub async fn expire(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
+    Ok(user_response(&lifecycle::expire(&a, &c, &p.0).await?))
+}
+
+/// Extends a user's password validity (`valid_until`, `days`, or forever).
+pub async fn renew(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
+    Ok(user_response(&lifecycle::renew(&a, &c, &p.0).await?))
+}
+
+/// Changes a user's connection limit or alterable attributes.
+pub async fn alter(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
+    Ok(user_response(&lifecycle::alter(&a, &c, &p.0).await?))
+}
+
+/// Drops a user: reassigns and drops what it owns in every database, ends its sessions.
+pub async fn drop(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
+    Ok(user_response(&lifecycle::drop(&a, &c, &p.0).await?))
 }
 
 fn target_fields(entry: &RegistryEntry) -> serde_json::Map<String, serde_json::Value> {

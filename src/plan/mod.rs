@@ -3,6 +3,7 @@
 //! Every identifier is quoted with [`sql::ident`], every value with [`sql::literal`]; the
 //! only keywords are fixed strings from closed enums such as [`Profile`].
 
+pub mod lifecycle;
 pub mod naming;
 pub mod password;
 pub mod profile;
@@ -32,7 +33,7 @@ pub struct Statement {
 }
 
 impl Statement {
-    fn new(sql: String, comment: &'static str) -> Self {
+    pub(crate) fn new(sql: String, comment: &'static str) -> Self {
         Self {
             shown: sql.clone(),
             sql,

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod input;
+pub mod lifecycle;
 pub mod registry;
 pub mod users;
 

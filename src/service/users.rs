@@ -6,7 +6,7 @@ use super::audit::AuditScope;
 use super::input::Input;
 use super::{App, Caller};
 use crate::error::{Error, Result};
-use crate::plan::{self, Password, Profile, RoleName, SchemaFacts, Statement, Verifier};
+use crate::plan::{self, Password, Profile, RoleName, SchemaFacts, Statement, Verifier, lifecycle};
 use crate::store::RegistryEntry;
 use crate::target::{classify, is_duplicate};
 
@@ -35,20 +35,23 @@ pub struct UserResult {
     pub entry: RegistryEntry,
     /// The statements, for a dry run.
     pub plan: Option<Vec<Statement>>,
+    /// Sessions ended (lock, drop).
+    pub sessions_terminated: Option<u64>,
 }
 
 impl UserResult {
-    fn new(username: &RoleName, entry: RegistryEntry, status: &str) -> Self {
+    pub(super) fn new(username: &RoleName, entry: RegistryEntry, status: &str) -> Self {
         Self {
             username: username.to_string(),
             password: None,
             status: status.into(),
             entry,
             plan: None,
+            sessions_terminated: None,
         }
     }
 
-    fn planned(mut self, plan: Vec<Statement>) -> Self {
+    pub(super) fn planned(mut self, plan: Vec<Statement>) -> Self {
         self.plan = Some(plan);
         self
     }
@@ -83,7 +86,7 @@ pub struct ListResult {
     pub entry: RegistryEntry,
 }
 
-fn status_of(r: &UserResult) -> String {
+pub(super) fn status_of(r: &UserResult) -> String {
     r.status.clone()
 }
 
@@ -121,7 +124,7 @@ async fn new_password() -> Result<(Password, Verifier)> {
 }
 
 /// Serialises operations on one role name within a database for the transaction's life.
-async fn lock_role(tx: &tokio_postgres::Transaction<'_>, role: &RoleName) -> Result<()> {
+pub(super) async fn lock_role(tx: &tokio_postgres::Transaction<'_>, role: &RoleName) -> Result<()> {
     let key = format!("pg-user-api:role:{role}");
     tx.execute(
         "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))",
@@ -132,13 +135,16 @@ async fn lock_role(tx: &tokio_postgres::Transaction<'_>, role: &RoleName) -> Res
     Ok(())
 }
 
-enum RoleState {
+pub(super) enum RoleState {
     Missing,
     Protected,
     Ordinary,
 }
 
-async fn role_state(tx: &tokio_postgres::Transaction<'_>, role: &RoleName) -> Result<RoleState> {
+pub(super) async fn role_state(
+    tx: &tokio_postgres::Transaction<'_>,
+    role: &RoleName,
+) -> Result<RoleState> {
     let row = tx
         .query_opt(
             "SELECT rolsuper OR rolname = current_user FROM pg_catalog.pg_roles WHERE rolname = $1",
@@ -276,15 +282,26 @@ async fn create_in(
     }
 }
 
-/// Shared path of reset and search_path: validate, resolve, intent, lock, check the role.
-async fn alter_existing(
+/// How a change to an existing role is described and finished.
+pub(super) struct Change {
+    /// Intent text for the audit log.
+    pub what: &'static str,
+    /// `status` on success.
+    pub success: String,
+    /// A new password to hand back.
+    pub password: Option<Password>,
+    /// End the role's open sessions after the change is committed.
+    pub terminate: bool,
+}
+
+/// Shared path of changes to an existing role: validate, resolve, intent, lock, check the
+/// role, run the plan in one transaction, then (for lock) end its sessions.
+pub(super) async fn alter_existing(
     app: &App,
     scope: &mut AuditScope<'_>,
     input: &Input,
-    what: &str,
+    change: Change,
     build: impl FnOnce(&RoleName, &RegistryEntry) -> Result<Vec<Statement>>,
-    success: String,
-    password: Option<Password>,
 ) -> Result<UserResult> {
     let env = input.required("env")?;
     let database = input.required("database")?;
@@ -293,9 +310,9 @@ async fn alter_existing(
     scope.set_username(role.as_str());
     app.policy.check_not_protected(&role)?;
     let entry = app.resolve(env, database).await?;
-    let plan = build(&role, &entry)?;
+    let mut plan = build(&role, &entry)?;
     if !dry_run {
-        scope.intent(what).await?;
+        scope.intent(change.what).await?;
     }
     let mut conn = app.targets.connect(&entry).await?;
     let tx = conn.transaction().await.map_err(|e| classify(&e))?;
@@ -310,16 +327,38 @@ async fn alter_existing(
         RoleState::Ordinary => {}
     }
     if dry_run {
+        if change.terminate {
+            plan.push(lifecycle::terminate_sessions(&role));
+        }
         return Ok(UserResult::new(&role, entry, status::DRY_RUN).planned(plan));
     }
     tx.batch_execute(&plan::batch(&plan))
         .await
         .map_err(|e| classify(&e))?;
     tx.commit().await.map_err(|e| classify(&e))?;
+    let sessions_terminated = if change.terminate {
+        Some(terminate_sessions(&conn, &role).await?)
+    } else {
+        None
+    };
     Ok(UserResult {
-        password,
-        ..UserResult::new(&role, entry, &success)
+        password: change.password,
+        sessions_terminated,
+        ..UserResult::new(&role, entry, &change.success)
     })
+}
+
+/// Ends the role's sessions on the whole server (after NOLOGIN is committed, so they
+/// cannot come straight back); returns how many were ended.
+pub(super) async fn terminate_sessions(
+    conn: &tokio_postgres::Client,
+    role: &RoleName,
+) -> Result<u64> {
+    let rows = conn
+        .query(lifecycle::terminate_sessions(role).sql(), &[])
+        .await
+        .map_err(|e| classify(&e))?;
+    Ok(rows.len() as u64)
 }
 
 /// Gives an existing user a new generated password; the old one stops working at once.
@@ -328,17 +367,13 @@ pub async fn reset(app: &App, caller: &Caller, input: &Input) -> Result<UserResu
     let result = async {
         let (password, verifier) = new_password().await?;
         let build = |role: &RoleName, _: &RegistryEntry| Ok(plan::reset_password(role, &verifier));
-        let success = status::RESET.to_owned();
-        alter_existing(
-            app,
-            &mut scope,
-            input,
-            "reset password",
-            build,
-            success,
-            Some(password),
-        )
-        .await
+        let change = Change {
+            what: "reset password",
+            success: status::RESET.to_owned(),
+            password: Some(password),
+            terminate: false,
+        };
+        alter_existing(app, &mut scope, input, change, build).await
     }
     .await;
     scope.outcome(&result, status_of).await;
@@ -358,16 +393,13 @@ pub async fn search_path(app: &App, caller: &Caller, input: &Input) -> Result<Us
         let build = |role: &RoleName, entry: &RegistryEntry| {
             Ok(plan::set_search_path(role, &entry.db_name, &path))
         };
-        alter_existing(
-            app,
-            &mut scope,
-            input,
-            "set search_path",
-            build,
+        let change = Change {
+            what: "set search_path",
             success,
-            None,
-        )
-        .await
+            password: None,
+            terminate: false,
+        };
+        alter_existing(app, &mut scope, input, change, build).await
     }
     .await;
     scope.outcome(&result, status_of).await;

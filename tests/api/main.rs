@@ -2,6 +2,7 @@
 
 mod cli;
 mod concurrency;
+mod lifecycle;
 mod quoting;
 mod security;
 mod support;

@@ -1,0 +1,366 @@
+//! A role's life after creation: lock, unlock, expire, renew, alter, drop.
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::audit::AuditScope;
+use super::input::Input;
+use super::users::{
+    Change, RoleState, UserResult, alter_existing, lock_role, role_state, status, status_of,
+    terminate_sessions,
+};
+use super::{App, Caller};
+use crate::error::{Error, Result};
+use crate::plan::lifecycle::{self, ALTERABLE_ATTRIBUTES, ValidUntil};
+use crate::plan::{self, RoleName, Statement, sql::ident};
+use crate::store::RegistryEntry;
+use crate::target::classify;
+
+/// Runs one simple change of an existing role, audited as `operation`.
+async fn change_role(
+    app: &App,
+    caller: &Caller,
+    input: &Input,
+    operation: &str,
+    change: Change,
+    build: impl FnOnce(&RoleName) -> Result<Vec<Statement>>,
+) -> Result<UserResult> {
+    let mut scope = AuditScope::new(app, caller, operation, input);
+    let result = alter_existing(app, &mut scope, input, change, |role, _| build(role)).await;
+    scope.outcome(&result, status_of).await;
+    result
+}
+
+fn change(what: &'static str, success: &str, terminate: bool) -> Change {
+    Change {
+        what,
+        success: success.into(),
+        password: None,
+        terminate,
+    }
+}
+
+/// NOLOGIN, then ends the role's open sessions on that server.
+pub async fn lock(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
+    let c = change("lock", "user locked", true);
+    change_role(app, caller, input, "lock", c, |r| Ok(lifecycle::lock(r))).await
+}
+
+/// LOGIN again.
+pub async fn unlock(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
+    let c = change("unlock", "user unlocked", false);
+    change_role(app, caller, input, "unlock", c, |r| {
+        Ok(lifecycle::unlock(r))
+    })
+    .await
+}
+
+/// Reads `valid_until`: RFC 3339, a date (midnight UTC), `now` or `infinity`.
+fn parse_valid_until(raw: &str) -> Result<ValidUntil> {
+    let raw = raw.trim();
+    if raw.eq_ignore_ascii_case("infinity") {
+        return Ok(ValidUntil::Infinity);
+    }
+    if raw.eq_ignore_ascii_case("now") {
+        return Ok(ValidUntil::At(Utc::now()));
+    }
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.to_utc())
+        .or_else(|_| {
+            NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+                .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+        })
+        .map(ValidUntil::At)
+        .map_err(|_| {
+            Error::Invalid(format!(
+                "valid_until '{raw}' must be an RFC 3339 time, a YYYY-MM-DD date, now or infinity"
+            ))
+        })
+}
+
+/// The password stops working at `valid_until` (default: now). Open sessions stay.
+pub async fn expire(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
+    let until = input
+        .get("valid_until")
+        .map_or(Ok(ValidUntil::At(Utc::now())), parse_valid_until);
+    let success = match &until {
+        Ok(u) => format!("user expires {}", u.sql_value()),
+        Err(_) => String::new(),
+    };
+    let c = change("expire", &success, false);
+    change_role(app, caller, input, "expire", c, |r| {
+        Ok(lifecycle::valid_until(r, until?))
+    })
+    .await
+}
+
+/// The password works again: until `valid_until`, for `days` more days, or (neither) forever.
+pub async fn renew(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
+    let until = match (input.get("valid_until"), input.get("days")) {
+        (Some(_), Some(_)) => Err(Error::Invalid("give valid_until or days, not both".into())),
+        (Some(raw), None) => parse_valid_until(raw),
+        (None, Some(days)) => days
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|d| (1..=36_500).contains(d))
+            .map(|d| ValidUntil::At(Utc::now() + chrono::Duration::days(i64::from(d))))
+            .ok_or_else(|| Error::Invalid(format!("days '{days}' must be a number 1-36500"))),
+        (None, None) => Ok(ValidUntil::Infinity),
+    };
+    let success = match &until {
+        Ok(u) => format!("user renewed until {}", u.sql_value()),
+        Err(_) => String::new(),
+    };
+    let c = change("renew", &success, false);
+    change_role(app, caller, input, "renew", c, |r| {
+        Ok(lifecycle::valid_until(r, until?))
+    })
+    .await
+}
+
+/// Changes `connection_limit` and/or `attributes` (from a closed set).
+pub async fn alter(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
+    let parsed = (|| {
+        let limit = input
+            .get("connection_limit")
+            .map(|raw| {
+                raw.trim()
+                    .parse::<i32>()
+                    .ok()
+                    .filter(|l| (-1..=10_000).contains(l))
+                    .ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "connection_limit '{raw}' must be -1 (no limit) to 10000"
+                        ))
+                    })
+            })
+            .transpose()?;
+        let mut attributes = Vec::new();
+        for word in input.get("attributes").unwrap_or("").split(',') {
+            let word = word.trim().to_ascii_uppercase();
+            if word.is_empty() {
+                continue;
+            }
+            let known = ALTERABLE_ATTRIBUTES
+                .iter()
+                .find(|a| **a == word)
+                .ok_or_else(|| {
+                    Error::Forbidden(format!(
+                        "attribute '{word}' cannot be changed through the API; allowed: {}",
+                        ALTERABLE_ATTRIBUTES.join(", ")
+                    ))
+                })?;
+            attributes.push(*known);
+        }
+        if limit.is_none() && attributes.is_empty() {
+            return Err(Error::MissingParam("connection_limit or attributes"));
+        }
+        Ok((limit, attributes))
+    })();
+    let c = change("alter", "user altered", false);
+    change_role(app, caller, input, "alter", c, |r| {
+        let (limit, attributes) = parsed?;
+        Ok(lifecycle::alter(r, limit, &attributes))
+    })
+    .await
+}
+
+/// One database on the target server where the role has objects or privileges.
+struct Dependent {
+    db_name: String,
+    successor: String,
+}
+
+/// Drops a role the way that works where plain DROP ROLE fails: in every database of the
+/// server where it owns objects or holds privileges, REASSIGN OWNED to a successor (default:
+/// that database's owner) and DROP OWNED; then end its sessions and DROP ROLE. When that
+/// cannot be done safely, nothing is changed and the answer is 409 with what blocks it.
+pub async fn drop(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
+    let mut scope = AuditScope::new(app, caller, "drop", input);
+    let result = drop_in(app, &mut scope, input).await;
+    scope.outcome(&result, status_of).await;
+    result
+}
+
+async fn drop_in(app: &App, scope: &mut AuditScope<'_>, input: &Input) -> Result<UserResult> {
+    let env = input.required("env")?;
+    let database = input.required("database")?;
+    let dry_run = input.flag("dry_run")?;
+    let role = app.policy.names.role(input.required("username")?)?;
+    scope.set_username(role.as_str());
+    app.policy.check_not_protected(&role)?;
+    let successor = input
+        .get("successor")
+        .map(|s| app.policy.names.role(s))
+        .transpose()?;
+    if successor.as_ref() == Some(&role) {
+        return Err(Error::Invalid("the successor must be another role".into()));
+    }
+    let entry = app.resolve(env, database).await?;
+    if !dry_run {
+        scope.intent("drop user").await?;
+    }
+    let mut conn = app.targets.connect(&entry).await?;
+    let tx = conn.transaction().await.map_err(|e| classify(&e))?;
+    lock_role(&tx, &role).await?;
+    match role_state(&tx, &role).await? {
+        RoleState::Missing => return Ok(UserResult::new(&role, entry, status::NOT_FOUND)),
+        RoleState::Protected => {
+            return Err(Error::Forbidden(format!(
+                "role '{role}' is a superuser or the admin role; pg-user-api will not touch it"
+            )));
+        }
+        RoleState::Ordinary => {}
+    }
+    let dependents = dependents(&tx, &role, &entry, successor.as_ref()).await?;
+    let mut plan = vec![Statement::new(
+        format!("ALTER ROLE {} WITH NOLOGIN", ident(role.as_str())),
+        "refuse new sessions while the role is taken apart",
+    )];
+    let member: bool = tx
+        .query_one(
+            "SELECT pg_catalog.pg_has_role($1, 'USAGE')",
+            &[&role.as_str()],
+        )
+        .await
+        .map_err(|e| classify(&e))?
+        .get(0);
+    if !member {
+        plan.push(Statement::new(
+            format!("GRANT {} TO CURRENT_USER", ident(role.as_str())),
+            "REASSIGN OWNED and DROP OWNED need membership in the role",
+        ));
+    }
+    if dry_run {
+        plan.push(lifecycle::terminate_sessions(&role));
+        for d in &dependents {
+            plan.push(Statement::new(
+                format!("\\connect {}", ident(&d.db_name)),
+                "the next statements run in this database",
+            ));
+            plan.extend(lifecycle::reassign_and_drop_owned(&role, &d.successor));
+        }
+        plan.extend(lifecycle::drop_role(&role));
+        return Ok(UserResult::new(&role, entry, status::DRY_RUN).planned(plan));
+    }
+    tx.batch_execute(&plan::batch(&plan))
+        .await
+        .map_err(|e| classify(&e))?;
+    tx.commit().await.map_err(|e| classify(&e))?;
+    let terminated = terminate_sessions(&conn, &role).await?;
+    for d in &dependents {
+        let other = RegistryEntry {
+            db_name: d.db_name.clone(),
+            ..entry.clone()
+        };
+        let mut c = app.targets.connect(&other).await?;
+        let tx = c.transaction().await.map_err(|e| classify(&e))?;
+        tx.batch_execute(&plan::batch(&lifecycle::reassign_and_drop_owned(
+            &role,
+            &d.successor,
+        )))
+        .await
+        .map_err(|e| classify(&e))?;
+        tx.commit().await.map_err(|e| classify(&e))?;
+    }
+    match conn
+        .batch_execute(lifecycle::drop_role(&role)[0].sql())
+        .await
+    {
+        Ok(()) => Ok(UserResult {
+            sessions_terminated: Some(terminated),
+            ..UserResult::new(&role, entry, "user dropped")
+        }),
+        Err(e)
+            if e.code()
+                == Some(&tokio_postgres::error::SqlState::DEPENDENT_OBJECTS_STILL_EXIST) =>
+        {
+            let detail = e
+                .as_db_error()
+                .and_then(|d| d.detail())
+                .unwrap_or_default()
+                .to_owned();
+            Err(Error::Conflict(format!(
+                "role '{role}' is locked and its objects were reassigned, but something new depends on it: {detail}"
+            )))
+        }
+        Err(e) => Err(classify(&e)),
+    }
+}
+
+/// Finds every database where the role has objects or privileges, with the successor for
+/// each, or a 409 listing what makes a safe drop impossible.
+async fn dependents(
+    tx: &tokio_postgres::Transaction<'_>,
+    role: &RoleName,
+    entry: &RegistryEntry,
+    successor: Option<&RoleName>,
+) -> Result<Vec<Dependent>> {
+    let rows = tx
+        .query(
+            "WITH r AS (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1)
+             SELECT d.datname::text,
+                    pg_catalog.pg_get_userbyid(d.datdba)::text,
+                    d.datallowconn AND pg_catalog.has_database_privilege(d.oid, 'CONNECT'),
+                    d.datdba = (SELECT oid FROM r)
+             FROM pg_catalog.pg_database d
+             WHERE d.datname = $2
+                OR d.datdba = (SELECT oid FROM r)
+                OR d.oid IN (SELECT dbid FROM pg_catalog.pg_shdepend
+                             WHERE refclassid = 'pg_catalog.pg_authid'::regclass
+                               AND refobjid = (SELECT oid FROM r))
+             ORDER BY d.datname = $2 DESC, 1",
+            &[&role.as_str(), &entry.db_name],
+        )
+        .await
+        .map_err(|e| classify(&e))?;
+    let mut blockers = Vec::new();
+    let mut out = Vec::new();
+    for row in rows {
+        let (db_name, owner, reachable, owned): (String, String, bool, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        if owned {
+            blockers.push(format!("it owns database '{db_name}'"));
+            continue;
+        }
+        if !reachable {
+            blockers.push(format!(
+                "it has objects in database '{db_name}', which the admin role cannot connect to"
+            ));
+            continue;
+        }
+        let successor = successor.map_or(owner, |s| s.to_string());
+        let usable: bool = tx
+            .query_one("SELECT pg_catalog.pg_has_role($1, 'USAGE')", &[&successor])
+            .await
+            .map_err(|e| classify(&e))?
+            .get(0);
+        if !usable {
+            blockers.push(format!(
+                "the admin role is not a member of successor '{successor}' (database '{db_name}')"
+            ));
+            continue;
+        }
+        out.push(Dependent { db_name, successor });
+    }
+    let spaces: Vec<String> = tx
+        .query(
+            "SELECT spcname::text FROM pg_catalog.pg_tablespace
+             WHERE spcowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1)",
+            &[&role.as_str()],
+        )
+        .await
+        .map_err(|e| classify(&e))?
+        .iter()
+        .map(|r| format!("it owns tablespace '{}'", r.get::<_, String>(0)))
+        .collect();
+    blockers.extend(spaces);
+    if blockers.is_empty() {
+        Ok(out)
+    } else {
+        Err(Error::Conflict(format!(
+            "role '{role}' cannot be dropped safely, nothing was changed: {}",
+            blockers.join("; ")
+        )))
+    }
+}
