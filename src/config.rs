@@ -10,7 +10,10 @@ use anyhow::{Context, bail};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::plan::NamePolicy;
+use std::collections::BTreeMap;
+
+use crate::plan::profile::{Attribute, ProfileConfig};
+use crate::plan::{NamePolicy, Profiles};
 use crate::target::{AdminCredentials, TargetSettings};
 
 /// Default listen address, as the original's Flask port.
@@ -43,6 +46,9 @@ pub struct Config {
     pub targets: TargetsConfig,
     /// What callers may do and name.
     pub policy: PolicyConfig,
+    /// User profiles by endpoint name, laid over the built-in ones (see
+    /// `src/plan/builtin_profiles.toml` for the format).
+    pub profiles: BTreeMap<String, ProfileConfig>,
 }
 
 impl Default for Config {
@@ -53,6 +59,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             targets: TargetsConfig::default(),
             policy: PolicyConfig::default(),
+            profiles: BTreeMap::new(),
         }
     }
 }
@@ -111,6 +118,8 @@ pub struct PolicyConfig {
     pub name_pattern: String,
     /// Roles nobody may create, reset, alter or drop, beyond the built-in list.
     pub protected_roles: Vec<String>,
+    /// Privileged role attributes (SUPERUSER, REPLICATION, BYPASSRLS) profiles may set.
+    pub privileged_attributes: Vec<Attribute>,
 }
 
 impl Default for PolicyConfig {
@@ -120,6 +129,7 @@ impl Default for PolicyConfig {
             developer_accounts_in_production: false,
             name_pattern: crate::plan::naming::DEFAULT_NAME_PATTERN.into(),
             protected_roles: Vec::new(),
+            privileged_attributes: Vec::new(),
         }
     }
 }
@@ -143,10 +153,17 @@ impl Config {
         }
     }
 
-    /// Checks what serde cannot: the name pattern compiles, numbers are sane.
+    /// The built-in profiles with this configuration's laid over them, validated.
+    pub fn profiles(&self) -> Result<Profiles, String> {
+        let names = NamePolicy::new(&self.policy.name_pattern).map_err(|e| e.to_string())?;
+        Profiles::load(&self.profiles, &names, &self.policy.privileged_attributes)
+    }
+
+    /// Checks what serde cannot: the name pattern compiles, numbers are sane, profiles hold.
     pub fn validate(&self) -> anyhow::Result<()> {
         NamePolicy::new(&self.policy.name_pattern)
             .with_context(|| format!("policy.name_pattern '{}'", self.policy.name_pattern))?;
+        self.profiles().map_err(anyhow::Error::msg)?;
         if self.targets.pool_size == 0 {
             bail!("targets.pool_size must be at least 1");
         }

@@ -10,7 +10,7 @@ use crate::plan::NameError;
 pub enum Error {
     /// A required parameter is absent.
     #[error("missing parameter: {0}")]
-    MissingParam(&'static str),
+    MissingParam(String),
     /// A parameter is present but unacceptable.
     #[error("{0}")]
     Invalid(String),

@@ -35,22 +35,8 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub fn router(app: Arc<App>) -> Router {
     let api = Router::new()
         .route("/api/v1/registry", get(registry::list).post(registry::list))
+        .route("/api/v1/profiles", get(users::profiles))
         .route("/api/v1/users/all", get(users::all).post(users::all))
-        .route("/api/v1/users/app", get(users::app).post(users::app))
-        .route(
-            "/api/v1/users/app-k8s",
-            get(users::app_k8s).post(users::app_k8s),
-        )
-        .route("/api/v1/users/devqa", get(users::devqa).post(users::devqa))
-        .route(
-            "/api/v1/users/devlead",
-            get(users::devlead).post(users::devlead),
-        )
-        .route(
-            "/api/v1/users/readonly",
-            get(users::readonly).post(users::readonly),
-        )
-        .route("/api/v1/users/dba", get(users::dba).post(users::dba))
         .route("/api/v1/users/reset", get(users::reset).post(users::reset))
         .route(
             "/api/v1/users/search-path",
@@ -69,6 +55,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/users/renew", get(users::renew).post(users::renew))
         .route("/api/v1/users/alter", get(users::alter).post(users::alter))
         .route("/api/v1/users/drop", get(users::drop).post(users::drop))
+        // Profiles: app, app-k8s, devqa, devlead, readonly, dba and configured ones. The
+        // fixed routes above take precedence; profile names cannot shadow them.
+        .route(
+            "/api/v1/users/{profile}",
+            get(users::create).post(users::create),
+        )
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             auth::require_auth,

@@ -3,19 +3,23 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
 
+use super::error::json_error;
 use super::params::Params;
 use crate::error::Result;
-use crate::plan::{Profile, Statement};
+use crate::plan::Statement;
 use crate::service::lifecycle;
 use crate::service::users::{self as ops, UserResult, status};
 use crate::service::{App, Caller};
 use crate::store::RegistryEntry;
+
+/// Response header naming the profile and version that created a user.
+pub const PROFILE_HEADER: &str = "x-pgua-profile";
 
 /// The v1 body of user-changing endpoints: exactly these keys.
 #[derive(Serialize)]
@@ -74,39 +78,32 @@ fn user_response(r: &UserResult) -> Response {
     res
 }
 
-async fn create(app: &App, caller: &Caller, profile: Profile, params: Params) -> Result<Response> {
-    let result = ops::create(app, caller, profile, &params.0).await?;
-    Ok(user_response(&result))
+/// Creates a user of the profile the path names (`/api/v1/users/app`, …); the response
+/// keeps the v1 keys and names the profile version in `x-pgua-profile`.
+pub async fn create(
+    State(app): State<Arc<App>>,
+    Path(profile): Path<String>,
+    caller: Caller,
+    params: Params,
+) -> Result<Response> {
+    let Some(profile) = app.profiles.get(&profile) else {
+        return Ok(json_error(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint or profile: {profile}"),
+        ));
+    };
+    let result = ops::create(&app, &caller, &profile, &params.0).await?;
+    let mut res = user_response(&result);
+    if let Ok(v) = HeaderValue::from_str(&profile.label()) {
+        res.headers_mut().insert(PROFILE_HEADER, v);
+    }
+    Ok(res)
 }
 
-/// Creates the service account `<servername>_<port>`.
-pub async fn app(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    create(&a, &c, Profile::App, p).await
-}
-
-/// Creates the Kubernetes workload user `<env_prefix>_<farmname>`.
-pub async fn app_k8s(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    create(&a, &c, Profile::AppK8s, p).await
-}
-
-/// Creates an individual dev/QA user (not in production by default).
-pub async fn devqa(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    create(&a, &c, Profile::Devqa, p).await
-}
-
-/// Creates a dev-lead user (not in production by default).
-pub async fn devlead(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    create(&a, &c, Profile::Devlead, p).await
-}
-
-/// Creates a truly read-only user.
-pub async fn readonly(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    create(&a, &c, Profile::Readonly, p).await
-}
-
-/// Creates a DBA user (CREATEDB CREATEROLE).
-pub async fn dba(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    create(&a, &c, Profile::Dba, p).await
+/// Lists the profiles: parameters, attributes, grants, settings and version.
+pub async fn profiles(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    let list: Vec<_> = app.profiles.iter().map(|p| p.as_ref()).collect();
+    Json(json!({ "count": list.len(), "profiles": list }))
 }
 
 /// Gives a user a new generated password.

@@ -1,8 +1,9 @@
 //! Pure planning: operations in, the exact SQL statements out. No I/O here.
 //!
 //! Every identifier is quoted with [`sql::ident`], every value with [`sql::literal`]; the
-//! only keywords are fixed strings from closed enums such as [`Profile`].
+//! only keywords are fixed strings from closed enums (attributes, privileges).
 
+pub mod grants;
 pub mod lifecycle;
 pub mod naming;
 pub mod password;
@@ -11,7 +12,7 @@ pub mod sql;
 
 pub use naming::{NameError, NamePolicy, RoleName, SchemaName};
 pub use password::{Password, Verifier};
-pub use profile::Profile;
+pub use profile::{Profile, Profiles};
 
 use serde::Serialize;
 use sql::{ident, literal};
@@ -103,21 +104,52 @@ fn password_clause(verifier: &Verifier) -> (String, String) {
     )
 }
 
-/// Creates a role of `profile` in database `db`.
+/// Everything about the target database that planning a create needs.
+#[derive(Clone, Debug, Default)]
+pub struct CreateFacts {
+    /// Non-system schemas and their owners (read only when the profile has schema grants).
+    pub schemas: Vec<SchemaFacts>,
+    /// `VALID UNTIL`, from the profile's password lifetime.
+    pub valid_until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `ALTER ROLE … SET name TO value`: search_path as a list of identifiers (a quoted string
+/// would become one odd schema name), anything else as a literal.
+fn setting_value(name: &str, value: &str) -> String {
+    if name == "search_path" {
+        value
+            .split(',')
+            .map(|s| ident(&s.trim().to_ascii_lowercase()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        literal(value)
+    }
+}
+
+/// Creates a role of `profile` in database `db`: the role with its attributes and a locally
+/// computed verifier, CONNECT, memberships, grants, then per-database and role settings.
 pub fn create_user(
-    profile: Profile,
+    profile: &Profile,
     role: &RoleName,
     db: &str,
     verifier: &Verifier,
-    schemas: &[SchemaFacts],
-) -> Vec<Statement> {
+    facts: &CreateFacts,
+) -> Result<Vec<Statement>, String> {
     let r = ident(role.as_str());
     let d = ident(db);
-    let head = format!(
-        "CREATE ROLE {r} WITH {} CONNECTION LIMIT {}",
-        profile.attributes(),
-        profile.connection_limit()
-    );
+    let mut head = format!("CREATE ROLE {r}");
+    let words: Vec<&str> = profile.attributes.iter().map(|a| a.keyword()).collect();
+    if !words.is_empty() {
+        head.push_str(&format!(" WITH {}", words.join(" ")));
+    }
+    if let Some(limit) = profile.connection_limit {
+        head.push_str(&format!(" CONNECTION LIMIT {limit}"));
+    }
+    if let Some(until) = facts.valid_until {
+        let ts = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        head.push_str(&format!(" VALID UNTIL {}", literal(&ts)));
+    }
     let (pw, pw_shown) = password_clause(verifier);
     let mut plan = vec![
         Statement::secret(
@@ -125,61 +157,50 @@ pub fn create_user(
             format!("{head} {pw_shown}"),
             "create the role with a locally computed SCRAM verifier",
         ),
+        Statement::new(
+            format!(
+                "COMMENT ON ROLE {r} IS {}",
+                literal(&format!(
+                    "created by pg-user-api, profile {}",
+                    profile.label()
+                ))
+            ),
+            "record which profile version created the role",
+        ),
         grant_lock(),
         Statement::new(
             format!("GRANT CONNECT ON DATABASE {d} TO {r}"),
             "allow connecting to the target database",
         ),
     ];
-    if profile.sets_search_path() {
+    for group in &profile.member_of {
         plan.push(Statement::new(
-            format!("ALTER ROLE {r} IN DATABASE {d} SET search_path TO public"),
-            "search_path public in the target database",
+            format!("GRANT {} TO {r}", ident(group.as_str())),
+            "membership from the profile",
         ));
     }
-    if profile.read_only() {
-        plan.extend(read_only_grants(&r, &d, schemas));
+    for grant in &profile.grants {
+        plan.extend(grant.statements(role, db, &facts.schemas, false)?);
     }
-    plan
-}
-
-fn read_only_grants(r: &str, d: &str, schemas: &[SchemaFacts]) -> Vec<Statement> {
-    let mut plan = Vec::new();
-    for schema in schemas {
-        let s = ident(&schema.name);
+    for (name, value) in &profile.database_settings {
         plan.push(Statement::new(
-            format!("GRANT USAGE ON SCHEMA {s} TO {r}"),
-            "read-only: see the schema",
+            format!(
+                "ALTER ROLE {r} IN DATABASE {d} SET {name} TO {}",
+                setting_value(name, value)
+            ),
+            "setting in the target database",
         ));
-        plan.push(Statement::new(
-            format!("GRANT SELECT ON ALL TABLES IN SCHEMA {s} TO {r}"),
-            "read-only: read existing tables and views",
-        ));
-        plan.push(Statement::new(
-            format!("GRANT SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r}"),
-            "read-only: read existing sequences",
-        ));
-        for owner in &schema.owners {
-            let o = ident(owner);
-            plan.push(Statement::new(
-                format!(
-                    "ALTER DEFAULT PRIVILEGES FOR ROLE {o} IN SCHEMA {s} GRANT SELECT ON TABLES TO {r}"
-                ),
-                "read-only: read tables this owner creates later",
-            ));
-            plan.push(Statement::new(
-                format!(
-                    "ALTER DEFAULT PRIVILEGES FOR ROLE {o} IN SCHEMA {s} GRANT SELECT ON SEQUENCES TO {r}"
-                ),
-                "read-only: read sequences this owner creates later",
-            ));
-        }
     }
-    plan.push(Statement::new(
-        format!("ALTER ROLE {r} IN DATABASE {d} SET default_transaction_read_only = on"),
-        "read-only: every transaction in this database starts read-only",
-    ));
-    plan
+    for (name, value) in &profile.role_settings {
+        plan.push(Statement::new(
+            format!(
+                "ALTER ROLE {r} SET {name} TO {}",
+                setting_value(name, value)
+            ),
+            "setting in every database",
+        ));
+    }
+    Ok(plan)
 }
 
 /// Replaces a role's password; the old one stops working at once.
@@ -215,10 +236,29 @@ mod tests {
         NamePolicy::default().role(name).unwrap()
     }
 
+    fn builtin(name: &str) -> std::sync::Arc<Profile> {
+        Profiles::load(&Default::default(), &NamePolicy::default(), &[])
+            .unwrap()
+            .get(name)
+            .unwrap()
+    }
+
+    fn plan(
+        profile: &str,
+        name: &str,
+        db: &str,
+        facts: &CreateFacts,
+    ) -> (Vec<Statement>, Verifier) {
+        let v = Password::generate().scram_verifier();
+        (
+            create_user(&builtin(profile), &role(name), db, &v, facts).unwrap(),
+            v,
+        )
+    }
+
     #[test]
     fn create_app_user_plan_quotes_everything_and_redacts_the_verifier() {
-        let v = Password::generate().scram_verifier();
-        let plan = create_user(Profile::App, &role("web01_8080"), "my\"db", &v, &[]);
+        let (plan, v) = plan("app", "web01_8080", "my\"db", &CreateFacts::default());
         let shown: Vec<&str> = plan.iter().map(Statement::shown).collect();
         assert_eq!(
             shown[0],
@@ -227,15 +267,17 @@ mod tests {
         assert!(plan[0].sql().contains(v.expose()));
         assert!(shown.contains(&"GRANT CONNECT ON DATABASE \"my\"\"db\" TO \"web01_8080\""));
         assert!(shown.contains(
-            &"ALTER ROLE \"web01_8080\" IN DATABASE \"my\"\"db\" SET search_path TO public"
+            &"ALTER ROLE \"web01_8080\" IN DATABASE \"my\"\"db\" SET search_path TO \"public\""
+        ));
+        assert!(shown[1].starts_with(
+            "COMMENT ON ROLE \"web01_8080\" IS 'created by pg-user-api, profile app@"
         ));
         assert!(!format!("{plan:?}").contains("SCRAM"));
     }
 
     #[test]
     fn dba_gets_createdb_createrole_and_no_search_path() {
-        let v = Password::generate().scram_verifier();
-        let plan = create_user(Profile::Dba, &role("boss"), "d", &v, &[]);
+        let (plan, _) = plan("dba", "boss", "d", &CreateFacts::default());
         assert!(
             plan[0]
                 .shown()
@@ -246,19 +288,39 @@ mod tests {
 
     #[test]
     fn readonly_plan_grants_select_and_default_privileges_per_owner() {
-        let v = Password::generate().scram_verifier();
-        let schemas = [SchemaFacts {
-            name: "sales".into(),
-            owners: vec!["app_owner".into()],
-        }];
-        let plan = create_user(Profile::Readonly, &role("ro"), "d", &v, &schemas);
+        let facts = CreateFacts {
+            schemas: vec![SchemaFacts {
+                name: "sales".into(),
+                owners: vec!["app_owner".into()],
+            }],
+            valid_until: None,
+        };
+        let (plan, _) = plan("readonly", "ro", "d", &facts);
         let text = batch(&plan);
+        assert!(text.contains("GRANT USAGE ON SCHEMA \"sales\" TO \"ro\""));
         assert!(text.contains("GRANT SELECT ON ALL TABLES IN SCHEMA \"sales\" TO \"ro\""));
         assert!(text.contains(
             "ALTER DEFAULT PRIVILEGES FOR ROLE \"app_owner\" IN SCHEMA \"sales\" GRANT SELECT ON TABLES TO \"ro\""
         ));
-        assert!(text.contains("SET default_transaction_read_only = on"));
+        assert!(text.contains("SET default_transaction_read_only TO 'on'"));
         assert!(!text.contains("INSERT") && !text.contains("UPDATE"));
+    }
+
+    #[test]
+    fn password_lifetime_becomes_valid_until() {
+        let until = chrono::DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        let facts = CreateFacts {
+            schemas: vec![],
+            valid_until: Some(until),
+        };
+        let (plan, _) = plan("devqa", "bob", "d", &facts);
+        assert!(
+            plan[0]
+                .shown()
+                .contains("VALID UNTIL '2030-01-01T00:00:00Z' PASSWORD")
+        );
     }
 
     #[test]

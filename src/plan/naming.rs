@@ -155,7 +155,8 @@ fn shorten(name: &str) -> String {
 }
 
 /// A validated, folded role name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
 pub struct RoleName(String);
 
 impl RoleName {

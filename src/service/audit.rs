@@ -45,6 +45,7 @@ impl<'a> AuditScope<'a> {
                 db_name: field("database"),
                 pg_username: field("username"),
                 operation: operation.to_owned(),
+                profile: String::new(),
                 status: String::new(),
                 detail: String::new(),
                 error: None,
@@ -57,6 +58,11 @@ impl<'a> AuditScope<'a> {
     /// Records the role name actually used (after folding or templating).
     pub fn set_username(&mut self, name: &str) {
         self.record.pg_username = cap(name);
+    }
+
+    /// Records the profile (`name@version`) a create uses.
+    pub fn set_profile(&mut self, label: &str) {
+        self.record.profile = label.to_owned();
     }
 
     /// Stores the intent; if that fails nothing may be done (fail closed).

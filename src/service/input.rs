@@ -26,7 +26,8 @@ impl Input {
 
     /// The raw value; a 400 when absent.
     pub fn required(&self, name: &'static str) -> Result<&str> {
-        self.get(name).ok_or(Error::MissingParam(name))
+        self.get(name)
+            .ok_or_else(|| Error::MissingParam(name.to_owned()))
     }
 
     /// A boolean flag: absent is false; `true/1/yes/on` and `false/0/no/off` are accepted.

@@ -153,7 +153,7 @@ pub async fn alter(app: &App, caller: &Caller, input: &Input) -> Result<UserResu
             attributes.push(*known);
         }
         if limit.is_none() && attributes.is_empty() {
-            return Err(Error::MissingParam("connection_limit or attributes"));
+            return Err(Error::MissingParam("connection_limit or attributes".into()));
         }
         Ok((limit, attributes))
     })();

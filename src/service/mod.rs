@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::config::{ApiCredentials, Config};
 use crate::error::{Error, Result};
-use crate::plan::{NamePolicy, Profile, RoleName};
+use crate::plan::{NamePolicy, Profile, Profiles, RoleName};
 use crate::store::audit_queue::AuditQueue;
 use crate::store::{RegistryEntry, Store};
 use crate::target::{AdminCredentials, Targets};
@@ -55,6 +55,8 @@ pub struct App {
     pub policy: Policy,
     /// HTTP Basic credentials callers must present.
     pub api: ApiCredentials,
+    /// User profiles: built-in and configured.
+    pub profiles: Profiles,
 }
 
 impl App {
@@ -65,6 +67,8 @@ impl App {
         api: ApiCredentials,
         admin: AdminCredentials,
     ) -> anyhow::Result<Self> {
+        let names = NamePolicy::new(&config.policy.name_pattern)?;
+        let profiles = config.profiles().map_err(anyhow::Error::msg)?;
         let mut protected = config.policy.protected_roles.clone();
         protected.push(admin.user.to_ascii_lowercase());
         Ok(Self {
@@ -73,12 +77,13 @@ impl App {
             store,
             targets: Targets::new(admin, config.targets.settings()),
             policy: Policy {
-                names: NamePolicy::new(&config.policy.name_pattern)?,
+                names,
                 production_envs: config.policy.production_envs.clone(),
                 developer_accounts_in_production: config.policy.developer_accounts_in_production,
                 protected,
             },
             api,
+            profiles,
         })
     }
 
@@ -135,13 +140,21 @@ impl Policy {
         }
     }
 
-    /// Refuses developer profiles in production environments unless configured.
-    pub fn check_profile_env(&self, profile: Profile, env: &str) -> Result<()> {
+    /// Refuses a profile outside its environments, and developer profiles in production
+    /// unless configured.
+    pub fn check_profile_env(&self, profile: &Profile, env: &str) -> Result<()> {
+        if !profile.environments.is_empty() && !profile.environments.iter().any(|e| e == env) {
+            return Err(Error::Forbidden(format!(
+                "{} users are not allowed in environment '{env}' (only {})",
+                profile.name,
+                profile.environments.join(", ")
+            )));
+        }
         let production = self.production_envs.iter().any(|e| e == env);
-        if production && profile.non_production_only() && !self.developer_accounts_in_production {
+        if production && profile.non_production_only && !self.developer_accounts_in_production {
             return Err(Error::Forbidden(format!(
                 "{} users are not allowed in production environment '{env}'",
-                profile.name()
+                profile.name
             )));
         }
         Ok(())

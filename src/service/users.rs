@@ -6,6 +6,8 @@ use super::audit::AuditScope;
 use super::input::Input;
 use super::{App, Caller};
 use crate::error::{Error, Result};
+use crate::plan::grants::GrantOn;
+use crate::plan::profile::ProfileInputError;
 use crate::plan::{self, Password, Profile, RoleName, SchemaFacts, Statement, Verifier, lifecycle};
 use crate::store::RegistryEntry;
 use crate::target::{classify, is_duplicate};
@@ -91,26 +93,14 @@ pub(super) fn status_of(r: &UserResult) -> String {
 }
 
 /// The role name a profile builds from its parameters.
-fn profile_role(app: &App, profile: Profile, input: &Input) -> Result<RoleName> {
-    let names = &app.policy.names;
-    let raw = match profile {
-        Profile::App => {
-            let server = names.name_part("servername", input.required("servername")?)?;
-            let port = input.required("port")?;
-            let port: u16 =
-                port.trim().parse().ok().filter(|p| *p > 0).ok_or_else(|| {
-                    Error::Invalid(format!("port '{port}' must be a number 1-65535"))
-                })?;
-            format!("{server}_{port}")
-        }
-        Profile::AppK8s => {
-            let prefix = names.name_part("env_prefix", input.required("env_prefix")?)?;
-            let farm = names.name_part("farmname", input.required("farmname")?)?;
-            format!("{prefix}_{farm}")
-        }
-        _ => input.required("username")?.to_owned(),
-    };
-    Ok(names.role(&raw)?)
+fn profile_role(app: &App, profile: &Profile, input: &Input) -> Result<RoleName> {
+    profile
+        .role_name(&app.policy.names, |k| input.get(k).map(str::to_owned))
+        .map_err(|e| match e {
+            ProfileInputError::Missing(p) => Error::MissingParam(p),
+            ProfileInputError::Invalid(m) => Error::Invalid(m),
+            ProfileInputError::Name(n) => Error::Name(n),
+        })
 }
 
 async fn new_password() -> Result<(Password, Verifier)> {
@@ -159,8 +149,9 @@ pub(super) async fn role_state(
     })
 }
 
-/// Schemas and the owners whose tables a read-only user must be able to read.
-async fn read_only_facts(
+/// Non-system schemas and the roles whose objects in them grants must cover (the schema
+/// owner and every owner of a table, sequence or function there).
+pub(super) async fn schema_facts(
     tx: &tokio_postgres::Transaction<'_>,
     app: &App,
     entry: &RegistryEntry,
@@ -180,6 +171,9 @@ async fn read_only_facts(
                  SELECT s.nspname, c.relowner FROM s
                  JOIN pg_catalog.pg_class c ON c.relnamespace = s.oid
                  WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f', 'S')
+                 UNION
+                 SELECT s.nspname, p.proowner FROM s
+                 JOIN pg_catalog.pg_proc p ON p.pronamespace = s.oid
              )
              SELECT o.nspname::text, r.rolname::text, pg_catalog.pg_has_role(r.oid, 'USAGE')
              FROM o JOIN pg_catalog.pg_roles r ON r.oid = o.owner
@@ -205,7 +199,7 @@ async fn read_only_facts(
     }
     if !foreign.is_empty() {
         return Err(Error::TargetRefused(format!(
-            "the admin role '{}' cannot grant read access in database '{}': it is not a member of \
+            "the admin role '{}' cannot grant on objects in database '{}': it is not a member of \
              the owner role(s) {}; grant it membership (GRANT owner TO {}) or change ownership",
             app.targets.admin_user(),
             entry.db_name,
@@ -220,10 +214,11 @@ async fn read_only_facts(
 pub async fn create(
     app: &App,
     caller: &Caller,
-    profile: Profile,
+    profile: &Profile,
     input: &Input,
 ) -> Result<UserResult> {
-    let mut scope = AuditScope::new(app, caller, &format!("create:{}", profile.name()), input);
+    let mut scope = AuditScope::new(app, caller, &format!("create:{}", profile.name), input);
+    scope.set_profile(&profile.label());
     let result = create_in(app, &mut scope, profile, input).await;
     scope.outcome(&result, status_of).await;
     result
@@ -232,54 +227,83 @@ pub async fn create(
 async fn create_in(
     app: &App,
     scope: &mut AuditScope<'_>,
-    profile: Profile,
+    profile: &Profile,
     input: &Input,
 ) -> Result<UserResult> {
-    {
-        let env = input.required("env")?;
-        let database = input.required("database")?;
-        let dry_run = input.flag("dry_run")?;
-        let role = profile_role(app, profile, input)?;
-        scope.set_username(role.as_str());
-        app.policy.check_not_protected(&role)?;
-        app.policy.check_profile_env(profile, env)?;
-        let entry = app.resolve(env, database).await?;
-        if !dry_run {
-            scope
-                .intent(&format!("create {} user", profile.name()))
-                .await?;
-        }
-        let (password, verifier) = new_password().await?;
-        let mut conn = app.targets.connect(&entry).await?;
-        let tx = conn.transaction().await.map_err(|e| classify(&e))?;
-        lock_role(&tx, &role).await?;
-        if !matches!(role_state(&tx, &role).await?, RoleState::Missing) {
-            return Ok(UserResult::new(&role, entry, status::EXISTS));
-        }
-        let schemas = if profile.read_only() {
-            read_only_facts(&tx, app, &entry).await?
+    let env = input.required("env")?;
+    let database = input.required("database")?;
+    let dry_run = input.flag("dry_run")?;
+    let role = profile_role(app, profile, input)?;
+    scope.set_username(role.as_str());
+    app.policy.check_not_protected(&role)?;
+    app.policy.check_profile_env(profile, env)?;
+    let entry = app.resolve(env, database).await?;
+    if !dry_run {
+        scope
+            .intent(&format!("create {} user", profile.label()))
+            .await?;
+    }
+    let (password, verifier) = new_password().await?;
+    let mut conn = app.targets.connect(&entry).await?;
+    let tx = conn.transaction().await.map_err(|e| classify(&e))?;
+    lock_role(&tx, &role).await?;
+    if !matches!(role_state(&tx, &role).await?, RoleState::Missing) {
+        return Ok(UserResult::new(&role, entry, status::EXISTS));
+    }
+    check_groups(&tx, profile).await?;
+    let facts = plan::CreateFacts {
+        schemas: if profile.grants.iter().any(|g| g.on != GrantOn::Database) {
+            schema_facts(&tx, app, &entry).await?
         } else {
             Vec::new()
-        };
-        let plan = plan::create_user(profile, &role, &entry.db_name, &verifier, &schemas);
-        if dry_run {
-            return Ok(UserResult::new(&role, entry, status::DRY_RUN).planned(plan));
-        }
-        let applied = match tx.batch_execute(&plan::batch(&plan)).await {
-            Ok(()) => tx.commit().await,
-            Err(e) => Err(e),
-        };
-        match applied {
-            Ok(()) => Ok(UserResult {
-                password: Some(password),
-                ..UserResult::new(&role, entry, profile.created_status())
-            }),
-            // Another registry entry on the same server created it first (roles are
-            // cluster-wide, the advisory lock is per database).
-            Err(e) if is_duplicate(&e) => Ok(UserResult::new(&role, entry, status::EXISTS)),
-            Err(e) => Err(classify(&e)),
-        }
+        },
+        valid_until: profile
+            .password_valid_days
+            .map(|d| chrono::Utc::now() + chrono::Duration::days(i64::from(d))),
+    };
+    let plan = plan::create_user(profile, &role, &entry.db_name, &verifier, &facts)
+        .map_err(Error::Invalid)?;
+    if dry_run {
+        return Ok(UserResult::new(&role, entry, status::DRY_RUN).planned(plan));
     }
+    let applied = match tx.batch_execute(&plan::batch(&plan)).await {
+        Ok(()) => tx.commit().await,
+        Err(e) => Err(e),
+    };
+    match applied {
+        Ok(()) => Ok(UserResult {
+            password: Some(password),
+            ..UserResult::new(&role, entry, &profile.created_status)
+        }),
+        // Another registry entry on the same server created it first (roles are
+        // cluster-wide, the advisory lock is per database).
+        Err(e) if is_duplicate(&e) => Ok(UserResult::new(&role, entry, status::EXISTS)),
+        Err(e) => Err(classify(&e)),
+    }
+}
+
+/// Joining a superuser (or the admin role) would hand out its power: refuse it.
+async fn check_groups(tx: &tokio_postgres::Transaction<'_>, profile: &Profile) -> Result<()> {
+    if profile.member_of.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = profile.member_of.iter().map(|r| r.as_str()).collect();
+    let rows = tx
+        .query(
+            "SELECT rolname::text FROM pg_catalog.pg_roles
+             WHERE rolname = ANY($1) AND (rolsuper OR rolname = current_user)",
+            &[&names],
+        )
+        .await
+        .map_err(|e| classify(&e))?;
+    if let Some(row) = rows.first() {
+        return Err(Error::Forbidden(format!(
+            "profile '{}' would join '{}', a superuser or the admin role",
+            profile.name,
+            row.get::<_, String>(0)
+        )));
+    }
+    Ok(())
 }
 
 /// How a change to an existing role is described and finished.

@@ -189,6 +189,8 @@ pub struct AuditRecord {
     pub pg_username: String,
     /// Operation (create:app, reset, find, …).
     pub operation: String,
+    /// Profile and version of a create (`app@1a2b3c4d`), else empty.
+    pub profile: String,
     /// `intent`, `success` or `failure`.
     pub status: String,
     /// Outcome text (`user created`, `password reset`, …).

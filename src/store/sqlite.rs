@@ -22,6 +22,7 @@ use super::{AuditRecord, NewEntry, RegistryEntry, Store, StoreError};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite_001_original.sql")),
     (2, include_str!("migrations/sqlite_002_audit_context.sql")),
+    (3, include_str!("migrations/sqlite_003_audit_profile.sql")),
 ];
 
 /// The SQLite store.
@@ -135,6 +136,7 @@ fn audit_row(row: &SqliteRow) -> anyhow::Result<AuditRecord> {
         db_name: text("db_name")?,
         pg_username: text("pg_username")?,
         operation: text("operation")?,
+        profile: text("profile")?,
         status: text("status")?,
         detail: text("detail")?,
         error: row.try_get("error")?,
@@ -247,11 +249,11 @@ impl Store for SqliteStore {
         // text is built from constants only; every value is a bind parameter.
         let mut sql = String::from(
             "INSERT INTO audit_log (env, db_name, pg_username, operation, status, performed_at,
-                 request_id, principal, client_addr, detail, error, duration_ms) VALUES ",
+                 request_id, principal, client_addr, detail, error, duration_ms, profile) VALUES ",
         );
         for i in 0..records.len() {
             sql.push_str(if i == 0 { "" } else { ", " });
-            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
         }
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for r in records {
@@ -267,7 +269,8 @@ impl Store for SqliteStore {
                 .bind(&r.client_addr)
                 .bind(&r.detail)
                 .bind(&r.error)
-                .bind(r.duration_ms);
+                .bind(r.duration_ms)
+                .bind(&r.profile);
         }
         query.execute(&self.writer).await?;
         Ok(())
@@ -276,7 +279,7 @@ impl Store for SqliteStore {
     async fn audit_latest(&self, limit: u32) -> anyhow::Result<Vec<AuditRecord>> {
         let rows = sqlx::query(
             "SELECT id, env, db_name, pg_username, operation, status, performed_at, request_id,
-                    principal, client_addr, detail, error, duration_ms
+                    principal, client_addr, detail, error, duration_ms, profile
              FROM audit_log ORDER BY performed_at DESC, id DESC LIMIT ?",
         )
         .bind(i64::from(limit))

@@ -1,0 +1,2 @@
+-- Which profile (name@version) a create used.
+ALTER TABLE audit_log ADD COLUMN profile TEXT;
