@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use pgua::cli::demo::{DEMO_ADMIN, prepare_cluster};
 use pgua::cluster::{ClusterOptions, TempCluster};
-use pgua::plan::{self, NamePolicy, Password, Profile, Statement};
+use pgua::plan::{self, NamePolicy, Password, Profiles, Statement};
 use pgua::store::{NewEntry, SslMode};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pg-user-api");
@@ -401,11 +401,21 @@ async fn main() {
     let cpu = cpu_time(pid) - cpu0;
     let raw_stats = {
         let (raw, verifier, policy) = (raw.clone(), verifier.clone(), policy.clone());
+        let devqa = Profiles::load(&Default::default(), &policy, &[])
+            .unwrap()
+            .get("devqa")
+            .unwrap();
         drive(n, secs, move |t, i| {
-            let (c, verifier, policy) = (raw[t].clone(), verifier.clone(), policy.clone());
+            let (c, verifier, policy, devqa) = (
+                raw[t].clone(),
+                verifier.clone(),
+                policy.clone(),
+                devqa.clone(),
+            );
             async move {
                 let name = policy.role(&format!("raw_{t}_{i}")).unwrap();
-                let plan = plan::create_user(Profile::Devqa, &name, "dev", &verifier, &[]);
+                let plan = plan::create_user(&devqa, &name, "dev", &verifier, &Default::default())
+                    .unwrap();
                 raw_change(&c, name.as_str(), &plan).await
             }
         })
