@@ -91,6 +91,72 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Validates the configuration, prints the effective settings and what each profile does.
+fn check_config(config: &Config) -> anyhow::Result<()> {
+    use crate::plan::profile::ParamKind;
+    use crate::plan::{CreateFacts, NamePolicy, Password, SchemaFacts};
+
+    config.validate()?;
+    let mut shown = config.clone();
+    shown.profiles.clear();
+    println!("# configuration is valid; effective settings:\n");
+    print!("{}", toml::to_string_pretty(&shown)?);
+    let names = NamePolicy::new(&config.policy.name_pattern)?;
+    let verifier = Password::generate().scram_verifier();
+    let facts = CreateFacts {
+        schemas: vec![SchemaFacts {
+            name: "each_schema".into(),
+            owners: vec!["its_owner".into()],
+        }],
+        valid_until: None,
+    };
+    println!("\n# profiles (endpoint /api/v1/users/<name>)");
+    for p in config.profiles().map_err(anyhow::Error::msg)?.iter() {
+        println!("\n{} — {}", p.label(), p.description);
+        let example = |k: &str| {
+            Some(match p.params.get(k) {
+                Some(ParamKind::Port) => "5432".to_owned(),
+                _ => k.to_owned(),
+            })
+        };
+        let params: Vec<String> = p
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k} ({v:?})"))
+            .collect();
+        println!("  params: {}", params.join(", "));
+        let envs = if p.environments.is_empty() {
+            "all".into()
+        } else {
+            p.environments.join(", ")
+        };
+        let prod = if p.non_production_only {
+            "refused"
+        } else {
+            "allowed"
+        };
+        println!("  environments: {envs}; production: {prod}");
+        let role = p.role_name(&names, example)?;
+        let mut facts = facts.clone();
+        for g in &p.grants {
+            if let crate::plan::grants::Schemas::Named(list) = &g.schemas {
+                for s in list {
+                    facts.schemas.push(SchemaFacts {
+                        name: s.clone(),
+                        owners: vec!["its_owner".into()],
+                    });
+                }
+            }
+        }
+        let plan = crate::plan::create_user(&p, &role, "target_db", &verifier, &facts)
+            .map_err(anyhow::Error::msg)?;
+        for s in plan {
+            println!("    {};", s.shown());
+        }
+    }
+    Ok(())
+}
+
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve { .. } => serve::run(config).await,
@@ -98,11 +164,6 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Seed => registry::seed(&config).await,
         Command::Registry(cmd) => registry::run(cmd, &config).await,
         Command::Audit(cmd) => audit::run(cmd, &config).await,
-        Command::CheckConfig => {
-            config.validate()?;
-            println!("# configuration is valid; effective settings:\n");
-            print!("{}", toml::to_string_pretty(&config)?);
-            Ok(())
-        }
+        Command::CheckConfig => check_config(&config),
     }
 }

@@ -3,6 +3,7 @@
 mod cli;
 mod concurrency;
 mod lifecycle;
+mod profiles;
 mod quoting;
 mod security;
 mod support;
