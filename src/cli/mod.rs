@@ -148,7 +148,7 @@ fn check_config(config: &Config) -> anyhow::Result<()> {
                 }
             }
         }
-        let plan = crate::plan::create_user(&p, &role, "target_db", &verifier, &facts)
+        let plan = crate::plan::create_user(p, &role, "target_db", &verifier, &facts)
             .map_err(anyhow::Error::msg)?;
         for s in plan {
             println!("    {};", s.shown());
