@@ -55,6 +55,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/users/renew", get(users::renew).post(users::renew))
         .route("/api/v1/users/alter", get(users::alter).post(users::alter))
         .route("/api/v1/users/drop", get(users::drop).post(users::drop))
+        .route("/api/v1/users/grant", get(users::grant).post(users::grant))
+        .route(
+            "/api/v1/users/revoke",
+            get(users::revoke).post(users::revoke),
+        )
+        .route(
+            "/api/v1/users/privileges",
+            get(users::privileges).post(users::privileges),
+        )
         // Profiles: app, app-k8s, devqa, devlead, readonly, dba and configured ones. The
         // fixed routes above take precedence; profile names cannot shadow them.
         .route(

@@ -13,9 +13,9 @@ use super::error::json_error;
 use super::params::Params;
 use crate::error::Result;
 use crate::plan::Statement;
-use crate::service::lifecycle;
 use crate::service::users::{self as ops, UserResult, status};
 use crate::service::{App, Caller};
+use crate::service::{grants, lifecycle};
 use crate::store::RegistryEntry;
 
 /// Response header naming the profile and version that created a user.
@@ -144,6 +144,34 @@ pub async fn alter(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Re
 /// Drops a user: reassigns and drops what it owns in every database, ends its sessions.
 pub async fn drop(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
     Ok(user_response(&lifecycle::drop(&a, &c, &p.0).await?))
+}
+
+/// Grants privileges or membership to a user.
+pub async fn grant(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
+    Ok(user_response(&grants::grant(&a, &c, &p.0).await?))
+}
+
+/// Revokes privileges or membership from a user.
+pub async fn revoke(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
+    Ok(user_response(&grants::revoke(&a, &c, &p.0).await?))
+}
+
+/// What a user can do in the target database.
+pub async fn privileges(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
+    let r = grants::report(&a, &c, &p.0).await?;
+    let mut body = target_fields(&r.entry);
+    body.insert("found".into(), r.report.is_some().into());
+    body.insert("username".into(), r.username.clone().into());
+    let code = match &r.report {
+        Some(report) => {
+            if let serde_json::Value::Object(fields) = json!(report) {
+                body.extend(fields);
+            }
+            StatusCode::OK
+        }
+        None => StatusCode::NOT_FOUND,
+    };
+    Ok((code, Json(body)).into_response())
 }
 
 fn target_fields(entry: &RegistryEntry) -> serde_json::Map<String, serde_json::Value> {

@@ -338,6 +338,18 @@ impl Grant {
     }
 }
 
+/// The schemas some grants touch: `None` when any covers every schema.
+pub fn schema_scope(grants: &[Grant]) -> Option<Vec<String>> {
+    let mut names = Vec::new();
+    for g in grants.iter().filter(|g| g.on != GrantOn::Database) {
+        match &g.schemas {
+            Schemas::All(_) => return None,
+            Schemas::Named(list) => names.extend(list.iter().cloned()),
+        }
+    }
+    Some(names)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use super::audit::AuditScope;
 use super::input::Input;
 use super::{App, Caller};
 use crate::error::{Error, Result};
-use crate::plan::grants::GrantOn;
+use crate::plan::grants::{GrantOn, schema_scope};
 use crate::plan::profile::ProfileInputError;
 use crate::plan::{self, Password, Profile, RoleName, SchemaFacts, Statement, Verifier, lifecycle};
 use crate::store::RegistryEntry;
@@ -149,12 +149,14 @@ pub(super) async fn role_state(
     })
 }
 
-/// Non-system schemas and the roles whose objects in them grants must cover (the schema
-/// owner and every owner of a table, sequence or function there).
+/// Non-system schemas (all, or only those named) and the roles whose objects in them
+/// grants must cover: the schema owner and every owner of a table, sequence or function
+/// there. The admin role must be a member of each, or GRANT would silently do nothing.
 pub(super) async fn schema_facts(
     tx: &tokio_postgres::Transaction<'_>,
     app: &App,
     entry: &RegistryEntry,
+    only: Option<Vec<String>>,
 ) -> Result<Vec<SchemaFacts>> {
     let rows = tx
         .query(
@@ -165,6 +167,7 @@ pub(super) async fn schema_facts(
                  FROM pg_catalog.pg_namespace n
                  JOIN pg_catalog.pg_database d ON d.datname = pg_catalog.current_database()
                  WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+                   AND ($1::text[] IS NULL OR n.nspname = ANY($1))
              ), o AS (
                  SELECT nspname, owner FROM s
                  UNION
@@ -178,7 +181,7 @@ pub(super) async fn schema_facts(
              SELECT o.nspname::text, r.rolname::text, pg_catalog.pg_has_role(r.oid, 'USAGE')
              FROM o JOIN pg_catalog.pg_roles r ON r.oid = o.owner
              ORDER BY 1, 2",
-            &[],
+            &[&only],
         )
         .await
         .map_err(|e| classify(&e))?;
@@ -253,7 +256,7 @@ async fn create_in(
     check_groups(&tx, profile).await?;
     let facts = plan::CreateFacts {
         schemas: if profile.grants.iter().any(|g| g.on != GrantOn::Database) {
-            schema_facts(&tx, app, &entry).await?
+            schema_facts(&tx, app, &entry, schema_scope(&profile.grants)).await?
         } else {
             Vec::new()
         },
@@ -430,11 +433,12 @@ pub async fn search_path(app: &App, caller: &Caller, input: &Input) -> Result<Us
     result
 }
 
-const ROLE_COLUMNS: &str = "SELECT rolname::text, rolsuper, rolinherit, rolcreaterole, rolcreatedb,
+pub(super) const ROLE_COLUMNS: &str =
+    "SELECT rolname::text, rolsuper, rolinherit, rolcreaterole, rolcreatedb,
         rolcanlogin, rolreplication, rolbypassrls, rolconnlimit, rolvaliduntil::text
  FROM pg_catalog.pg_roles";
 
-fn role_info(row: &tokio_postgres::Row) -> RoleInfo {
+pub(super) fn role_info(row: &tokio_postgres::Row) -> RoleInfo {
     let flags = [
         (1, true, "Superuser"),
         (2, false, "No inheritance"),

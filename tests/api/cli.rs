@@ -265,7 +265,10 @@ fn check_config_rejects_unknown_keys_and_prints_the_effective_settings() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("\"live\""));
-    assert!(text.contains("readonly@") && text.contains("GRANT SELECT ON ALL TABLES"), "{text}");
+    assert!(
+        text.contains("readonly@") && text.contains("GRANT SELECT ON ALL TABLES"),
+        "{text}"
+    );
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[targets]\nconect_timeout_secs = 3\n").unwrap();
     let out = Command::new(BIN)

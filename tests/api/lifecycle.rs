@@ -152,16 +152,19 @@ async fn drop_reassigns_objects_in_every_database_and_ends_sessions() {
     let app = spawn_app().await;
     let port = app.clusters.dev.port;
     let (name, pw) = new_user(&app, "devqa").await;
-    let other_db = unique("otherdb");
+    // Two databases of its own, so that what the role owns never sits in the shared one.
+    let (first_db, other_db) = (unique("firstdb"), unique("otherdb"));
     let su = app.clusters.dev.superuser("postgres").await;
-    su.batch_execute(&format!("CREATE DATABASE {other_db} OWNER app_owner"))
+    for db in [&first_db, &other_db] {
+        su.batch_execute(&format!("CREATE DATABASE {db} OWNER app_owner"))
+            .await
+            .unwrap();
+    }
+    su.batch_execute(&format!("GRANT CREATE ON DATABASE {first_db} TO {name}"))
         .await
         .unwrap();
-    su.batch_execute(&format!("GRANT CREATE ON DATABASE dev TO {name}"))
-        .await
-        .unwrap();
-    // The role owns a schema and a table in dev and a table in the other database.
-    let own = connect(port, "dev", &name, &pw).await.unwrap();
+    // The role owns a schema and a table in one database and a table in the other.
+    let own = connect(port, &first_db, &name, &pw).await.unwrap();
     own.batch_execute(&format!(
         "CREATE SCHEMA {name}_s; CREATE TABLE {name}_s.t (x int); INSERT INTO {name}_s.t VALUES (1)"
     ))
@@ -202,7 +205,7 @@ async fn drop_reassigns_objects_in_every_database_and_ends_sessions() {
         live.simple_query("SELECT 1").await.is_err(),
         "session survived the drop"
     );
-    let su_dev = app.clusters.dev.superuser("dev").await;
+    let su_dev = app.clusters.dev.superuser(&first_db).await;
     assert_eq!(owner(&su_dev, &format!("{name}_s.t")).await, "app_owner");
     assert_eq!(owner(&su_other, "s.kept").await, "app_owner");
     let n: i64 = su_dev

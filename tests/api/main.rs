@@ -2,6 +2,7 @@
 
 mod cli;
 mod concurrency;
+mod grants;
 mod lifecycle;
 mod profiles;
 mod quoting;

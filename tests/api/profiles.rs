@@ -46,7 +46,9 @@ fn config() -> Config {
 #[tokio::test]
 async fn a_custom_profile_from_config_works_end_to_end() {
     let app = spawn_app_with(config()).await;
-    let su = app.clusters.dev.superuser("dev").await;
+    // Its own database: the etl user will own a table, which must not sit in the shared one.
+    let db = app.fresh_database("dev").await;
+    let su = app.clusters.dev.superuser(&db).await;
     su.batch_execute(
         "DO $$ BEGIN
            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'etl_group') THEN
@@ -65,7 +67,7 @@ async fn a_custom_profile_from_config_works_end_to_end() {
             "/api/v1/users/etl",
             &[
                 ("env", "dev"),
-                ("database", "dev"),
+                ("database", &db),
                 ("team", "Data"),
                 ("job", &job),
             ],
@@ -87,7 +89,7 @@ async fn a_custom_profile_from_config_works_end_to_end() {
     assert_eq!(format!("etl@{}", etl["version"].as_str().unwrap()), label);
     assert_eq!(etl["grants"][1]["privileges"][1], "INSERT");
 
-    let me = connect(app.clusters.dev.port, "dev", &name, r.str("password"))
+    let me = connect(app.clusters.dev.port, &db, &name, r.str("password"))
         .await
         .unwrap();
     let show = |what: &'static str| {

@@ -271,6 +271,29 @@ impl TestApp {
         Self::reply(req.send().await.unwrap()).await
     }
 
+    /// A new database on the dev cluster, owned by `app_owner` and registered under `env`.
+    /// Call it before the first request: the server reads the registry into a snapshot.
+    pub async fn fresh_database(&self, env: &str) -> String {
+        let db = unique("db");
+        let su = self.clusters.dev.superuser("postgres").await;
+        su.batch_execute(&format!("CREATE DATABASE {db} OWNER app_owner"))
+            .await
+            .unwrap();
+        self.store
+            .registry_add(&NewEntry {
+                env: env.into(),
+                db_name: db.clone(),
+                hostname: "127.0.0.1".into(),
+                port: self.clusters.dev.port,
+                active: true,
+                notes: None,
+                sslmode: SslMode::Disable,
+            })
+            .await
+            .unwrap();
+        db
+    }
+
     /// Whether a role exists on the dev cluster.
     pub async fn dev_role_exists(&self, name: &str) -> bool {
         let c = self.clusters.dev.superuser("postgres").await;
