@@ -16,7 +16,7 @@ use crate::config::{Config, LogFormat};
 #[derive(Parser, Debug)]
 #[command(name = "pg-user-api", version, about)]
 pub struct Cli {
-    /// Store URL: sqlite://PATH (default sqlite://pg_registry.db).
+    /// Store URL: sqlite://PATH (default sqlite://pg_registry.db) or postgres://….
     #[arg(long, env = "PGUA_STORE", global = true)]
     store: Option<String>,
     /// TOML configuration file.
@@ -101,7 +101,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::CheckConfig => {
             config.validate()?;
             println!("# configuration is valid; effective settings:\n");
-            print!("{}", toml::to_string_pretty(&config)?);
+            let shown = Config {
+                store: crate::store::redact_url(&config.store),
+                ..config
+            };
+            print!("{}", toml::to_string_pretty(&shown)?);
             Ok(())
         }
     }

@@ -320,3 +320,28 @@ fn sigterm_stops_the_server_gracefully() {
         "{log}"
     );
 }
+
+#[test]
+fn store_errors_and_logs_never_show_the_store_password() {
+    let url = format!(
+        "postgres://pgua:very-secret-pw@127.0.0.1:{}/pgua",
+        crate::support::closed_port()
+    );
+    let out = Command::new(BIN)
+        .args(["registry", "list", "--store", &url])
+        .env_remove("PGUA_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("pgua:REDACTED@127.0.0.1"), "{err}");
+    assert!(!err.contains("very-secret-pw"), "{err}");
+    let config = Command::new(BIN)
+        .args(["check-config", "--store", &url])
+        .env_remove("PGUA_CONFIG")
+        .output()
+        .unwrap();
+    assert!(config.status.success(), "{}", stderr(&config));
+    assert!(stdout(&config).contains("REDACTED"), "{}", stdout(&config));
+    assert!(!stdout(&config).contains("very-secret-pw"));
+}

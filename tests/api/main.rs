@@ -4,6 +4,7 @@ mod cli;
 mod concurrency;
 mod quoting;
 mod security;
+mod store;
 mod support;
 mod timeouts;
 mod tls;
