@@ -1,9 +1,11 @@
-//! The command line: `pg-user-api serve | demo | seed | registry … | audit … | check-config`.
+//! The command line: `pg-user-api serve | demo | seed | registry … | audit … | store … |
+//! check-config`.
 
 mod audit;
 pub mod demo;
 mod registry;
 mod serve;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +53,9 @@ enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Move the store between backends.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Validate the configuration and print what it means.
     CheckConfig,
 }
@@ -98,6 +103,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Seed => registry::seed(&config).await,
         Command::Registry(cmd) => registry::run(cmd, &config).await,
         Command::Audit(cmd) => audit::run(cmd, &config).await,
+        Command::Store(cmd) => store::run(cmd).await,
         Command::CheckConfig => {
             config.validate()?;
             println!("# configuration is valid; effective settings:\n");

@@ -8,11 +8,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use sqlx::Row;
+use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgExecutor, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
 
 use super::{AuditRecord, NewEntry, RegistryEntry, Store, StoreError, redact_url};
 
@@ -96,6 +96,159 @@ impl PostgresStore {
         tx.commit().await?;
         Ok(())
     }
+
+    /// Starts a copy into this store (`store migrate`): locks both tables against writers
+    /// and refuses unless both are empty. Nothing is visible until [`Import::commit`].
+    pub async fn begin_import(&self) -> anyhow::Result<Import> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::raw_sql("LOCK TABLE db_registry, audit_log IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await?;
+        let (registry, audit): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM db_registry), (SELECT count(*) FROM audit_log)",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if registry > 0 || audit > 0 {
+            bail!(
+                "the target store is not empty ({registry} registry entries, {audit} audit \
+                 records); refusing to copy into it"
+            );
+        }
+        Ok(Import { tx })
+    }
+}
+
+/// A copy into an empty PostgreSQL store, inside one transaction; ids are kept as given.
+pub struct Import {
+    tx: Transaction<'static, Postgres>,
+}
+
+impl Import {
+    /// Inserts registry entries with their ids and `created_at`.
+    pub async fn add_registry(&mut self, entries: &[RegistryEntry]) -> anyhow::Result<()> {
+        let created_at = entries
+            .iter()
+            .map(|e| {
+                parse_created_at(&e.created_at).with_context(|| {
+                    format!(
+                        "registry entry #{} has created_at '{}', not YYYY-MM-DD HH:MM:SS",
+                        e.id, e.created_at
+                    )
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        sqlx::query(
+            "INSERT INTO db_registry
+                 (id, env, db_name, hostname, port, active, notes, created_at, sslmode)
+             OVERRIDING SYSTEM VALUE
+             SELECT id, env, db_name, hostname, port, active, notes, created_at, sslmode
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::integer[],
+                         $6::boolean[], $7::text[], $8::timestamptz[], $9::text[])
+                  AS r(id, env, db_name, hostname, port, active, notes, created_at, sslmode)",
+        )
+        .bind(entries.iter().map(|e| e.id).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.env.as_str()).collect::<Vec<_>>())
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.db_name.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.hostname.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(|e| i32::from(e.port))
+                .collect::<Vec<_>>(),
+        )
+        .bind(entries.iter().map(|e| e.active).collect::<Vec<_>>())
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.notes.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(created_at)
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.sslmode.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *self.tx)
+        .await
+        .context("copying registry entries")?;
+        Ok(())
+    }
+
+    /// Inserts audit records with their ids.
+    pub async fn add_audit(&mut self, records: &[AuditRecord]) -> anyhow::Result<()> {
+        let a = AuditArrays::of(records);
+        sqlx::query(
+            "INSERT INTO audit_log (id, env, db_name, pg_username, operation, status,
+                 performed_at, request_id, principal, client_addr, detail, error, duration_ms)
+             OVERRIDING SYSTEM VALUE
+             SELECT id, env, db_name, pg_username, operation, status, performed_at,
+                    request_id, principal, client_addr, detail, error, duration_ms
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[],
+                         $11::text[], $12::bigint[], $13::bigint[])
+                  AS r(env, db_name, pg_username, operation, status, performed_at,
+                       request_id, principal, client_addr, detail, error, duration_ms, id)",
+        )
+        .bind(a.env)
+        .bind(a.db_name)
+        .bind(a.pg_username)
+        .bind(a.operation)
+        .bind(a.status)
+        .bind(a.performed_at)
+        .bind(a.request_id)
+        .bind(a.principal)
+        .bind(a.client_addr)
+        .bind(a.detail)
+        .bind(a.error)
+        .bind(a.duration_ms)
+        .bind(records.iter().map(|r| r.id).collect::<Vec<_>>())
+        .execute(&mut *self.tx)
+        .await
+        .context("copying audit records")?;
+        Ok(())
+    }
+
+    /// The registry as this uncommitted copy holds it.
+    pub async fn registry_list(&mut self) -> anyhow::Result<Vec<RegistryEntry>> {
+        registry_list(&mut *self.tx).await
+    }
+
+    /// Audit records of this uncommitted copy with an id above `after_id`, lowest id first.
+    pub async fn audit_after(
+        &mut self,
+        after_id: i64,
+        limit: u32,
+    ) -> anyhow::Result<Vec<AuditRecord>> {
+        audit_after(&mut *self.tx, after_id, limit).await
+    }
+
+    /// Moves both identities past the copied ids and commits.
+    pub async fn commit(mut self) -> anyhow::Result<()> {
+        // Without this the next registry_add would reuse id 1 and fail on the primary key.
+        for sql in [
+            "SELECT setval(pg_get_serial_sequence('db_registry', 'id'),
+                           COALESCE(max(id), 0) + 1, false) FROM db_registry",
+            "SELECT setval(pg_get_serial_sequence('audit_log', 'id'),
+                           COALESCE(max(id), 0) + 1, false) FROM audit_log",
+        ] {
+            sqlx::query(sql).execute(&mut *self.tx).await?;
+        }
+        self.tx.commit().await?;
+        Ok(())
+    }
 }
 
 /// An audit batch as one array per column, for `unnest`: one statement of constant text
@@ -133,6 +286,10 @@ impl<'a> AuditArrays<'a> {
             duration_ms: records.iter().map(|r| r.duration_ms).collect(),
         }
     }
+}
+
+fn parse_created_at(s: &str) -> anyhow::Result<DateTime<Utc>> {
+    Ok(NaiveDateTime::parse_from_str(s, CREATED_AT_FORMAT)?.and_utc())
 }
 
 fn registry_row(row: &PgRow) -> anyhow::Result<RegistryEntry> {
