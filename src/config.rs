@@ -38,7 +38,7 @@ pub enum LogFormat {
 pub struct Config {
     /// Address the HTTP server listens on (`PGUA_LISTEN`, `--listen`).
     pub listen: String,
-    /// Store URL: `sqlite://PATH` (`PGUA_STORE`, `--store`).
+    /// Store URL: `sqlite://PATH` or `postgres://…` (`PGUA_STORE`, `--store`).
     pub store: String,
     /// `text` or `json` (`PGUA_LOG_FORMAT`, `--log-format`).
     pub log_format: LogFormat,

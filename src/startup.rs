@@ -25,9 +25,9 @@ impl Application {
         api: ApiCredentials,
         admin: AdminCredentials,
     ) -> anyhow::Result<Self> {
-        let store = crate::store::open(&config.store)
-            .await
-            .with_context(|| format!("opening store {}", config.store))?;
+        let store = crate::store::open(&config.store).await.with_context(|| {
+            format!("opening store {}", crate::store::redact_url(&config.store))
+        })?;
         Self::with_store(config, store, api, admin).await
     }
 

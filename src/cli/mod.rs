@@ -1,9 +1,11 @@
-//! The command line: `pg-user-api serve | demo | seed | registry … | audit … | check-config`.
+//! The command line: `pg-user-api serve | demo | seed | registry … | audit … | store … |
+//! check-config`.
 
 mod audit;
 pub mod demo;
 mod registry;
 mod serve;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +18,7 @@ use crate::config::{Config, LogFormat};
 #[derive(Parser, Debug)]
 #[command(name = "pg-user-api", version, about)]
 pub struct Cli {
-    /// Store URL: sqlite://PATH (default sqlite://pg_registry.db).
+    /// Store URL: sqlite://PATH (default sqlite://pg_registry.db) or postgres://….
     #[arg(long, env = "PGUA_STORE", global = true)]
     store: Option<String>,
     /// TOML configuration file.
@@ -51,6 +53,9 @@ enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Move the store between backends.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Validate the configuration and print what it means.
     CheckConfig,
 }
@@ -99,6 +104,7 @@ fn check_config(config: &Config) -> anyhow::Result<()> {
     config.validate()?;
     let mut shown = config.clone();
     shown.profiles.clear();
+    shown.store = crate::store::redact_url(&config.store);
     println!("# configuration is valid; effective settings:\n");
     print!("{}", toml::to_string_pretty(&shown)?);
     let names = NamePolicy::new(&config.policy.name_pattern)?;
@@ -164,6 +170,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Seed => registry::seed(&config).await,
         Command::Registry(cmd) => registry::run(cmd, &config).await,
         Command::Audit(cmd) => audit::run(cmd, &config).await,
+        Command::Store(cmd) => store::run(cmd).await,
         Command::CheckConfig => check_config(&config),
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::config::{ApiCredentials, Config};
 use crate::startup::{Application, shutdown_signal};
+use crate::store::redact_url;
 use crate::target::AdminCredentials;
 
 /// Runs the server until SIGTERM or Ctrl-C.
@@ -9,7 +10,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let api = ApiCredentials::from_env()?;
     let admin = AdminCredentials::from_env()?;
     let server = Application::build(&config, api, admin).await?;
-    tracing::info!(listen = %config.listen, port = server.port(), store = %config.store, "serving");
+    tracing::info!(listen = %config.listen, port = server.port(), store = %redact_url(&config.store), "serving");
     server.run_until(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

@@ -1,8 +1,10 @@
 //! The service's own data: registry of target databases and the audit log.
 //!
-//! One interface, [`Store`]; the embedded SQLite backend is the default.
+//! One interface, [`Store`]; the embedded SQLite backend is the default, PostgreSQL lets
+//! several replicas share one store.
 
 pub mod audit_queue;
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
@@ -237,16 +239,103 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_append(&self, records: &[AuditRecord]) -> anyhow::Result<()>;
     /// The latest records, newest first.
     async fn audit_latest(&self, limit: u32) -> anyhow::Result<Vec<AuditRecord>>;
+    /// Records with an id above `after_id`, lowest id first: pages through the whole log.
+    async fn audit_after(&self, after_id: i64, limit: u32) -> anyhow::Result<Vec<AuditRecord>>;
 }
 
-/// Opens the store a URL names: `sqlite://PATH` (or a bare path). Creates and migrates it.
+/// Whether a store URL names a PostgreSQL store.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Opens the store a URL names: `sqlite://PATH` (or a bare path) or `postgres://…`.
+/// Creates and migrates it.
 pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        anyhow::bail!("a PostgreSQL store is not available in this version; use sqlite://PATH");
+    if is_postgres_url(url) {
+        return Ok(Arc::new(postgres::PostgresStore::open(url).await?));
     }
-    let path = url
-        .strip_prefix("sqlite://")
+    Ok(Arc::new(sqlite::SqliteStore::open(sqlite_path(url)).await?))
+}
+
+/// The file a `sqlite://PATH`, `sqlite:PATH` or bare-path store URL names.
+pub fn sqlite_path(url: &str) -> &str {
+    url.strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url);
-    Ok(Arc::new(sqlite::SqliteStore::open(path).await?))
+        .unwrap_or(url)
+}
+
+/// Shown instead of a password.
+const REDACTED: &str = "REDACTED";
+
+/// A store URL fit for logs and error messages: any password, in the user info or as a
+/// `password=` query parameter, replaced by `REDACTED`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    // The last '@' ends the user info even when an unencoded password holds '/', '?' or
+    // '@'; masking too much is harmless, showing a password is not.
+    let rest = match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:{REDACTED}@{host}"),
+            None => rest.to_owned(),
+        },
+        None => rest.to_owned(),
+    };
+    let Some((base, query)) = rest.split_once('?') else {
+        return format!("{scheme}://{rest}");
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                format!("{key}={REDACTED}")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{scheme}://{base}?{}", query.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redact_url_hides_the_password_and_keeps_the_rest() {
+        assert_eq!(
+            redact_url("postgres://pgua:s3cret@db.example.com:5432/pgua?sslmode=require"),
+            "postgres://pgua:REDACTED@db.example.com:5432/pgua?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgresql://pgua:p%40ss@h/db"),
+            "postgresql://pgua:REDACTED@h/db"
+        );
+    }
+
+    #[test]
+    fn redact_url_hides_unencoded_passwords_with_url_delimiters() {
+        let shown = redact_url("postgres://u:a/b?c@d@host/db");
+        assert_eq!(shown, "postgres://u:REDACTED@host/db");
+    }
+
+    #[test]
+    fn redact_url_hides_a_password_query_parameter() {
+        assert_eq!(
+            redact_url("postgres://u@h/db?sslmode=disable&password=hunter2"),
+            "postgres://u@h/db?sslmode=disable&password=REDACTED"
+        );
+    }
+
+    #[test]
+    fn redact_url_leaves_urls_without_passwords_alone() {
+        for url in [
+            "sqlite://pg_registry.db",
+            "pg_registry.db",
+            "postgres://u@h:5432/db",
+            "postgres://h/db",
+        ] {
+            assert_eq!(redact_url(url), url);
+        }
+    }
 }

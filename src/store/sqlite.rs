@@ -287,4 +287,17 @@ impl Store for SqliteStore {
         .await?;
         rows.iter().map(audit_row).collect()
     }
+
+    async fn audit_after(&self, after_id: i64, limit: u32) -> anyhow::Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, env, db_name, pg_username, operation, status, performed_at, request_id,
+                    principal, client_addr, detail, error, duration_ms, profile
+             FROM audit_log WHERE id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(audit_row).collect()
+    }
 }

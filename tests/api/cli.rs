@@ -325,3 +325,156 @@ fn sigterm_stops_the_server_gracefully() {
         "{log}"
     );
 }
+
+fn run_store_migrate(from: &str, to: &str) -> Output {
+    Command::new(BIN)
+        .args(["store", "migrate", "--from", from, "--to", to])
+        .env_remove("PGUA_STORE")
+        .env_remove("PGUA_CONFIG")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn store_migrate_copies_sqlite_to_postgres_exactly_and_only_into_an_empty_store() {
+    use pgua::store::{AuditRecord, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pg_registry.db");
+    let from = format!("sqlite://{}", path.display());
+    assert!(run(&path, &["seed"]).status.success());
+    let source = pgua::store::open(&from).await.unwrap();
+    // A gap in the ids, which the copy must keep.
+    assert!(
+        source
+            .registry_remove("dev", "app_dev_reports")
+            .await
+            .unwrap()
+    );
+    let records: Vec<AuditRecord> = (0..2000)
+        .map(|n| AuditRecord {
+            id: 0,
+            performed_at: chrono::Utc::now(),
+            request_id: format!("req-{n}"),
+            principal: "ci".into(),
+            client_addr: "192.0.2.1".into(),
+            env: "dev".into(),
+            db_name: "app_dev_main".into(),
+            pg_username: format!("u{n}"),
+            operation: "create:devqa".into(),
+            status: "success".into(),
+            detail: "user created".into(),
+            error: (n % 7 == 0).then(|| "boom".into()),
+            duration_ms: (n % 2 == 0).then_some(n),
+            profile: if n % 3 == 0 {
+                "devqa@0fdb482f".into()
+            } else {
+                String::new()
+            },
+        })
+        .collect();
+    source.audit_append(&records).await.unwrap();
+    // A row as the original service wrote it: NULLs and CURRENT_TIMESTAMP text.
+    let mut db = sqlx::SqliteConnection::connect(&from).await.unwrap();
+    sqlx::query("INSERT INTO audit_log (env, db_name, pg_username, operation, status) VALUES ('dev', 'legacy_db', 'bob', 'create', 'success')")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+
+    let to = crate::support::fresh_postgres_store_url().await;
+    let password = crate::support::clusters().prod.superuser_password.clone();
+    let out = run_store_migrate(&from, &to);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("copied and verified 9 registry entries and 2001 audit records"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!stdout(&out).contains(&password) && !stderr(&out).contains(&password));
+
+    let target = pgua::store::open(&to).await.unwrap();
+    assert_eq!(
+        target.registry_list().await.unwrap(),
+        source.registry_list().await.unwrap()
+    );
+    let all = |s: std::sync::Arc<dyn Store>| async move {
+        s.audit_after(i64::MIN, u32::MAX).await.unwrap()
+    };
+    let copied = all(target.clone()).await;
+    assert_eq!(copied.len(), 2001);
+    assert_eq!(copied, all(source.clone()).await);
+    assert_eq!(copied.last().unwrap().pg_username, "bob");
+
+    // New rows continue after the copied ids.
+    let max_id = source
+        .registry_list()
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .max()
+        .unwrap();
+    let added = target
+        .registry_add(&pgua::store::NewEntry {
+            env: "dev".into(),
+            db_name: "after_copy".into(),
+            hostname: "h".into(),
+            port: 5432,
+            active: true,
+            notes: None,
+            sslmode: Default::default(),
+        })
+        .await
+        .unwrap();
+    assert!(added.id > max_id, "{} > {max_id}", added.id);
+
+    let again = run_store_migrate(&from, &to);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("not empty"), "{}", stderr(&again));
+    assert!(!stderr(&again).contains(&password), "{}", stderr(&again));
+    assert_eq!(target.registry_list().await.unwrap().len(), 10);
+
+    let backwards = run_store_migrate(&to, &from);
+    assert!(!backwards.status.success());
+    assert!(
+        !stderr(&backwards).contains(&password),
+        "{}",
+        stderr(&backwards)
+    );
+    let missing = run_store_migrate(
+        &format!("sqlite://{}", dir.path().join("nope.db").display()),
+        &to,
+    );
+    assert!(
+        stderr(&missing).contains("no SQLite store"),
+        "{}",
+        stderr(&missing)
+    );
+    assert!(!dir.path().join("nope.db").exists());
+}
+
+#[test]
+fn store_errors_and_logs_never_show_the_store_password() {
+    let url = format!(
+        "postgres://pgua:very-secret-pw@127.0.0.1:{}/pgua",
+        crate::support::closed_port()
+    );
+    let out = Command::new(BIN)
+        .args(["registry", "list", "--store", &url])
+        .env_remove("PGUA_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("pgua:REDACTED@127.0.0.1"), "{err}");
+    assert!(!err.contains("very-secret-pw"), "{err}");
+    let config = Command::new(BIN)
+        .args(["check-config", "--store", &url])
+        .env_remove("PGUA_CONFIG")
+        .output()
+        .unwrap();
+    assert!(config.status.success(), "{}", stderr(&config));
+    assert!(stdout(&config).contains("REDACTED"), "{}", stdout(&config));
+    assert!(!stdout(&config).contains("very-secret-pw"));
+}

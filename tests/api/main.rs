@@ -7,6 +7,7 @@ mod lifecycle;
 mod profiles;
 mod quoting;
 mod security;
+mod store;
 mod support;
 mod timeouts;
 mod tls;

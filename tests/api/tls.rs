@@ -113,3 +113,54 @@ async fn sslmode_is_honoured_per_registry_entry() {
     assert!(seen.contains(&("verified".into(), true)), "{seen:?}");
     assert!(seen.contains(&("plain".into(), false)), "{seen:?}");
 }
+
+#[tokio::test]
+async fn postgres_store_verifies_the_server_certificate_when_asked() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, &pki.ca_pem).unwrap();
+    let tls = start_prepared(
+        ClusterOptions {
+            settings: vec![
+                ("ssl".into(), "on".into()),
+                ("ssl_cert_file".into(), "server.crt".into()),
+                ("ssl_key_file".into(), "server.key".into()),
+            ],
+            files: vec![
+                ("server.crt".into(), pki.cert_pem.into_bytes()),
+                ("server.key".into(), pki.key_pem.into_bytes()),
+            ],
+        },
+        &clusters().dev.admin_password,
+    );
+    let url = |host: &str| {
+        format!(
+            "postgres://postgres:{}@{host}:{}/postgres?sslmode=verify-full&sslrootcert={}",
+            tls.superuser_password,
+            tls.port,
+            ca_path.display()
+        )
+    };
+    let store = pgua::store::open(&url("localhost")).await.unwrap();
+    store.ping().await.unwrap();
+    let su = tls.superuser("postgres").await;
+    let encrypted: bool = su
+        .query_one(
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = 'pg-user-api'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted, "the store's sessions use TLS");
+    let wrong_name = pgua::store::open(&url("127.0.0.1")).await;
+    assert!(
+        wrong_name.is_err(),
+        "a certificate for localhost is refused for 127.0.0.1"
+    );
+    let shown = format!("{:#}", wrong_name.err().unwrap());
+    assert!(shown.contains("certificate"), "{shown}");
+    assert!(!shown.contains(&tls.superuser_password), "{shown}");
+}

@@ -154,13 +154,28 @@ pub async fn spawn_app() -> TestApp {
 
 /// Boots the server with `config`, a fresh SQLite store and the registry entries
 /// dev/dev, prod/prod, dev/archive (inactive) and qa/down (nothing listening).
-pub async fn spawn_app_with(mut config: Config) -> TestApp {
-    let clusters = clusters();
+pub async fn spawn_app_with(config: Config) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let store_path = dir.path().join("pg_registry.db");
     let store = pgua::store::open(store_path.to_str().unwrap())
         .await
         .unwrap();
+    spawn_app_on(config, store, dir).await
+}
+
+/// Like [`spawn_app_with`], on the store `store_url` names; registry entries already there
+/// (another replica added them) are kept.
+pub async fn spawn_app_with_store(config: Config, store_url: &str) -> TestApp {
+    let store = pgua::store::open(store_url).await.unwrap();
+    spawn_app_on(config, store, tempfile::tempdir().unwrap()).await
+}
+
+async fn spawn_app_on(
+    mut config: Config,
+    store: Arc<dyn Store>,
+    dir: tempfile::TempDir,
+) -> TestApp {
+    let clusters = clusters();
     let entries = [
         ("dev", "dev", clusters.dev.port, true),
         ("prod", "prod", clusters.prod.port, true),
@@ -168,6 +183,9 @@ pub async fn spawn_app_with(mut config: Config) -> TestApp {
         ("qa", "down", closed_port(), true),
     ];
     for (env, db, port, active) in entries {
+        if store.registry_get(env, db).await.unwrap().is_some() {
+            continue;
+        }
         store
             .registry_add(&NewEntry {
                 env: env.into(),
@@ -320,4 +338,21 @@ impl TestApp {
         records.reverse();
         records
     }
+}
+
+/// The URL of a new, empty database on the prod cluster, for a PostgreSQL store. The prod
+/// cluster, because the dev cluster logs every statement for other tests to read.
+pub async fn fresh_postgres_store_url() -> String {
+    let cluster = &clusters().prod;
+    let db = unique("pgua_store");
+    cluster
+        .superuser("postgres")
+        .await
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    format!(
+        "postgres://postgres:{}@127.0.0.1:{}/{db}",
+        cluster.superuser_password, cluster.port
+    )
 }

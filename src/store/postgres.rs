@@ -1,0 +1,499 @@
+//! The store for several replicas: one PostgreSQL database shared by all of them.
+//!
+//! Tables and columns are the SQLite store's, with PostgreSQL types; rows come back exactly
+//! as the SQLite backend returns them (`active` as a bool, `created_at` as
+//! `YYYY-MM-DD HH:MM:SS` UTC). Migrations run under a transaction-level advisory lock, so
+//! replicas starting together apply each one exactly once.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgExecutor, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+
+use super::{AuditRecord, NewEntry, RegistryEntry, Store, StoreError, redact_url};
+
+/// Ordered migrations; each runs once, all in one transaction under [`MIGRATION_LOCK`].
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/postgres_001_initial.sql"))];
+
+/// Advisory lock key ("pguamigr") held while migrating; advisory locks are per database, so
+/// stores in other databases of the same server never wait on each other.
+const MIGRATION_LOCK: i64 = 0x7067_7561_6d69_6772;
+
+/// Connections per process: requests mostly hit the registry cache and the audit queue
+/// batches writes, so a few suffice even with many replicas sharing one server.
+const POOL_SIZE: u32 = 8;
+
+/// How long to wait for a connection, including establishing a new one.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// SQLite's `CURRENT_TIMESTAMP` format, which `created_at` has always had.
+const CREATED_AT_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+
+/// The PostgreSQL store.
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to the database a `postgres://` URL names and migrates it.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        let shown = redact_url(url);
+        let mut options = PgConnectOptions::from_str(url)
+            .with_context(|| format!("parsing PostgreSQL store URL {shown}"))?;
+        if options.get_application_name().is_none() {
+            // So DBAs can tell the store's sessions apart in pg_stat_activity.
+            options = options.application_name("pg-user-api");
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("connecting to PostgreSQL store {shown}"))?;
+        let store = Self { pool };
+        store
+            .migrate()
+            .await
+            .with_context(|| format!("migrating PostgreSQL store {shown}"))?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        // Taken before anything else, so a second replica waits here instead of racing on
+        // CREATE TABLE, and then sees every migration the first one committed.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS pgua_migrations (
+                 version    bigint      PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let done: Vec<i64> = sqlx::query_scalar("SELECT version FROM pgua_migrations")
+            .fetch_all(&mut *tx)
+            .await?;
+        for (version, sql) in MIGRATIONS {
+            if done.contains(version) {
+                continue;
+            }
+            sqlx::raw_sql(*sql)
+                .execute(&mut *tx)
+                .await
+                .with_context(|| format!("applying store migration {version}"))?;
+            sqlx::query("INSERT INTO pgua_migrations (version) VALUES ($1)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Starts a copy into this store (`store migrate`): locks both tables against writers
+    /// and refuses unless both are empty. Nothing is visible until [`Import::commit`].
+    pub async fn begin_import(&self) -> anyhow::Result<Import> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::raw_sql("LOCK TABLE db_registry, audit_log IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await?;
+        let (registry, audit): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM db_registry), (SELECT count(*) FROM audit_log)",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if registry > 0 || audit > 0 {
+            bail!(
+                "the target store is not empty ({registry} registry entries, {audit} audit \
+                 records); refusing to copy into it"
+            );
+        }
+        Ok(Import { tx })
+    }
+}
+
+/// A copy into an empty PostgreSQL store, inside one transaction; ids are kept as given.
+pub struct Import {
+    tx: Transaction<'static, Postgres>,
+}
+
+impl Import {
+    /// Inserts registry entries with their ids and `created_at`.
+    pub async fn add_registry(&mut self, entries: &[RegistryEntry]) -> anyhow::Result<()> {
+        let created_at = entries
+            .iter()
+            .map(|e| {
+                parse_created_at(&e.created_at).with_context(|| {
+                    format!(
+                        "registry entry #{} has created_at '{}', not YYYY-MM-DD HH:MM:SS",
+                        e.id, e.created_at
+                    )
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        sqlx::query(
+            "INSERT INTO db_registry
+                 (id, env, db_name, hostname, port, active, notes, created_at, sslmode)
+             OVERRIDING SYSTEM VALUE
+             SELECT id, env, db_name, hostname, port, active, notes, created_at, sslmode
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::integer[],
+                         $6::boolean[], $7::text[], $8::timestamptz[], $9::text[])
+                  AS r(id, env, db_name, hostname, port, active, notes, created_at, sslmode)",
+        )
+        .bind(entries.iter().map(|e| e.id).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.env.as_str()).collect::<Vec<_>>())
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.db_name.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.hostname.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            entries
+                .iter()
+                .map(|e| i32::from(e.port))
+                .collect::<Vec<_>>(),
+        )
+        .bind(entries.iter().map(|e| e.active).collect::<Vec<_>>())
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.notes.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(created_at)
+        .bind(
+            entries
+                .iter()
+                .map(|e| e.sslmode.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *self.tx)
+        .await
+        .context("copying registry entries")?;
+        Ok(())
+    }
+
+    /// Inserts audit records with their ids.
+    pub async fn add_audit(&mut self, records: &[AuditRecord]) -> anyhow::Result<()> {
+        let a = AuditArrays::of(records);
+        sqlx::query(
+            "INSERT INTO audit_log (id, env, db_name, pg_username, operation, status,
+                 performed_at, request_id, principal, client_addr, detail, error, duration_ms,
+                 profile)
+             OVERRIDING SYSTEM VALUE
+             SELECT id, env, db_name, pg_username, operation, status, performed_at,
+                    request_id, principal, client_addr, detail, error, duration_ms, profile
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[],
+                         $11::text[], $12::bigint[], $13::text[], $14::bigint[])
+                  AS r(env, db_name, pg_username, operation, status, performed_at,
+                       request_id, principal, client_addr, detail, error, duration_ms, profile,
+                       id)",
+        )
+        .bind(a.env)
+        .bind(a.db_name)
+        .bind(a.pg_username)
+        .bind(a.operation)
+        .bind(a.status)
+        .bind(a.performed_at)
+        .bind(a.request_id)
+        .bind(a.principal)
+        .bind(a.client_addr)
+        .bind(a.detail)
+        .bind(a.error)
+        .bind(a.duration_ms)
+        .bind(a.profile)
+        .bind(records.iter().map(|r| r.id).collect::<Vec<_>>())
+        .execute(&mut *self.tx)
+        .await
+        .context("copying audit records")?;
+        Ok(())
+    }
+
+    /// The registry as this uncommitted copy holds it.
+    pub async fn registry_list(&mut self) -> anyhow::Result<Vec<RegistryEntry>> {
+        registry_list(&mut *self.tx).await
+    }
+
+    /// Audit records of this uncommitted copy with an id above `after_id`, lowest id first.
+    pub async fn audit_after(
+        &mut self,
+        after_id: i64,
+        limit: u32,
+    ) -> anyhow::Result<Vec<AuditRecord>> {
+        audit_after(&mut *self.tx, after_id, limit).await
+    }
+
+    /// Moves both identities past the copied ids and commits.
+    pub async fn commit(mut self) -> anyhow::Result<()> {
+        // Without this the next registry_add would reuse id 1 and fail on the primary key.
+        for sql in [
+            "SELECT setval(pg_get_serial_sequence('db_registry', 'id'),
+                           COALESCE(max(id), 0) + 1, false) FROM db_registry",
+            "SELECT setval(pg_get_serial_sequence('audit_log', 'id'),
+                           COALESCE(max(id), 0) + 1, false) FROM audit_log",
+        ] {
+            sqlx::query(sql).execute(&mut *self.tx).await?;
+        }
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// An audit batch as one array per column, for `unnest`: one statement of constant text
+/// whatever the batch size, and no limit on bind parameters.
+struct AuditArrays<'a> {
+    env: Vec<&'a str>,
+    db_name: Vec<&'a str>,
+    pg_username: Vec<&'a str>,
+    operation: Vec<&'a str>,
+    status: Vec<&'a str>,
+    performed_at: Vec<DateTime<Utc>>,
+    request_id: Vec<&'a str>,
+    principal: Vec<&'a str>,
+    client_addr: Vec<&'a str>,
+    detail: Vec<&'a str>,
+    error: Vec<Option<&'a str>>,
+    duration_ms: Vec<Option<i64>>,
+    profile: Vec<&'a str>,
+}
+
+impl<'a> AuditArrays<'a> {
+    fn of(records: &'a [AuditRecord]) -> Self {
+        let col = |f: fn(&'a AuditRecord) -> &'a str| records.iter().map(f).collect::<Vec<_>>();
+        Self {
+            env: col(|r| &r.env),
+            db_name: col(|r| &r.db_name),
+            pg_username: col(|r| &r.pg_username),
+            operation: col(|r| &r.operation),
+            status: col(|r| &r.status),
+            performed_at: records.iter().map(|r| r.performed_at).collect(),
+            request_id: col(|r| &r.request_id),
+            principal: col(|r| &r.principal),
+            client_addr: col(|r| &r.client_addr),
+            detail: col(|r| &r.detail),
+            error: records.iter().map(|r| r.error.as_deref()).collect(),
+            duration_ms: records.iter().map(|r| r.duration_ms).collect(),
+            profile: col(|r| &r.profile),
+        }
+    }
+}
+
+fn parse_created_at(s: &str) -> anyhow::Result<DateTime<Utc>> {
+    Ok(NaiveDateTime::parse_from_str(s, CREATED_AT_FORMAT)?.and_utc())
+}
+
+fn registry_row(row: &PgRow) -> anyhow::Result<RegistryEntry> {
+    let port: i32 = row.try_get("port")?;
+    let created_at: DateTime<Utc> = row.try_get("created_at")?;
+    let sslmode: String = row.try_get("sslmode")?;
+    Ok(RegistryEntry {
+        id: row.try_get("id")?,
+        env: row.try_get("env")?,
+        db_name: row.try_get("db_name")?,
+        hostname: row.try_get("hostname")?,
+        port: u16::try_from(port).context("registry port out of range")?,
+        active: row.try_get("active")?,
+        notes: row.try_get("notes")?,
+        created_at: created_at.format(CREATED_AT_FORMAT).to_string(),
+        sslmode: sslmode.parse().map_err(anyhow::Error::msg)?,
+    })
+}
+
+fn audit_row(row: &PgRow) -> anyhow::Result<AuditRecord> {
+    let text = |col: &str| -> anyhow::Result<String> {
+        Ok(row.try_get::<Option<String>, _>(col)?.unwrap_or_default())
+    };
+    Ok(AuditRecord {
+        id: row.try_get("id")?,
+        performed_at: row.try_get("performed_at")?,
+        request_id: text("request_id")?,
+        principal: text("principal")?,
+        client_addr: text("client_addr")?,
+        env: text("env")?,
+        db_name: text("db_name")?,
+        pg_username: text("pg_username")?,
+        operation: text("operation")?,
+        status: text("status")?,
+        detail: text("detail")?,
+        error: row.try_get("error")?,
+        duration_ms: row.try_get("duration_ms")?,
+        profile: text("profile")?,
+    })
+}
+
+/// Sorted bytewise, as SQLite sorts, whatever the database's collation.
+async fn registry_list<'e>(db: impl PgExecutor<'e>) -> anyhow::Result<Vec<RegistryEntry>> {
+    let rows = sqlx::query(
+        r#"SELECT id, env, db_name, hostname, port, active, notes, created_at, sslmode
+           FROM db_registry ORDER BY env COLLATE "C", db_name COLLATE "C""#,
+    )
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(registry_row).collect()
+}
+
+async fn audit_after<'e>(
+    db: impl PgExecutor<'e>,
+    after_id: i64,
+    limit: u32,
+) -> anyhow::Result<Vec<AuditRecord>> {
+    let rows = sqlx::query(
+        "SELECT id, env, db_name, pg_username, operation, status, performed_at, request_id,
+                principal, client_addr, detail, error, duration_ms, profile
+         FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2",
+    )
+    .bind(after_id)
+    .bind(i64::from(limit))
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(audit_row).collect()
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn registry_list(&self) -> anyhow::Result<Vec<RegistryEntry>> {
+        registry_list(&self.pool).await
+    }
+
+    async fn registry_get(
+        &self,
+        env: &str,
+        db_name: &str,
+    ) -> anyhow::Result<Option<RegistryEntry>> {
+        let row = sqlx::query(
+            "SELECT id, env, db_name, hostname, port, active, notes, created_at, sslmode
+             FROM db_registry WHERE env = $1 AND db_name = $2",
+        )
+        .bind(env)
+        .bind(db_name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| registry_row(&r)).transpose()
+    }
+
+    async fn registry_add(&self, e: &NewEntry) -> Result<RegistryEntry, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO db_registry (env, db_name, hostname, port, active, notes, sslmode)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             RETURNING id, env, db_name, hostname, port, active, notes, created_at, sslmode",
+        )
+        .bind(&e.env)
+        .bind(&e.db_name)
+        .bind(&e.hostname)
+        .bind(i32::from(e.port))
+        .bind(e.active)
+        .bind(&e.notes)
+        .bind(e.sslmode.as_str())
+        .fetch_one(&self.pool)
+        .await;
+        match result {
+            Ok(row) => Ok(registry_row(&row)?),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                Err(StoreError::Duplicate {
+                    env: e.env.clone(),
+                    db_name: e.db_name.clone(),
+                })
+            }
+            Err(other) => Err(StoreError::Other(other.into())),
+        }
+    }
+
+    async fn registry_set_active(
+        &self,
+        env: &str,
+        db_name: &str,
+        active: bool,
+    ) -> anyhow::Result<bool> {
+        let done =
+            sqlx::query("UPDATE db_registry SET active = $1 WHERE env = $2 AND db_name = $3")
+                .bind(active)
+                .bind(env)
+                .bind(db_name)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn registry_remove(&self, env: &str, db_name: &str) -> anyhow::Result<bool> {
+        let done = sqlx::query("DELETE FROM db_registry WHERE env = $1 AND db_name = $2")
+            .bind(env)
+            .bind(db_name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn audit_append(&self, records: &[AuditRecord]) -> anyhow::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let a = AuditArrays::of(records);
+        // ORDER BY the ordinality so ids follow the batch order, as SQLite's VALUES list does.
+        sqlx::query(
+            "INSERT INTO audit_log (env, db_name, pg_username, operation, status, performed_at,
+                 request_id, principal, client_addr, detail, error, duration_ms, profile)
+             SELECT env, db_name, pg_username, operation, status, performed_at,
+                    request_id, principal, client_addr, detail, error, duration_ms, profile
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[],
+                         $11::text[], $12::bigint[], $13::text[])
+                  WITH ORDINALITY
+                  AS r(env, db_name, pg_username, operation, status, performed_at,
+                       request_id, principal, client_addr, detail, error, duration_ms, profile,
+                       n)
+             ORDER BY n",
+        )
+        .bind(a.env)
+        .bind(a.db_name)
+        .bind(a.pg_username)
+        .bind(a.operation)
+        .bind(a.status)
+        .bind(a.performed_at)
+        .bind(a.request_id)
+        .bind(a.principal)
+        .bind(a.client_addr)
+        .bind(a.detail)
+        .bind(a.error)
+        .bind(a.duration_ms)
+        .bind(a.profile)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_latest(&self, limit: u32) -> anyhow::Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, env, db_name, pg_username, operation, status, performed_at, request_id,
+                    principal, client_addr, detail, error, duration_ms, profile
+             FROM audit_log ORDER BY performed_at DESC, id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(audit_row).collect()
+    }
+
+    async fn audit_after(&self, after_id: i64, limit: u32) -> anyhow::Result<Vec<AuditRecord>> {
+        audit_after(&self.pool, after_id, limit).await
+    }
+}

@@ -1,0 +1,371 @@
+//! The store contract, written once and run against both backends: SQLite in a temp file and
+//! PostgreSQL in a fresh database on a throw-away cluster.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use pgua::store::{AuditRecord, NewEntry, SslMode, Store, StoreError};
+use serde_json::json;
+
+use crate::support::{fresh_postgres_store_url, spawn_app_with_store, unique};
+
+/// A store under test and the URL to open it again.
+struct TestStore {
+    store: Arc<dyn Store>,
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    async fn fresh(self) -> TestStore {
+        let (url, dir) = match self {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("store.db").display());
+                (url, Some(dir))
+            }
+            Backend::Postgres => (fresh_postgres_store_url().await, None),
+        };
+        TestStore {
+            store: pgua::store::open(&url).await.unwrap(),
+            url,
+            _dir: dir,
+        }
+    }
+}
+
+/// One test per backend from one body: `store::<name>::sqlite` and `store::<name>::postgres`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite.fresh().await).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres.fresh().await).await;
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    migrations_are_idempotent,
+    registry_add_get_list_set_active_remove,
+    duplicate_registry_entry_is_reported_as_duplicate,
+    audit_batch_keeps_order_and_every_field,
+    audit_latest_is_newest_first_with_limit,
+    audit_after_pages_through_the_whole_log,
+);
+
+fn entry(env: &str, db: &str) -> NewEntry {
+    NewEntry {
+        env: env.into(),
+        db_name: db.into(),
+        hostname: "pg-01.example.com".into(),
+        port: 6432,
+        active: true,
+        notes: Some("first".into()),
+        sslmode: SslMode::VerifyFull,
+    }
+}
+
+/// A timestamp with whole microseconds, the precision both backends keep.
+fn at(secs: i64, micros: u32) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000 + secs, micros * 1000)
+        .unwrap()
+}
+
+fn record(n: i64, at: DateTime<Utc>) -> AuditRecord {
+    AuditRecord {
+        id: 0,
+        performed_at: at,
+        request_id: format!("req-{n}"),
+        principal: "tester".into(),
+        client_addr: "192.0.2.7".into(),
+        env: "dev".into(),
+        db_name: format!("db_{n}"),
+        pg_username: format!("user_{n}"),
+        operation: "create:devqa".into(),
+        status: if n % 2 == 0 { "intent" } else { "success" }.into(),
+        detail: format!("detail {n} — ünïcode"),
+        error: (n % 3 == 0).then(|| format!("error {n}")),
+        duration_ms: (n % 2 == 1).then_some(n * 10),
+        profile: if n % 2 == 1 {
+            format!("p{n}@abcd1234")
+        } else {
+            String::new()
+        },
+    }
+}
+
+/// The records as stored, ids cleared, for comparing with what was appended.
+fn without_ids(mut records: Vec<AuditRecord>) -> Vec<AuditRecord> {
+    for r in &mut records {
+        r.id = 0;
+    }
+    records
+}
+
+async fn migrations_are_idempotent(t: TestStore) {
+    t.store.registry_add(&entry("dev", "kept")).await.unwrap();
+    drop(t.store);
+    let again = pgua::store::open(&t.url).await.unwrap();
+    let third = pgua::store::open(&t.url).await.unwrap();
+    again.ping().await.unwrap();
+    assert_eq!(third.registry_list().await.unwrap().len(), 1);
+    assert!(again.registry_get("dev", "kept").await.unwrap().is_some());
+}
+
+async fn registry_add_get_list_set_active_remove(t: TestStore) {
+    let s = &t.store;
+    let added = s.registry_add(&entry("qa", "b")).await.unwrap();
+    assert!(added.id > 0);
+    assert_eq!(
+        (
+            added.env.as_str(),
+            added.db_name.as_str(),
+            added.hostname.as_str(),
+            added.port,
+            added.active,
+            added.notes.as_deref(),
+            added.sslmode,
+        ),
+        (
+            "qa",
+            "b",
+            "pg-01.example.com",
+            6432,
+            true,
+            Some("first"),
+            SslMode::VerifyFull
+        )
+    );
+    // SQLite's CURRENT_TIMESTAMP format, which clients of the registry endpoint see.
+    assert!(
+        chrono::NaiveDateTime::parse_from_str(&added.created_at, "%Y-%m-%d %H:%M:%S").is_ok(),
+        "{}",
+        added.created_at
+    );
+    let mut inactive = entry("dev", "z");
+    inactive.active = false;
+    inactive.notes = None;
+    inactive.sslmode = SslMode::Prefer;
+    s.registry_add(&inactive).await.unwrap();
+    s.registry_add(&entry("dev", "a")).await.unwrap();
+
+    assert_eq!(
+        s.registry_get("qa", "b").await.unwrap(),
+        Some(added.clone())
+    );
+    assert_eq!(s.registry_get("qa", "nope").await.unwrap(), None);
+    let z = s.registry_get("dev", "z").await.unwrap().unwrap();
+    assert_eq!(
+        (z.active, z.notes, z.sslmode),
+        (false, None, SslMode::Prefer)
+    );
+
+    let listed: Vec<(String, String)> = s
+        .registry_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.env, e.db_name))
+        .collect();
+    let pair = |e: &str, d: &str| (e.to_owned(), d.to_owned());
+    assert_eq!(
+        listed,
+        [pair("dev", "a"), pair("dev", "z"), pair("qa", "b")],
+        "ordered by env, then database"
+    );
+
+    assert!(s.registry_set_active("qa", "b", false).await.unwrap());
+    assert!(!s.registry_get("qa", "b").await.unwrap().unwrap().active);
+    assert!(s.registry_set_active("qa", "b", true).await.unwrap());
+    assert!(s.registry_get("qa", "b").await.unwrap().unwrap().active);
+    assert!(!s.registry_set_active("qa", "nope", true).await.unwrap());
+
+    assert!(s.registry_remove("qa", "b").await.unwrap());
+    assert!(!s.registry_remove("qa", "b").await.unwrap());
+    assert_eq!(s.registry_get("qa", "b").await.unwrap(), None);
+    assert_eq!(s.registry_list().await.unwrap().len(), 2);
+}
+
+async fn duplicate_registry_entry_is_reported_as_duplicate(t: TestStore) {
+    t.store.registry_add(&entry("dev", "app")).await.unwrap();
+    let mut again = entry("dev", "app");
+    again.hostname = "elsewhere".into();
+    match t.store.registry_add(&again).await {
+        Err(StoreError::Duplicate { env, db_name }) => {
+            assert_eq!((env.as_str(), db_name.as_str()), ("dev", "app"));
+        }
+        other => panic!("expected Duplicate, got {other:?}"),
+    }
+    let kept = t.store.registry_get("dev", "app").await.unwrap().unwrap();
+    assert_eq!(kept.hostname, "pg-01.example.com");
+    // Same database name in another environment is a different entry.
+    t.store.registry_add(&entry("qa", "app")).await.unwrap();
+}
+
+async fn audit_batch_keeps_order_and_every_field(t: TestStore) {
+    // All with one timestamp, so only the batch order tells them apart.
+    let batch: Vec<AuditRecord> = (1..=50).map(|n| record(n, at(0, 123_456))).collect();
+    t.store.audit_append(&batch).await.unwrap();
+    t.store.audit_append(&[]).await.unwrap();
+    let stored = t.store.audit_after(i64::MIN, 1000).await.unwrap();
+    assert!(
+        stored.windows(2).all(|w| w[0].id < w[1].id),
+        "ids follow the batch order"
+    );
+    assert_eq!(without_ids(stored), batch);
+}
+
+async fn audit_latest_is_newest_first_with_limit(t: TestStore) {
+    let older = record(1, at(0, 1));
+    let newest = record(2, at(60, 0));
+    let middle = record(3, at(30, 999_999));
+    t.store
+        .audit_append(&[older.clone(), newest.clone(), middle.clone()])
+        .await
+        .unwrap();
+    // Same timestamp as `newest`, appended later: the higher id comes first.
+    let tie = record(4, at(60, 0));
+    t.store
+        .audit_append(std::slice::from_ref(&tie))
+        .await
+        .unwrap();
+    let latest = without_ids(t.store.audit_latest(3).await.unwrap());
+    assert_eq!(latest, [tie, newest, middle]);
+    assert_eq!(t.store.audit_latest(100).await.unwrap().len(), 4);
+    assert_eq!(
+        without_ids(t.store.audit_latest(100).await.unwrap())[3],
+        older
+    );
+}
+
+async fn audit_after_pages_through_the_whole_log(t: TestStore) {
+    let batch: Vec<AuditRecord> = (0..25).map(|n| record(n, at(n, 0))).collect();
+    t.store.audit_append(&batch).await.unwrap();
+    let mut seen = Vec::new();
+    let mut last = i64::MIN;
+    loop {
+        let page = t.store.audit_after(last, 10).await.unwrap();
+        let Some(tail) = page.last() else { break };
+        assert!(page.len() <= 10);
+        last = tail.id;
+        seen.extend(page);
+    }
+    assert_eq!(without_ids(seen), batch);
+}
+
+#[tokio::test]
+async fn concurrent_opens_of_a_fresh_postgres_store_all_succeed() {
+    let url = fresh_postgres_store_url().await;
+    let opens: Vec<_> = (0..5)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { pgua::store::open(&url).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for open in opens {
+        stores.push(open.await.unwrap().expect("every replica opens the store"));
+    }
+    let first = stores[0]
+        .registry_add(&entry("dev", "shared"))
+        .await
+        .unwrap();
+    for s in &stores {
+        assert_eq!(
+            s.registry_get("dev", "shared").await.unwrap(),
+            Some(first.clone())
+        );
+    }
+    let (user, pass, port, db) = parse_test_url(&url);
+    let c = crate::support::connect(port, &db, &user, &pass)
+        .await
+        .unwrap();
+    let versions: Vec<i64> = c
+        .query("SELECT version FROM pgua_migrations ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [1], "each migration applied exactly once");
+}
+
+/// Pulls user, password, port and database out of a URL from `fresh_postgres_store_url`.
+fn parse_test_url(url: &str) -> (String, String, u16, String) {
+    let rest = url.strip_prefix("postgres://").unwrap();
+    let (userinfo, hostpart) = rest.split_once('@').unwrap();
+    let (user, pass) = userinfo.split_once(':').unwrap();
+    let (hostport, db) = hostpart.split_once('/').unwrap();
+    let port = hostport.rsplit_once(':').unwrap().1.parse().unwrap();
+    (user.into(), pass.into(), port, db.into())
+}
+
+#[tokio::test]
+async fn service_works_end_to_end_on_a_shared_postgres_store() {
+    let url = fresh_postgres_store_url().await;
+    // Two replicas behind one load balancer, sharing the store.
+    let a = spawn_app_with_store(pgua::config::Config::default(), &url).await;
+    let b = spawn_app_with_store(pgua::config::Config::default(), &url).await;
+
+    let ready = a.get_as("/readyz", None).await;
+    assert_eq!((ready.status.as_u16(), ready.str("store")), (200, "ok"));
+    let registry = b.get("/api/v1/registry", &[]).await;
+    assert_eq!(registry.status, 200, "{}", registry.body);
+    assert_eq!(registry.body["count"], json!(4), "{}", registry.body);
+
+    let name = unique("pgstore");
+    let created = a
+        .get(
+            "/api/v1/users/devqa",
+            &[("env", "dev"), ("database", "dev"), ("username", &name)],
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    assert_eq!(created.str("status"), "user created");
+    let again = b
+        .get(
+            "/api/v1/users/devqa",
+            &[("env", "dev"), ("database", "dev"), ("username", &name)],
+        )
+        .await;
+    assert_eq!(again.str("status"), "user already exists");
+    let found = b
+        .get(
+            "/api/v1/users/find",
+            &[("env", "dev"), ("database", "dev"), ("username", &name)],
+        )
+        .await;
+    assert_eq!(found.body["found"], json!(true), "{}", found.body);
+    assert!(a.dev_role_exists(&name).await);
+
+    // Both replicas' records are in the one audit log, intent before outcome.
+    let mine: Vec<AuditRecord> = a
+        .audit()
+        .await
+        .into_iter()
+        .filter(|r| r.pg_username == name && r.operation == "create:devqa")
+        .collect();
+    let phases: Vec<(&str, &str)> = mine
+        .iter()
+        .map(|r| (r.status.as_str(), r.detail.as_str()))
+        .collect();
+    assert_eq!(phases.len(), 4, "{phases:?}");
+    assert_eq!(phases[0].0, "intent");
+    assert_eq!(phases[1], ("success", "user created"));
+    assert_eq!(phases[2].0, "intent");
+    assert_eq!(phases[3], ("success", "user already exists"));
+    assert!(mine.iter().all(|r| r.principal == "tester"));
+}
