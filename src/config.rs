@@ -78,6 +78,8 @@ pub struct TargetsConfig {
     pub pool_size: usize,
     /// Extra PEM CA bundle trusted for `sslmode = verify-full`.
     pub ssl_root_cert: Option<PathBuf>,
+    /// Servers worked on at once when one call names several targets.
+    pub fan_out_parallelism: usize,
 }
 
 impl Default for TargetsConfig {
@@ -89,6 +91,7 @@ impl Default for TargetsConfig {
             lock_timeout_ms: d.lock_timeout.as_millis() as u64,
             pool_size: d.pool_size,
             ssl_root_cert: None,
+            fan_out_parallelism: 4,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `/api/v1/users/*`: create by profile, reset, search-path, find, all.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::Json;
@@ -13,6 +14,8 @@ use super::error::json_error;
 use super::params::Params;
 use crate::error::Result;
 use crate::plan::Statement;
+use crate::service::fanout::{self, Outcome, Reach};
+use crate::service::input::Input;
 use crate::service::users::{self as ops, UserResult, status};
 use crate::service::{App, Caller};
 use crate::service::{grants, lifecycle};
@@ -45,7 +48,8 @@ struct DryRunBody<'a> {
     sql: &'a [Statement],
 }
 
-fn user_response(r: &UserResult) -> Response {
+/// The v1 body of one result, its status, and whether it carries a password.
+fn user_body(r: &UserResult) -> (StatusCode, serde_json::Value, bool) {
     let body = UserBody {
         username: &r.username,
         password: r.password.as_ref().map(|p| p.expose()),
@@ -56,26 +60,103 @@ fn user_response(r: &UserResult) -> Response {
         env: &r.entry.env,
         sessions_terminated: r.sessions_terminated,
     };
+    let carries_password = body.password.is_some();
     if let Some(plan) = &r.plan {
         let dry = DryRunBody {
             dry_run: true,
             user: body,
             sql: plan,
         };
-        return Json(dry).into_response();
+        return (StatusCode::OK, json!(dry), false);
     }
     let code = if r.status == status::NOT_FOUND {
         StatusCode::NOT_FOUND
     } else {
         StatusCode::OK
     };
-    let carries_password = body.password.is_some();
+    (code, json!(body), carries_password)
+}
+
+fn respond(code: StatusCode, body: serde_json::Value, carries_password: bool) -> Response {
     let mut res = (code, Json(body)).into_response();
     if carries_password {
         res.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     res
+}
+
+/// One result per target, and an overall status: 200 when every target succeeded, 207
+/// when some did, otherwise the targets' common failure status (502 when they differ).
+fn multi_response(outcomes: &[Outcome<UserResult>]) -> Response {
+    let mut any_password = false;
+    let mut codes = Vec::new();
+    let results: Vec<serde_json::Value> = outcomes
+        .iter()
+        .map(|o| {
+            let (code, mut body) = match &o.result {
+                Ok(r) => {
+                    let (code, body, pw) = user_body(r);
+                    any_password |= pw;
+                    (code, body)
+                }
+                Err(e) => {
+                    if e.status().is_server_error() {
+                        tracing::warn!(env = %o.env, database = %o.database, error = %e, "target failed");
+                    }
+                    (e.status(), json!({ "error": e.to_string() }))
+                }
+            };
+            codes.push(code);
+            body["env"] = json!(o.env);
+            body["database"] = json!(o.database);
+            body["http_status"] = json!(code.as_u16());
+            body
+        })
+        .collect();
+    let succeeded = codes.iter().filter(|c| c.is_success()).count();
+    let overall = if succeeded == codes.len() {
+        StatusCode::OK
+    } else if succeeded > 0 {
+        StatusCode::MULTI_STATUS
+    } else if codes.iter().all(|c| *c == codes[0]) {
+        codes[0]
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    let body = json!({
+        "results": results,
+        "succeeded": succeeded,
+        "failed": codes.len() - succeeded,
+    });
+    respond(overall, body, any_password)
+}
+
+/// Runs a user operation on the one target a call names, or on each of several
+/// (`env=dev,qa` and/or `database=a,b`).
+async fn run<F, Fut>(
+    app: Arc<App>,
+    caller: Caller,
+    params: Params,
+    reach: Reach,
+    operation: &str,
+    op: F,
+) -> Result<Response>
+where
+    F: Fn(Arc<App>, Caller, Input, bool) -> Fut,
+    Fut: Future<Output = Result<UserResult>>,
+{
+    match fanout::split(&params.0) {
+        None => {
+            let (code, body, pw) = user_body(&op(app, caller, params.0, false).await?);
+            Ok(respond(code, body, pw))
+        }
+        Some(inputs) => {
+            let each = |input, same_server| op(app.clone(), caller.clone(), input, same_server);
+            let outcomes = fanout::run(&app, &caller, inputs, reach, operation, each).await;
+            Ok(multi_response(&outcomes))
+        }
+    }
 }
 
 /// Creates a user of the profile the path names (`/api/v1/users/app`, …); the response
@@ -92,9 +173,27 @@ pub async fn create(
             format!("no such endpoint or profile: {profile}"),
         ));
     };
-    let result = ops::create(&app, &caller, &profile, &params.0).await?;
-    let mut res = user_response(&result);
-    if let Ok(v) = HeaderValue::from_str(&profile.label()) {
+    let label = profile.label();
+    let operation = format!("create:{}", profile.name);
+    let mut res = run(
+        app,
+        caller,
+        params,
+        Reach::Create,
+        &operation,
+        move |a, c, i, same| {
+            let profile = profile.clone();
+            async move {
+                if same {
+                    ops::create_on_same_server(&a, &c, &profile, &i).await
+                } else {
+                    ops::create(&a, &c, &profile, &i).await
+                }
+            }
+        },
+    )
+    .await?;
+    if let Ok(v) = HeaderValue::from_str(&label) {
         res.headers_mut().insert(PROFILE_HEADER, v);
     }
     Ok(res)
@@ -108,52 +207,92 @@ pub async fn profiles(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
 
 /// Gives a user a new generated password.
 pub async fn reset(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    Ok(user_response(&ops::reset(&a, &c, &p.0).await?))
+    run(a, c, p, Reach::Role, "reset", |a, c, i, _| async move {
+        ops::reset(&a, &c, &i).await
+    })
+    .await
 }
 
 /// Sets a user's search_path in the target database.
 pub async fn search_path(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    Ok(user_response(&ops::search_path(&a, &c, &p.0).await?))
+    run(
+        a,
+        c,
+        p,
+        Reach::Database,
+        "search-path",
+        |a, c, i, _| async move { ops::search_path(&a, &c, &i).await },
+    )
+    .await
 }
 
 /// Locks a user (NOLOGIN) and ends its open sessions.
 pub async fn lock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    Ok(user_response(&lifecycle::lock(&a, &c, &p.0).await?))
+    run(a, c, p, Reach::Role, "lock", |a, c, i, _| async move {
+        lifecycle::lock(&a, &c, &i).await
+    })
+    .await
 }
 
 /// Unlocks a user (LOGIN).
 pub async fn unlock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    Ok(user_response(&lifecycle::unlock(&a, &c, &p.0).await?))
+    run(a, c, p, Reach::Role, "unlock", |a, c, i, _| async move {
+        lifecycle::unlock(&a, &c, &i).await
+    })
+    .await
 }
 
 /// Ends a user's password validity at `valid_until` (default now).
 pub async fn expire(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    Ok(user_response(&lifecycle::expire(&a, &c, &p.0).await?))
+    run(a, c, p, Reach::Role, "expire", |a, c, i, _| async move {
+        lifecycle::expire(&a, &c, &i).await
+    })
+    .await
 }
 
 /// Extends a user's password validity (`valid_until`, `days`, or forever).
 pub async fn renew(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    Ok(user_response(&lifecycle::renew(&a, &c, &p.0).await?))
+    run(a, c, p, Reach::Role, "renew", |a, c, i, _| async move {
+        lifecycle::renew(&a, &c, &i).await
+    })
+    .await
 }
 
 /// Changes a user's connection limit or alterable attributes.
 pub async fn alter(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    Ok(user_response(&lifecycle::alter(&a, &c, &p.0).await?))
+    run(a, c, p, Reach::Role, "alter", |a, c, i, _| async move {
+        lifecycle::alter(&a, &c, &i).await
+    })
+    .await
 }
 
 /// Drops a user: reassigns and drops what it owns in every database, ends its sessions.
 pub async fn drop(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    Ok(user_response(&lifecycle::drop(&a, &c, &p.0).await?))
+    run(a, c, p, Reach::Role, "drop", |a, c, i, _| async move {
+        lifecycle::drop(&a, &c, &i).await
+    })
+    .await
 }
 
 /// Grants privileges or membership to a user.
 pub async fn grant(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    Ok(user_response(&grants::grant(&a, &c, &p.0).await?))
+    run(a, c, p, Reach::Database, "grant", |a, c, i, _| async move {
+        grants::grant(&a, &c, &i).await
+    })
+    .await
 }
 
 /// Revokes privileges or membership from a user.
 pub async fn revoke(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    Ok(user_response(&grants::revoke(&a, &c, &p.0).await?))
+    run(
+        a,
+        c,
+        p,
+        Reach::Database,
+        "revoke",
+        |a, c, i, _| async move { grants::revoke(&a, &c, &i).await },
+    )
+    .await
 }
 
 /// What a user can do in the target database.

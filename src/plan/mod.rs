@@ -128,7 +128,7 @@ fn setting_value(name: &str, value: &str) -> String {
 }
 
 /// Creates a role of `profile` in database `db`: the role with its attributes and a locally
-/// computed verifier, CONNECT, memberships, grants, then per-database and role settings.
+/// computed verifier, memberships and role-wide settings, then [`database_part`].
 pub fn create_user(
     profile: &Profile,
     role: &RoleName,
@@ -137,7 +137,6 @@ pub fn create_user(
     facts: &CreateFacts,
 ) -> Result<Vec<Statement>, String> {
     let r = ident(role.as_str());
-    let d = ident(db);
     let mut head = format!("CREATE ROLE {r}");
     let words: Vec<&str> = profile.attributes.iter().map(|a| a.keyword()).collect();
     if !words.is_empty() {
@@ -151,6 +150,7 @@ pub fn create_user(
         head.push_str(&format!(" VALID UNTIL {}", literal(&ts)));
     }
     let (pw, pw_shown) = password_clause(verifier);
+    let label = format!("created by pg-user-api, profile {}", profile.label());
     let mut plan = vec![
         Statement::secret(
             format!("{head} {pw}"),
@@ -158,19 +158,8 @@ pub fn create_user(
             "create the role with a locally computed SCRAM verifier",
         ),
         Statement::new(
-            format!(
-                "COMMENT ON ROLE {r} IS {}",
-                literal(&format!(
-                    "created by pg-user-api, profile {}",
-                    profile.label()
-                ))
-            ),
+            format!("COMMENT ON ROLE {r} IS {}", literal(&label)),
             "record which profile version created the role",
-        ),
-        grant_lock(),
-        Statement::new(
-            format!("GRANT CONNECT ON DATABASE {d} TO {r}"),
-            "allow connecting to the target database",
         ),
     ];
     for group in &profile.member_of {
@@ -179,6 +168,36 @@ pub fn create_user(
             "membership from the profile",
         ));
     }
+    for (name, value) in &profile.role_settings {
+        plan.push(Statement::new(
+            format!(
+                "ALTER ROLE {r} SET {name} TO {}",
+                setting_value(name, value)
+            ),
+            "setting in every database",
+        ));
+    }
+    plan.extend(database_part(profile, role, db, facts)?);
+    Ok(plan)
+}
+
+/// What a profile gives a role in one database: CONNECT, the profile's grants and its
+/// per-database settings. Run alone where the role already exists on the same server
+/// (roles are cluster-wide; a second registry entry still needs its grants).
+pub fn database_part(
+    profile: &Profile,
+    role: &RoleName,
+    db: &str,
+    facts: &CreateFacts,
+) -> Result<Vec<Statement>, String> {
+    let (r, d) = (ident(role.as_str()), ident(db));
+    let mut plan = vec![
+        grant_lock(),
+        Statement::new(
+            format!("GRANT CONNECT ON DATABASE {d} TO {r}"),
+            "allow connecting to the target database",
+        ),
+    ];
     for grant in &profile.grants {
         plan.extend(grant.statements(role, db, &facts.schemas, false)?);
     }
@@ -189,15 +208,6 @@ pub fn create_user(
                 setting_value(name, value)
             ),
             "setting in the target database",
-        ));
-    }
-    for (name, value) in &profile.role_settings {
-        plan.push(Statement::new(
-            format!(
-                "ALTER ROLE {r} SET {name} TO {}",
-                setting_value(name, value)
-            ),
-            "setting in every database",
         ));
     }
     Ok(plan)

@@ -35,6 +35,12 @@ impl Password {
     }
 }
 
+impl Clone for Password {
+    fn clone(&self) -> Self {
+        Self(SecretString::from(self.expose().to_owned()))
+    }
+}
+
 impl std::fmt::Debug for Password {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Password(********)")

@@ -2,6 +2,7 @@
 //! audit intent, run the plan, write the outcome.
 
 pub mod audit;
+pub mod fanout;
 pub mod grants;
 pub mod input;
 pub mod lifecycle;
@@ -58,6 +59,8 @@ pub struct App {
     pub api: ApiCredentials,
     /// User profiles: built-in and configured.
     pub profiles: Profiles,
+    /// Servers worked on at once by a call with several targets.
+    pub fan_out_parallelism: usize,
 }
 
 impl App {
@@ -85,6 +88,7 @@ impl App {
             },
             api,
             profiles,
+            fan_out_parallelism: config.targets.fan_out_parallelism.max(1),
         })
     }
 

@@ -25,7 +25,7 @@ pub mod status {
 }
 
 /// The result of a user-changing operation.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct UserResult {
     /// The role name actually used (folded, templated).
     pub username: String,
@@ -220,9 +220,31 @@ pub async fn create(
     profile: &Profile,
     input: &Input,
 ) -> Result<UserResult> {
+    create_as(app, caller, profile, input, false).await
+}
+
+/// Like [`create`], for a registry entry on a server where this same call has just created
+/// the role (roles are cluster-wide): reports `user already exists` and still applies the
+/// profile's per-database grants and settings in this entry's database.
+pub async fn create_on_same_server(
+    app: &App,
+    caller: &Caller,
+    profile: &Profile,
+    input: &Input,
+) -> Result<UserResult> {
+    create_as(app, caller, profile, input, true).await
+}
+
+async fn create_as(
+    app: &App,
+    caller: &Caller,
+    profile: &Profile,
+    input: &Input,
+    same_server: bool,
+) -> Result<UserResult> {
     let mut scope = AuditScope::new(app, caller, &format!("create:{}", profile.name), input);
     scope.set_profile(&profile.label());
-    let result = create_in(app, &mut scope, profile, input).await;
+    let result = create_in(app, &mut scope, profile, input, same_server).await;
     scope.outcome(&result, status_of).await;
     result
 }
@@ -232,6 +254,7 @@ async fn create_in(
     scope: &mut AuditScope<'_>,
     profile: &Profile,
     input: &Input,
+    same_server: bool,
 ) -> Result<UserResult> {
     let env = input.required("env")?;
     let database = input.required("database")?;
@@ -250,7 +273,9 @@ async fn create_in(
     let mut conn = app.targets.connect(&entry).await?;
     let tx = conn.transaction().await.map_err(|e| classify(&e))?;
     lock_role(&tx, &role).await?;
-    if !matches!(role_state(&tx, &role).await?, RoleState::Missing) {
+    let state = role_state(&tx, &role).await?;
+    let per_database_only = same_server && matches!(state, RoleState::Ordinary);
+    if !matches!(state, RoleState::Missing) && !per_database_only {
         return Ok(UserResult::new(&role, entry, status::EXISTS));
     }
     check_groups(&tx, profile).await?;
@@ -264,8 +289,12 @@ async fn create_in(
             .password_valid_days
             .map(|d| chrono::Utc::now() + chrono::Duration::days(i64::from(d))),
     };
-    let plan = plan::create_user(profile, &role, &entry.db_name, &verifier, &facts)
-        .map_err(Error::Invalid)?;
+    let plan = if per_database_only {
+        plan::database_part(profile, &role, &entry.db_name, &facts)
+    } else {
+        plan::create_user(profile, &role, &entry.db_name, &verifier, &facts)
+    }
+    .map_err(Error::Invalid)?;
     if dry_run {
         return Ok(UserResult::new(&role, entry, status::DRY_RUN).planned(plan));
     }
@@ -274,6 +303,7 @@ async fn create_in(
         Err(e) => Err(e),
     };
     match applied {
+        Ok(()) if per_database_only => Ok(UserResult::new(&role, entry, status::EXISTS)),
         Ok(()) => Ok(UserResult {
             password: Some(password),
             ..UserResult::new(&role, entry, &profile.created_status)

@@ -2,6 +2,7 @@
 
 mod cli;
 mod concurrency;
+mod fanout;
 mod grants;
 mod lifecycle;
 mod profiles;

@@ -83,11 +83,17 @@ pub fn clusters() -> &'static Clusters {
 /// Starts a cluster with the demo's layout: admin role `pgua_admin`, owner role `app_owner`,
 /// databases `dev` and `prod` with a table `public.orders`.
 pub fn start_prepared(options: ClusterOptions, admin_password: &str) -> ClusterInfo {
-    let cluster = TempCluster::start(options).expect("cluster starts");
-    prepare_cluster(&cluster, admin_password).expect("cluster prepared");
+    let cluster = start_prepared_cluster(options, admin_password);
     let info = ClusterInfo::of(&cluster, admin_password);
     OWNED.lock().unwrap().push(cluster);
     info
+}
+
+/// Like [`start_prepared`], but the caller owns the cluster (to stop and restart it).
+pub fn start_prepared_cluster(options: ClusterOptions, admin_password: &str) -> TempCluster {
+    let cluster = TempCluster::start(options).expect("cluster starts");
+    prepare_cluster(&cluster, admin_password).expect("cluster prepared");
+    cluster
 }
 
 /// Connects with a password over TCP, as any client would.
@@ -289,6 +295,22 @@ impl TestApp {
         Self::reply(req.send().await.unwrap()).await
     }
 
+    /// Registers `env`/`db_name` on 127.0.0.1:`port`; call it before the first request.
+    pub async fn register(&self, env: &str, db_name: &str, port: u16) {
+        self.store
+            .registry_add(&NewEntry {
+                env: env.into(),
+                db_name: db_name.into(),
+                hostname: "127.0.0.1".into(),
+                port,
+                active: true,
+                notes: None,
+                sslmode: SslMode::Disable,
+            })
+            .await
+            .unwrap();
+    }
+
     /// A new database on the dev cluster, owned by `app_owner` and registered under `env`.
     /// Call it before the first request: the server reads the registry into a snapshot.
     pub async fn fresh_database(&self, env: &str) -> String {
@@ -297,18 +319,7 @@ impl TestApp {
         su.batch_execute(&format!("CREATE DATABASE {db} OWNER app_owner"))
             .await
             .unwrap();
-        self.store
-            .registry_add(&NewEntry {
-                env: env.into(),
-                db_name: db.clone(),
-                hostname: "127.0.0.1".into(),
-                port: self.clusters.dev.port,
-                active: true,
-                notes: None,
-                sslmode: SslMode::Disable,
-            })
-            .await
-            .unwrap();
+        self.register(env, &db, self.clusters.dev.port).await;
         db
     }
 

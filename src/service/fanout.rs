@@ -1,0 +1,161 @@
+//! One call, several targets: `env=dev,qa,uat` and/or `database=a,b` run the operation on
+//! every (env, database) pair, a few servers at a time, one result per target.
+//!
+//! Roles are cluster-wide, so targets on the same server are worked on in order: the first
+//! one does what is done to the role (create it, reset its password, lock it, …); the others
+//! get what belongs to their own database (a create's grants and settings) or the first
+//! one's result, and each target gets its own audit records.
+
+use std::future::Future;
+
+use futures_util::StreamExt;
+
+use super::audit::AuditScope;
+use super::input::Input;
+use super::users::{UserResult, status_of};
+use super::{App, Caller};
+use crate::error::Result;
+
+/// What an operation changes, which decides how targets on one server share the work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Something in the target database (search_path, grants): run on every target.
+    Database,
+    /// The role itself (reset, lock, expire, …): run once per server, shared by the rest.
+    Role,
+    /// A create: the role once per server, then the database part on every target.
+    Create,
+}
+
+/// One target's result.
+pub struct Outcome<T> {
+    /// Environment asked for.
+    pub env: String,
+    /// Database asked for.
+    pub database: String,
+    /// What happened there.
+    pub result: Result<T>,
+}
+
+fn list(input: &Input, name: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for part in input.get(name).unwrap_or("").split(',') {
+        let part = part.trim();
+        if !part.is_empty() && !out.iter().any(|p| p == part) {
+            out.push(part.to_owned());
+        }
+    }
+    out
+}
+
+/// The single-target inputs of a call naming several targets (every env with every
+/// database), or `None` for an ordinary single-target call.
+pub fn split(input: &Input) -> Option<Vec<Input>> {
+    let (envs, dbs) = (list(input, "env"), list(input, "database"));
+    if envs.len() <= 1 && dbs.len() <= 1 {
+        return None;
+    }
+    let mut out = Vec::new();
+    for env in &envs {
+        for db in &dbs {
+            let mut one = input.clone();
+            one.set("env", env.clone());
+            one.set("database", db.clone());
+            out.push(one);
+        }
+    }
+    Some(out)
+}
+
+/// Targets on one server (`None`: a target that did not resolve), with their call order.
+type ServerGroup = (Option<(String, u16)>, Vec<(usize, Input)>);
+
+/// Runs `op` on every target; `op(input, same_server)` is told when an earlier target on
+/// the same server has already done the role-wide part.
+pub async fn run<F, Fut>(
+    app: &App,
+    caller: &Caller,
+    inputs: Vec<Input>,
+    reach: Reach,
+    operation: &str,
+    op: F,
+) -> Vec<Outcome<UserResult>>
+where
+    F: Fn(Input, bool) -> Fut,
+    Fut: Future<Output = Result<UserResult>>,
+{
+    // Group by server; targets that do not resolve form groups of their own (and fail).
+    let mut groups: Vec<ServerGroup> = Vec::new();
+    for (i, input) in inputs.into_iter().enumerate() {
+        let env = input.get("env").unwrap_or_default();
+        let db = input.get("database").unwrap_or_default();
+        let server = app
+            .resolve(env, db)
+            .await
+            .ok()
+            .map(|e| (e.hostname, e.port));
+        match groups
+            .iter_mut()
+            .find(|(s, _)| server.is_some() && *s == server)
+        {
+            Some((_, members)) => members.push((i, input)),
+            None => groups.push((server, vec![(i, input)])),
+        }
+    }
+    let op = &op;
+    let mut done: Vec<(usize, Outcome<UserResult>)> = futures_util::stream::iter(groups)
+        .map(|(_, members)| async move {
+            let mut out = Vec::new();
+            let mut leader: Option<UserResult> = None;
+            for (i, input) in members {
+                let result = match (&leader, reach) {
+                    (Some(first), Reach::Role) => copy(app, caller, operation, &input, first).await,
+                    (Some(_), Reach::Create) => op(input.clone(), true).await,
+                    _ => op(input.clone(), false).await,
+                };
+                if leader.is_none() {
+                    leader = result.as_ref().ok().cloned();
+                }
+                out.push((
+                    i,
+                    Outcome {
+                        env: input.get("env").unwrap_or_default().to_owned(),
+                        database: input.get("database").unwrap_or_default().to_owned(),
+                        result,
+                    },
+                ));
+            }
+            out
+        })
+        .buffer_unordered(app.fan_out_parallelism)
+        .flat_map(futures_util::stream::iter)
+        .collect()
+        .await;
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, o)| o).collect()
+}
+
+/// A role-wide change already made through another entry on the same server: this target
+/// reports the same result, under its own registry entry and its own audit record.
+async fn copy(
+    app: &App,
+    caller: &Caller,
+    operation: &str,
+    input: &Input,
+    first: &UserResult,
+) -> Result<UserResult> {
+    let scope = AuditScope::new(app, caller, operation, input);
+    let result = async {
+        let entry = app
+            .resolve(input.required("env")?, input.required("database")?)
+            .await?;
+        Ok(UserResult {
+            entry,
+            sessions_terminated: first.sessions_terminated.map(|_| 0),
+            ..first.clone()
+        })
+    }
+    .await;
+    scope.outcome(&result, status_of).await;
+    result
+}
