@@ -86,17 +86,19 @@ fn respond(code: StatusCode, body: serde_json::Value, carries_password: bool) ->
     res
 }
 
+/// A rendered result: status, body, whether the body carries a password.
+type Rendered = (StatusCode, serde_json::Value, bool);
+
 /// One result per target, and an overall status: 200 when every target succeeded, 207
 /// when some did, otherwise the targets' common failure status (502 when they differ).
-fn multi_response(outcomes: &[Outcome<UserResult>]) -> Response {
+fn multi_response(outcomes: Vec<Outcome<Rendered>>) -> Response {
     let mut any_password = false;
     let mut codes = Vec::new();
     let results: Vec<serde_json::Value> = outcomes
-        .iter()
+        .into_iter()
         .map(|o| {
-            let (code, mut body) = match &o.result {
-                Ok(r) => {
-                    let (code, body, pw) = user_body(r);
+            let (code, mut body) = match o.result {
+                Ok((code, body, pw)) => {
                     any_password |= pw;
                     (code, body)
                 }
@@ -132,6 +134,50 @@ fn multi_response(outcomes: &[Outcome<UserResult>]) -> Response {
     respond(overall, body, any_password)
 }
 
+fn rendered(outcomes: Vec<Outcome<UserResult>>) -> Vec<Outcome<Rendered>> {
+    outcomes
+        .into_iter()
+        .map(|o| Outcome {
+            env: o.env,
+            database: o.database,
+            result: o.result.map(|r| user_body(&r)),
+        })
+        .collect()
+}
+
+/// Runs a read on the one target a call names, or on each of several.
+async fn read<T, F, Fut>(
+    app: Arc<App>,
+    caller: Caller,
+    params: Params,
+    op: F,
+    render: fn(&T) -> Rendered,
+) -> Result<Response>
+where
+    F: Fn(Arc<App>, Caller, Input) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    match fanout::split(&params.0) {
+        None => {
+            let (code, body, pw) = render(&op(app, caller, params.0).await?);
+            Ok(respond(code, body, pw))
+        }
+        Some(inputs) => {
+            let each = |input| op(app.clone(), caller.clone(), input);
+            let outcomes = fanout::run_each(&app, inputs, each).await;
+            let outcomes = outcomes
+                .into_iter()
+                .map(|o| Outcome {
+                    env: o.env,
+                    database: o.database,
+                    result: o.result.map(|r| render(&r)),
+                })
+                .collect();
+            Ok(multi_response(outcomes))
+        }
+    }
+}
+
 /// Runs a user operation on the one target a call names, or on each of several
 /// (`env=dev,qa` and/or `database=a,b`).
 async fn run<F, Fut>(
@@ -154,7 +200,7 @@ where
         Some(inputs) => {
             let each = |input, same_server| op(app.clone(), caller.clone(), input, same_server);
             let outcomes = fanout::run(&app, &caller, inputs, reach, operation, each).await;
-            Ok(multi_response(&outcomes))
+            Ok(multi_response(rendered(outcomes)))
         }
     }
 }
@@ -297,20 +343,23 @@ pub async fn revoke(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<R
 
 /// What a user can do in the target database.
 pub async fn privileges(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    let r = grants::report(&a, &c, &p.0).await?;
-    let mut body = target_fields(&r.entry);
-    body.insert("found".into(), r.report.is_some().into());
-    body.insert("username".into(), r.username.clone().into());
-    let code = match &r.report {
-        Some(report) => {
-            if let serde_json::Value::Object(fields) = json!(report) {
-                body.extend(fields);
+    let op = |a: Arc<App>, c: Caller, i: Input| async move { grants::report(&a, &c, &i).await };
+    read(a, c, p, op, |r| {
+        let mut body = target_fields(&r.entry);
+        body.insert("found".into(), r.report.is_some().into());
+        body.insert("username".into(), r.username.clone().into());
+        let code = match &r.report {
+            Some(report) => {
+                if let serde_json::Value::Object(fields) = json!(report) {
+                    body.extend(fields);
+                }
+                StatusCode::OK
             }
-            StatusCode::OK
-        }
-        None => StatusCode::NOT_FOUND,
-    };
-    Ok((code, Json(body)).into_response())
+            None => StatusCode::NOT_FOUND,
+        };
+        (code, body.into(), false)
+    })
+    .await
 }
 
 fn target_fields(entry: &RegistryEntry) -> serde_json::Map<String, serde_json::Value> {
@@ -324,23 +373,28 @@ fn target_fields(entry: &RegistryEntry) -> serde_json::Map<String, serde_json::V
 
 /// Looks a user up: `{found, username, attributes, hostname, database, port, env}`.
 pub async fn find(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    let r = ops::find(&a, &c, &p.0).await?;
-    let mut body = target_fields(&r.entry);
-    body.insert("found".into(), r.role.is_some().into());
-    body.insert("username".into(), r.username.clone().into());
-    body.insert(
-        "attributes".into(),
-        r.role
+    let op = |a: Arc<App>, c: Caller, i: Input| async move { ops::find(&a, &c, &i).await };
+    read(a, c, p, op, |r| {
+        let mut body = target_fields(&r.entry);
+        body.insert("found".into(), r.role.is_some().into());
+        body.insert("username".into(), r.username.clone().into());
+        let attributes = r
+            .role
             .as_ref()
-            .map_or(json!(null), |role| json!(role.attributes)),
-    );
-    Ok(Json(body).into_response())
+            .map_or(json!(null), |role| json!(role.attributes));
+        body.insert("attributes".into(), attributes);
+        (StatusCode::OK, body.into(), false)
+    })
+    .await
 }
 
 /// Lists the target's users: `{env, hostname, database, port, users}`.
 pub async fn all(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    let r = ops::list(&a, &c, &p.0).await?;
-    let mut body = target_fields(&r.entry);
-    body.insert("users".into(), json!(r.users));
-    Ok(Json(body).into_response())
+    let op = |a: Arc<App>, c: Caller, i: Input| async move { ops::list(&a, &c, &i).await };
+    read(a, c, p, op, |r| {
+        let mut body = target_fields(&r.entry);
+        body.insert("users".into(), json!(r.users));
+        (StatusCode::OK, body.into(), false)
+    })
+    .await
 }

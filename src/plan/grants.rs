@@ -156,6 +156,9 @@ pub struct GrantConfig {
     /// Also for objects the schema and object owners create later (default privileges).
     #[serde(default)]
     pub future: bool,
+    /// With `future`: only for objects this role creates later, instead of every owner's.
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// Which schemas a grant covers.
@@ -191,6 +194,8 @@ pub struct Grant {
     pub privileges: Vec<Privilege>,
     /// With default privileges for future objects.
     pub future: bool,
+    /// The one owner whose future objects are meant, if given.
+    pub owner: Option<RoleName>,
 }
 
 impl Grant {
@@ -252,12 +257,22 @@ impl Grant {
         if cfg.future && on == GrantOn::Schema {
             return Err("future applies to tables, sequences and functions".into());
         }
+        if cfg.owner.is_some() && !cfg.future {
+            return Err("owner names whose future objects are meant: it needs future".into());
+        }
+        let owner = cfg
+            .owner
+            .as_deref()
+            .map(|o| names.role(o))
+            .transpose()
+            .map_err(|e| e.to_string())?;
         Ok(Self {
             on,
             schemas,
             objects,
             privileges: cfg.privileges.clone(),
             future: cfg.future,
+            owner,
         })
     }
 
@@ -322,7 +337,8 @@ impl Grant {
                 comment,
             ));
             if self.future {
-                for owner in &schema.owners {
+                let given = self.owner.as_ref().map(|o| vec![o.to_string()]);
+                for owner in given.as_ref().unwrap_or(&schema.owners) {
                     out.push(Statement::new(
                         format!(
                             "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {s} {verb} {privs} ON {} {prep} {r}",
@@ -411,6 +427,22 @@ mod tests {
         assert_eq!(
             shown(&g, true),
             ["REVOKE SELECT ON TABLE \"sales\".\"orders\", \"sales\".\"items\" FROM \"bob\""]
+        );
+    }
+
+    #[test]
+    fn future_for_a_given_owner_only() {
+        let g = grant("on = \"tables\"\nschemas = [\"sales\"]\nprivileges = [\"SELECT\"]\nfuture = true\nowner = \"ETL\"").unwrap();
+        assert_eq!(
+            shown(&g, false)[1],
+            "ALTER DEFAULT PRIVILEGES FOR ROLE \"etl\" IN SCHEMA \"sales\" GRANT SELECT ON TABLES TO \"bob\""
+        );
+        assert_eq!(shown(&g, false).len(), 2);
+        assert!(
+            grant(
+                "on = \"tables\"\nschemas = [\"sales\"]\nprivileges = [\"SELECT\"]\nowner = \"etl\""
+            )
+            .is_err()
         );
     }
 

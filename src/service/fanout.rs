@@ -135,6 +135,26 @@ where
     done.into_iter().map(|(_, o)| o).collect()
 }
 
+/// Runs a read on every target, a few at a time, results in call order.
+pub async fn run_each<T, F, Fut>(app: &App, inputs: Vec<Input>, op: F) -> Vec<Outcome<T>>
+where
+    F: Fn(Input) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let op = &op;
+    futures_util::stream::iter(inputs)
+        .map(|input| async move {
+            Outcome {
+                env: input.get("env").unwrap_or_default().to_owned(),
+                database: input.get("database").unwrap_or_default().to_owned(),
+                result: op(input.clone()).await,
+            }
+        })
+        .buffered(app.fan_out_parallelism)
+        .collect()
+        .await
+}
+
 /// A role-wide change already made through another entry on the same server: this target
 /// reports the same result, under its own registry entry and its own audit record.
 async fn copy(

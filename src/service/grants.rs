@@ -87,6 +87,7 @@ fn parse_request(app: &App, input: &Input) -> Result<Request> {
         objects: list("objects"),
         privileges,
         future: input.flag("future")?,
+        owner: input.get("owner").map(str::to_owned),
     };
     Grant::from_config(&cfg, &app.policy.names)
         .map(Request::Objects)

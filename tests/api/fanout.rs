@@ -128,6 +128,13 @@ async fn two_entries_on_one_server_share_the_role_and_each_get_their_grants() {
     assert_eq!(r.body["results"][0]["status"], "user locked");
     assert_eq!(r.body["results"][1]["http_status"], 404);
 
+    // Reads fan out too.
+    let r = app.get("/api/v1/users/find", &q).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["results"][1]["found"], true);
+    let r = app.get("/api/v1/users/privileges", &q).await;
+    assert_eq!(r.body["results"][1]["database"][0], "CONNECT", "{}", r.body);
+
     let r = app.get("/api/v1/users/drop", &q).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["results"][1]["status"], "user dropped");

@@ -116,6 +116,7 @@ async fn future_grants_cover_tables_the_owner_creates_later() {
             ("schema", "public"),
             ("privileges", "SELECT"),
             ("future", "true"),
+            ("owner", "app_owner"),
         ],
     )
     .await;
