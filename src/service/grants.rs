@@ -302,8 +302,8 @@ pub struct PrivilegeReport {
     pub profile: Option<String>,
     /// Roles it is a member of.
     pub member_of: Vec<Membership>,
-    /// Effective database privileges (PUBLIC's included).
-    pub database: Vec<&'static str>,
+    /// Effective privileges on the database (PUBLIC's included).
+    pub database_privileges: Vec<&'static str>,
     /// Per schema: usage, create, and how many tables it may read or change.
     pub schemas: Vec<SchemaReport>,
     /// Default privileges granted to it.
@@ -455,7 +455,7 @@ async fn build_report(
             &[&name],
         )
         .await?;
-    let database = ["CONNECT", "CREATE", "TEMPORARY"]
+    let database_privileges = ["CONNECT", "CREATE", "TEMPORARY"]
         .into_iter()
         .enumerate()
         .filter(|(i, _)| db.get::<_, bool>(*i))
@@ -544,7 +544,7 @@ async fn build_report(
         role: role_info(&row),
         profile,
         member_of,
-        database,
+        database_privileges,
         schemas,
         default_privileges,
         settings,

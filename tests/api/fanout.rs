@@ -133,7 +133,11 @@ async fn two_entries_on_one_server_share_the_role_and_each_get_their_grants() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["results"][1]["found"], true);
     let r = app.get("/api/v1/users/privileges", &q).await;
-    assert_eq!(r.body["results"][1]["database"][0], "CONNECT", "{}", r.body);
+    assert_eq!(
+        r.body["results"][1]["database_privileges"][0], "CONNECT",
+        "{}",
+        r.body
+    );
 
     let r = app.get("/api/v1/users/drop", &q).await;
     assert_eq!(r.status, 200, "{}", r.body);

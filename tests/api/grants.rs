@@ -360,7 +360,8 @@ async fn privileges_report_describes_the_role() {
     let r = call(&app, "privileges", &name, &[]).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.str("profile").starts_with("readonly@"), "{}", r.body);
-    assert_eq!(r.body["database"][0], "CONNECT");
+    assert_eq!(r.body["database_privileges"][0], "CONNECT");
+    assert_eq!(r.str("database"), "dev");
     let public = r.body["schemas"]
         .as_array()
         .unwrap()
