@@ -46,6 +46,8 @@ impl<'a> AuditScope<'a> {
                 pg_username: field("username"),
                 operation: operation.to_owned(),
                 profile: String::new(),
+                prev_hash: String::new(),
+                hash: String::new(),
                 status: String::new(),
                 detail: String::new(),
                 error: None,

@@ -4,6 +4,7 @@
 //! several replicas share one store.
 
 pub mod audit_queue;
+pub mod chain;
 pub mod postgres;
 pub mod sqlite;
 
@@ -193,6 +194,10 @@ pub struct AuditRecord {
     pub operation: String,
     /// Profile and version of a create (`app@1a2b3c4d`), else empty.
     pub profile: String,
+    /// The hash of the record before it (empty before the chain began).
+    pub prev_hash: String,
+    /// SHA-256 over `prev_hash` and this record's fields (see [`chain`]).
+    pub hash: String,
     /// `intent`, `success` or `failure`.
     pub status: String,
     /// Outcome text (`user created`, `password reset`, …).
@@ -235,7 +240,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> anyhow::Result<bool>;
     /// Removes an entry; false when no such entry.
     async fn registry_remove(&self, env: &str, db_name: &str) -> anyhow::Result<bool>;
-    /// Appends audit records atomically, in one statement.
+    /// Appends audit records atomically, chained after the last one (see [`chain`]).
     async fn audit_append(&self, records: &[AuditRecord]) -> anyhow::Result<()>;
     /// The latest records, newest first.
     async fn audit_latest(&self, limit: u32) -> anyhow::Result<Vec<AuditRecord>>;

@@ -14,10 +14,16 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgExecutor, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
-use super::{AuditRecord, NewEntry, RegistryEntry, Store, StoreError, redact_url};
+use super::{AuditRecord, NewEntry, RegistryEntry, Store, StoreError, chain, redact_url};
 
 /// Ordered migrations; each runs once, all in one transaction under [`MIGRATION_LOCK`].
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/postgres_001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/postgres_001_initial.sql")),
+    (2, include_str!("migrations/postgres_002_audit_chain.sql")),
+];
+
+/// Advisory lock key ("pguachai") held while appending to the audit chain.
+const CHAIN_LOCK: i64 = 0x7067_7561_6368_6169;
 
 /// Advisory lock key ("pguamigr") held while migrating; advisory locks are per database, so
 /// stores in other databases of the same server never wait on each other.
@@ -193,16 +199,18 @@ impl Import {
         sqlx::query(
             "INSERT INTO audit_log (id, env, db_name, pg_username, operation, status,
                  performed_at, request_id, principal, client_addr, detail, error, duration_ms,
-                 profile)
+                 profile, prev_hash, hash)
              OVERRIDING SYSTEM VALUE
              SELECT id, env, db_name, pg_username, operation, status, performed_at,
-                    request_id, principal, client_addr, detail, error, duration_ms, profile
+                    request_id, principal, client_addr, detail, error, duration_ms, profile,
+                    nullif(prev_hash, ''), nullif(hash, '')
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                          $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[],
-                         $11::text[], $12::bigint[], $13::text[], $14::bigint[])
+                         $11::text[], $12::bigint[], $13::text[], $14::text[], $15::text[],
+                         $16::bigint[])
                   AS r(env, db_name, pg_username, operation, status, performed_at,
                        request_id, principal, client_addr, detail, error, duration_ms, profile,
-                       id)",
+                       prev_hash, hash, id)",
         )
         .bind(a.env)
         .bind(a.db_name)
@@ -217,6 +225,8 @@ impl Import {
         .bind(a.error)
         .bind(a.duration_ms)
         .bind(a.profile)
+        .bind(a.prev_hash)
+        .bind(a.hash)
         .bind(records.iter().map(|r| r.id).collect::<Vec<_>>())
         .execute(&mut *self.tx)
         .await
@@ -270,6 +280,8 @@ struct AuditArrays<'a> {
     error: Vec<Option<&'a str>>,
     duration_ms: Vec<Option<i64>>,
     profile: Vec<&'a str>,
+    prev_hash: Vec<&'a str>,
+    hash: Vec<&'a str>,
 }
 
 impl<'a> AuditArrays<'a> {
@@ -289,6 +301,8 @@ impl<'a> AuditArrays<'a> {
             error: records.iter().map(|r| r.error.as_deref()).collect(),
             duration_ms: records.iter().map(|r| r.duration_ms).collect(),
             profile: col(|r| &r.profile),
+            prev_hash: col(|r| &r.prev_hash),
+            hash: col(|r| &r.hash),
         }
     }
 }
@@ -333,6 +347,8 @@ fn audit_row(row: &PgRow) -> anyhow::Result<AuditRecord> {
         error: row.try_get("error")?,
         duration_ms: row.try_get("duration_ms")?,
         profile: text("profile")?,
+        prev_hash: text("prev_hash")?,
+        hash: text("hash")?,
     })
 }
 
@@ -354,7 +370,7 @@ async fn audit_after<'e>(
 ) -> anyhow::Result<Vec<AuditRecord>> {
     let rows = sqlx::query(
         "SELECT id, env, db_name, pg_username, operation, status, performed_at, request_id,
-                principal, client_addr, detail, error, duration_ms, profile
+                principal, client_addr, detail, error, duration_ms, profile, prev_hash, hash
          FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2",
     )
     .bind(after_id)
@@ -447,20 +463,35 @@ impl Store for PostgresStore {
         if records.is_empty() {
             return Ok(());
         }
-        let a = AuditArrays::of(records);
+        // Replicas append one at a time under the chain lock, so ids and links agree.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(CHAIN_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let last: Option<String> = sqlx::query_scalar(
+            "SELECT hash FROM audit_log WHERE hash IS NOT NULL ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let mut records = records.to_vec();
+        chain::chain(last, &mut records);
+        let a = AuditArrays::of(&records);
         // ORDER BY the ordinality so ids follow the batch order, as SQLite's VALUES list does.
         sqlx::query(
             "INSERT INTO audit_log (env, db_name, pg_username, operation, status, performed_at,
-                 request_id, principal, client_addr, detail, error, duration_ms, profile)
+                 request_id, principal, client_addr, detail, error, duration_ms, profile,
+                 prev_hash, hash)
              SELECT env, db_name, pg_username, operation, status, performed_at,
-                    request_id, principal, client_addr, detail, error, duration_ms, profile
+                    request_id, principal, client_addr, detail, error, duration_ms, profile,
+                    prev_hash, hash
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                          $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[],
-                         $11::text[], $12::bigint[], $13::text[])
+                         $11::text[], $12::bigint[], $13::text[], $14::text[], $15::text[])
                   WITH ORDINALITY
                   AS r(env, db_name, pg_username, operation, status, performed_at,
                        request_id, principal, client_addr, detail, error, duration_ms, profile,
-                       n)
+                       prev_hash, hash, n)
              ORDER BY n",
         )
         .bind(a.env)
@@ -476,15 +507,18 @@ impl Store for PostgresStore {
         .bind(a.error)
         .bind(a.duration_ms)
         .bind(a.profile)
-        .execute(&self.pool)
+        .bind(a.prev_hash)
+        .bind(a.hash)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     async fn audit_latest(&self, limit: u32) -> anyhow::Result<Vec<AuditRecord>> {
         let rows = sqlx::query(
             "SELECT id, env, db_name, pg_username, operation, status, performed_at, request_id,
-                    principal, client_addr, detail, error, duration_ms, profile
+                    principal, client_addr, detail, error, duration_ms, profile, prev_hash, hash
              FROM audit_log ORDER BY performed_at DESC, id DESC LIMIT $1",
         )
         .bind(i64::from(limit))

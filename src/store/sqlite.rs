@@ -16,13 +16,14 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use super::{AuditRecord, NewEntry, RegistryEntry, Store, StoreError};
+use super::{AuditRecord, NewEntry, RegistryEntry, Store, StoreError, chain};
 
 /// Ordered migrations; each runs once, in its own transaction.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite_001_original.sql")),
     (2, include_str!("migrations/sqlite_002_audit_context.sql")),
     (3, include_str!("migrations/sqlite_003_audit_profile.sql")),
+    (4, include_str!("migrations/sqlite_004_audit_chain.sql")),
 ];
 
 /// The SQLite store.
@@ -137,6 +138,8 @@ fn audit_row(row: &SqliteRow) -> anyhow::Result<AuditRecord> {
         pg_username: text("pg_username")?,
         operation: text("operation")?,
         profile: text("profile")?,
+        prev_hash: text("prev_hash")?,
+        hash: text("hash")?,
         status: text("status")?,
         detail: text("detail")?,
         error: row.try_get("error")?,
@@ -245,41 +248,57 @@ impl Store for SqliteStore {
         if records.is_empty() {
             return Ok(());
         }
-        // One multi-row INSERT: a single round trip and an implicit transaction. The SQL
-        // text is built from constants only; every value is a bind parameter.
-        let mut sql = String::from(
-            "INSERT INTO audit_log (env, db_name, pg_username, operation, status, performed_at,
-                 request_id, principal, client_addr, detail, error, duration_ms, profile) VALUES ",
-        );
-        for i in 0..records.len() {
-            sql.push_str(if i == 0 { "" } else { ", " });
-            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        // IMMEDIATE takes the write lock first, so no other process can slip a record in
+        // between reading the chain's end and appending to it.
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let last: Option<String> = sqlx::query_scalar(
+            "SELECT hash FROM audit_log WHERE hash IS NOT NULL ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let mut records = records.to_vec();
+        chain::chain(last, &mut records);
+        // Multi-row INSERTs of constant text; every value is a bind parameter. Chunks keep
+        // a batch under SQLite's limit on parameters per statement.
+        for chunk in records.chunks(500) {
+            let mut sql = String::from(
+                "INSERT INTO audit_log (env, db_name, pg_username, operation, status, performed_at,
+                     request_id, principal, client_addr, detail, error, duration_ms, profile,
+                     prev_hash, hash) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                sql.push_str(if i == 0 { "" } else { ", " });
+                sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+            }
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                query = query
+                    .bind(&r.env)
+                    .bind(&r.db_name)
+                    .bind(&r.pg_username)
+                    .bind(&r.operation)
+                    .bind(&r.status)
+                    .bind(format_time(&r.performed_at))
+                    .bind(&r.request_id)
+                    .bind(&r.principal)
+                    .bind(&r.client_addr)
+                    .bind(&r.detail)
+                    .bind(&r.error)
+                    .bind(r.duration_ms)
+                    .bind(&r.profile)
+                    .bind(&r.prev_hash)
+                    .bind(&r.hash);
+            }
+            query.execute(&mut *tx).await?;
         }
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for r in records {
-            query = query
-                .bind(&r.env)
-                .bind(&r.db_name)
-                .bind(&r.pg_username)
-                .bind(&r.operation)
-                .bind(&r.status)
-                .bind(format_time(&r.performed_at))
-                .bind(&r.request_id)
-                .bind(&r.principal)
-                .bind(&r.client_addr)
-                .bind(&r.detail)
-                .bind(&r.error)
-                .bind(r.duration_ms)
-                .bind(&r.profile);
-        }
-        query.execute(&self.writer).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     async fn audit_latest(&self, limit: u32) -> anyhow::Result<Vec<AuditRecord>> {
         let rows = sqlx::query(
             "SELECT id, env, db_name, pg_username, operation, status, performed_at, request_id,
-                    principal, client_addr, detail, error, duration_ms, profile
+                    principal, client_addr, detail, error, duration_ms, profile, prev_hash, hash
              FROM audit_log ORDER BY performed_at DESC, id DESC LIMIT ?",
         )
         .bind(i64::from(limit))
@@ -291,7 +310,7 @@ impl Store for SqliteStore {
     async fn audit_after(&self, after_id: i64, limit: u32) -> anyhow::Result<Vec<AuditRecord>> {
         let rows = sqlx::query(
             "SELECT id, env, db_name, pg_username, operation, status, performed_at, request_id,
-                    principal, client_addr, detail, error, duration_ms, profile
+                    principal, client_addr, detail, error, duration_ms, profile, prev_hash, hash
              FROM audit_log WHERE id > ? ORDER BY id LIMIT ?",
         )
         .bind(after_id)

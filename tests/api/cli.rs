@@ -371,6 +371,9 @@ async fn store_migrate_copies_sqlite_to_postgres_exactly_and_only_into_an_empty_
             } else {
                 String::new()
             },
+
+            prev_hash: String::new(),
+            hash: String::new(),
         })
         .collect();
     source.audit_append(&records).await.unwrap();

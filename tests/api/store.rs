@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
-use pgua::store::{AuditRecord, NewEntry, SslMode, Store, StoreError};
+use pgua::store::{AuditRecord, NewEntry, SslMode, Store, StoreError, chain};
 use serde_json::json;
 
 use crate::support::{fresh_postgres_store_url, spawn_app_with_store, unique};
@@ -13,7 +13,26 @@ use crate::support::{fresh_postgres_store_url, spawn_app_with_store, unique};
 struct TestStore {
     store: Arc<dyn Store>,
     url: String,
+    backend: Backend,
     _dir: Option<tempfile::TempDir>,
+}
+
+impl TestStore {
+    /// SQL straight at the store, as someone with access to the database file or server.
+    async fn raw(&self, sql: &str) -> Result<(), sqlx::Error> {
+        use sqlx::Connection;
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url).await?;
+                sqlx::raw_sql(sql).execute(&mut c).await.map(drop)
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.url).await?;
+                sqlx::raw_sql(sql).execute(&mut c).await.map(drop)
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -35,6 +54,7 @@ impl Backend {
         TestStore {
             store: pgua::store::open(&url).await.unwrap(),
             url,
+            backend: self,
             _dir: dir,
         }
     }
@@ -64,7 +84,72 @@ on_both_backends!(
     audit_batch_keeps_order_and_every_field,
     audit_latest_is_newest_first_with_limit,
     audit_after_pages_through_the_whole_log,
+    audit_log_is_an_append_only_verifiable_chain,
 );
+
+async fn audit_log_is_an_append_only_verifiable_chain(t: TestStore) {
+    let s = &t.store;
+    // A row written the original service's way, before pg-user-api's first record.
+    t.raw("INSERT INTO audit_log (env, db_name, pg_username, operation, status) VALUES ('dev', 'd', 'bob', 'create', 'success')")
+        .await
+        .unwrap();
+    let batch = |r: std::ops::Range<i64>| r.map(|n| record(n, at(n, 7))).collect::<Vec<_>>();
+    s.audit_append(&batch(0..5)).await.unwrap();
+    s.audit_append(&batch(5..8)).await.unwrap();
+    let v = chain::verify(s.as_ref()).await.unwrap();
+    assert_eq!((v.chained, v.legacy, v.broken), (8, 1, None));
+
+    let ids: Vec<i64> = s
+        .audit_after(i64::MIN, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    let (third, fifth, sixth) = (ids[3], ids[5], ids[6]);
+    assert!(
+        t.raw(&format!(
+            "UPDATE audit_log SET detail = 'x' WHERE id = {third}"
+        ))
+        .await
+        .is_err()
+    );
+    assert!(
+        t.raw(&format!("DELETE FROM audit_log WHERE id = {third}"))
+            .await
+            .is_err()
+    );
+
+    // Someone with direct access removes the guard and forges a record: verify finds it.
+    let unguard = match t.backend {
+        Backend::Sqlite => {
+            "DROP TRIGGER audit_log_append_only_update; DROP TRIGGER audit_log_append_only_delete"
+        }
+        Backend::Postgres => "DROP TRIGGER audit_log_append_only ON audit_log",
+    };
+    t.raw(unguard).await.unwrap();
+    t.raw(&format!(
+        "UPDATE audit_log SET detail = 'user already exists' WHERE id = {third}"
+    ))
+    .await
+    .unwrap();
+    let broken = chain::verify(s.as_ref()).await.unwrap().broken.unwrap();
+    assert_eq!(broken.id, third);
+    assert!(broken.reason.contains("altered"), "{}", broken.reason);
+    t.raw(&format!(
+        "UPDATE audit_log SET detail = 'detail 2 — ünïcode' WHERE id = {third}"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(chain::verify(s.as_ref()).await.unwrap().broken, None);
+    // A removed record breaks the link of the one after it.
+    t.raw(&format!("DELETE FROM audit_log WHERE id = {fifth}"))
+        .await
+        .unwrap();
+    let broken = chain::verify(s.as_ref()).await.unwrap().broken.unwrap();
+    assert_eq!(broken.id, sixth);
+    assert!(broken.reason.contains("removed"), "{}", broken.reason);
+}
 
 fn entry(env: &str, db: &str) -> NewEntry {
     NewEntry {
@@ -104,13 +189,18 @@ fn record(n: i64, at: DateTime<Utc>) -> AuditRecord {
         } else {
             String::new()
         },
+        prev_hash: String::new(),
+        hash: String::new(),
     }
 }
 
-/// The records as stored, ids cleared, for comparing with what was appended.
+/// The records as stored, ids and chain links cleared, for comparing with what was
+/// appended (the chain itself is checked by `audit_log_is_a_verifiable_chain`).
 fn without_ids(mut records: Vec<AuditRecord>) -> Vec<AuditRecord> {
     for r in &mut records {
         r.id = 0;
+        r.prev_hash.clear();
+        r.hash.clear();
     }
     records
 }
@@ -300,7 +390,7 @@ async fn concurrent_opens_of_a_fresh_postgres_store_all_succeed() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1], "each migration applied exactly once");
+    assert_eq!(versions, [1, 2], "each migration applied exactly once");
 }
 
 /// Pulls user, password, port and database out of a URL from `fresh_postgres_store_url`.
