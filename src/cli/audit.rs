@@ -1,11 +1,18 @@
 //! `pg-user-api audit …`.
 
+use std::io::Write;
+
+use anyhow::bail;
 use clap::Subcommand;
 
 use crate::config::Config;
+use crate::service::audit;
+use crate::service::input::Input;
+use crate::store::chain;
 
 /// Audit log commands.
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant, reason = "parsed once per process")]
 pub enum AuditCommand {
     /// Print the latest records, newest first.
     List {
@@ -13,12 +20,119 @@ pub enum AuditCommand {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Check the hash chain; exits non-zero and names the first broken record if any.
+    Verify,
+    /// Write records (all, or those the filters select) as CSV or JSON.
+    Export {
+        /// csv or json.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// From this time (RFC 3339 or YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+        /// Before this time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// Database.
+        #[arg(long)]
+        database: Option<String>,
+        /// Role name.
+        #[arg(long)]
+        username: Option<String>,
+        /// Operation (`create` matches every profile's create).
+        #[arg(long)]
+        operation: Option<String>,
+        /// Caller.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
 }
 
 /// Runs an audit command.
 pub async fn run(cmd: AuditCommand, config: &Config) -> anyhow::Result<()> {
     let store = crate::store::open(&config.store).await?;
     match cmd {
+        AuditCommand::Verify => {
+            let v = chain::verify(store.as_ref()).await?;
+            if let Some(b) = v.broken {
+                bail!(
+                    "audit chain broken at record #{}: {} ({} records before it are intact)",
+                    b.id,
+                    b.reason,
+                    v.chained
+                );
+            }
+            println!(
+                "audit chain intact: {} records chained; {} older records before the chain began",
+                v.chained, v.legacy
+            );
+        }
+        AuditCommand::Export {
+            format,
+            since,
+            until,
+            env,
+            database,
+            username,
+            operation,
+            principal,
+            output,
+        } => {
+            let mut input = Input::default();
+            for (k, v) in [
+                ("since", since),
+                ("until", until),
+                ("env", env),
+                ("database", database),
+                ("username", username),
+                ("operation", operation),
+                ("principal", principal),
+            ] {
+                if let Some(v) = v {
+                    input.set(k, v);
+                }
+            }
+            let mut filter = audit::export_filter(&input)?;
+            filter.limit = 1000;
+            let mut out: Box<dyn Write> = match &output {
+                Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let json = match format.as_str() {
+                "json" => true,
+                "csv" => false,
+                other => bail!("format '{other}' must be csv or json"),
+            };
+            let mut first = true;
+            out.write_all(if json { b"[" } else { b"" })?;
+            loop {
+                let page = store.audit_query(&filter).await?;
+                let Some(last) = page.last() else { break };
+                filter.after_id = last.id;
+                if json {
+                    for r in &page {
+                        out.write_all(if first { b"\n" } else { b",\n" })?;
+                        serde_json::to_writer(&mut out, r)?;
+                        first = false;
+                    }
+                } else {
+                    audit::write_csv(&mut out, &page, first)?;
+                    first = false;
+                }
+            }
+            if json {
+                out.write_all(b"\n]\n")?;
+            } else if first {
+                audit::write_csv(&mut out, &[], true)?;
+            }
+            out.flush()?;
+        }
         AuditCommand::List { limit } => {
             println!(
                 "{:<27} {:<7} {:<16} {:<6} {:<20} {:<24} {:<10} {:<15} {:<36} detail",

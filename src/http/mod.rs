@@ -3,6 +3,7 @@
 //! Handlers are thin: parse, call the service, shape the response. Each resource has its
 //! own file; `/api/v1/users/reset` lives in `users.rs` as `reset`.
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod health;
@@ -36,6 +37,7 @@ pub fn router(app: Arc<App>) -> Router {
     let api = Router::new()
         .route("/api/v1/registry", get(registry::list).post(registry::list))
         .route("/api/v1/profiles", get(users::profiles))
+        .route("/api/v1/audit", get(audit::export).post(audit::export))
         .route("/api/v1/users/all", get(users::all).post(users::all))
         .route("/api/v1/users/reset", get(users::reset).post(users::reset))
         .route(

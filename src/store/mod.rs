@@ -208,6 +208,29 @@ pub struct AuditRecord {
     pub duration_ms: Option<i64>,
 }
 
+/// Which audit records to read: every condition given must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// At or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Environment.
+    pub env: Option<String>,
+    /// Database.
+    pub database: Option<String>,
+    /// Role name.
+    pub username: Option<String>,
+    /// Operation; `create` also matches `create:<profile>`.
+    pub operation: Option<String>,
+    /// Caller.
+    pub principal: Option<String>,
+    /// Only records with a higher id (paging cursor).
+    pub after_id: i64,
+    /// At most this many.
+    pub limit: u32,
+}
+
 /// Failures of the store; `Duplicate` and `NotFound` are the caller's to handle.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -244,8 +267,17 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_append(&self, records: &[AuditRecord]) -> anyhow::Result<()>;
     /// The latest records, newest first.
     async fn audit_latest(&self, limit: u32) -> anyhow::Result<Vec<AuditRecord>>;
+    /// Records matching `filter`, lowest id first, from `filter.after_id` on.
+    async fn audit_query(&self, filter: &AuditFilter) -> anyhow::Result<Vec<AuditRecord>>;
     /// Records with an id above `after_id`, lowest id first: pages through the whole log.
-    async fn audit_after(&self, after_id: i64, limit: u32) -> anyhow::Result<Vec<AuditRecord>>;
+    async fn audit_after(&self, after_id: i64, limit: u32) -> anyhow::Result<Vec<AuditRecord>> {
+        self.audit_query(&AuditFilter {
+            after_id,
+            limit,
+            ..AuditFilter::default()
+        })
+        .await
+    }
 }
 
 /// Whether a store URL names a PostgreSQL store.

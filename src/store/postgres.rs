@@ -14,7 +14,9 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgExecutor, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
-use super::{AuditRecord, NewEntry, RegistryEntry, Store, StoreError, chain, redact_url};
+use super::{
+    AuditFilter, AuditRecord, NewEntry, RegistryEntry, Store, StoreError, chain, redact_url,
+};
 
 /// Ordered migrations; each runs once, all in one transaction under [`MIGRATION_LOCK`].
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -245,7 +247,12 @@ impl Import {
         after_id: i64,
         limit: u32,
     ) -> anyhow::Result<Vec<AuditRecord>> {
-        audit_after(&mut *self.tx, after_id, limit).await
+        let filter = AuditFilter {
+            after_id,
+            limit,
+            ..AuditFilter::default()
+        };
+        audit_query(&mut *self.tx, &filter).await
     }
 
     /// Moves both identities past the copied ids and commits.
@@ -363,18 +370,32 @@ async fn registry_list<'e>(db: impl PgExecutor<'e>) -> anyhow::Result<Vec<Regist
     rows.iter().map(registry_row).collect()
 }
 
-async fn audit_after<'e>(
+async fn audit_query<'e>(
     db: impl PgExecutor<'e>,
-    after_id: i64,
-    limit: u32,
+    f: &AuditFilter,
 ) -> anyhow::Result<Vec<AuditRecord>> {
     let rows = sqlx::query(
         "SELECT id, env, db_name, pg_username, operation, status, performed_at, request_id,
                 principal, client_addr, detail, error, duration_ms, profile, prev_hash, hash
-         FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2",
+         FROM audit_log
+         WHERE id > $1
+           AND ($2::timestamptz IS NULL OR performed_at >= $2)
+           AND ($3::timestamptz IS NULL OR performed_at < $3)
+           AND ($4::text IS NULL OR env = $4) AND ($5::text IS NULL OR db_name = $5)
+           AND ($6::text IS NULL OR pg_username = $6)
+           AND ($7::text IS NULL OR operation = $7 OR operation LIKE $7 || ':%')
+           AND ($8::text IS NULL OR principal = $8)
+         ORDER BY id LIMIT $9",
     )
-    .bind(after_id)
-    .bind(i64::from(limit))
+    .bind(f.after_id)
+    .bind(f.since)
+    .bind(f.until)
+    .bind(&f.env)
+    .bind(&f.database)
+    .bind(&f.username)
+    .bind(&f.operation)
+    .bind(&f.principal)
+    .bind(i64::from(f.limit))
     .fetch_all(db)
     .await?;
     rows.iter().map(audit_row).collect()
@@ -527,7 +548,7 @@ impl Store for PostgresStore {
         rows.iter().map(audit_row).collect()
     }
 
-    async fn audit_after(&self, after_id: i64, limit: u32) -> anyhow::Result<Vec<AuditRecord>> {
-        audit_after(&self.pool, after_id, limit).await
+    async fn audit_query(&self, filter: &AuditFilter) -> anyhow::Result<Vec<AuditRecord>> {
+        audit_query(&self.pool, filter).await
     }
 }

@@ -16,7 +16,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use super::{AuditRecord, NewEntry, RegistryEntry, Store, StoreError, chain};
+use super::{AuditFilter, AuditRecord, NewEntry, RegistryEntry, Store, StoreError, chain};
 
 /// Ordered migrations; each runs once, in its own transaction.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -307,14 +307,28 @@ impl Store for SqliteStore {
         rows.iter().map(audit_row).collect()
     }
 
-    async fn audit_after(&self, after_id: i64, limit: u32) -> anyhow::Result<Vec<AuditRecord>> {
+    async fn audit_query(&self, f: &AuditFilter) -> anyhow::Result<Vec<AuditRecord>> {
         let rows = sqlx::query(
             "SELECT id, env, db_name, pg_username, operation, status, performed_at, request_id,
                     principal, client_addr, detail, error, duration_ms, profile, prev_hash, hash
-             FROM audit_log WHERE id > ? ORDER BY id LIMIT ?",
+             FROM audit_log
+             WHERE id > ?1
+               AND (?2 IS NULL OR performed_at >= ?2) AND (?3 IS NULL OR performed_at < ?3)
+               AND (?4 IS NULL OR env = ?4) AND (?5 IS NULL OR db_name = ?5)
+               AND (?6 IS NULL OR pg_username = ?6)
+               AND (?7 IS NULL OR operation = ?7 OR operation LIKE ?7 || ':%')
+               AND (?8 IS NULL OR principal = ?8)
+             ORDER BY id LIMIT ?9",
         )
-        .bind(after_id)
-        .bind(i64::from(limit))
+        .bind(f.after_id)
+        .bind(f.since.as_ref().map(format_time))
+        .bind(f.until.as_ref().map(format_time))
+        .bind(&f.env)
+        .bind(&f.database)
+        .bind(&f.username)
+        .bind(&f.operation)
+        .bind(&f.principal)
+        .bind(i64::from(f.limit))
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(audit_row).collect()

@@ -137,6 +137,8 @@ pub struct TestApp {
     pub pass: String,
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
+    /// The store's URL, for the CLI and for direct access.
+    pub store_url: String,
     pub clusters: &'static Clusters,
     _dir: tempfile::TempDir,
 }
@@ -163,22 +165,28 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(config: Config) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let store_path = dir.path().join("pg_registry.db");
-    let store = pgua::store::open(store_path.to_str().unwrap())
-        .await
-        .unwrap();
-    spawn_app_on(config, store, dir).await
+    let store_url = format!("sqlite://{}", store_path.display());
+    let store = pgua::store::open(&store_url).await.unwrap();
+    spawn_app_on(config, store, store_url, dir).await
 }
 
 /// Like [`spawn_app_with`], on the store `store_url` names; registry entries already there
 /// (another replica added them) are kept.
 pub async fn spawn_app_with_store(config: Config, store_url: &str) -> TestApp {
     let store = pgua::store::open(store_url).await.unwrap();
-    spawn_app_on(config, store, tempfile::tempdir().unwrap()).await
+    spawn_app_on(
+        config,
+        store,
+        store_url.to_owned(),
+        tempfile::tempdir().unwrap(),
+    )
+    .await
 }
 
 async fn spawn_app_on(
     mut config: Config,
     store: Arc<dyn Store>,
+    store_url: String,
     dir: tempfile::TempDir,
 ) -> TestApp {
     let clusters = clusters();
@@ -226,6 +234,7 @@ async fn spawn_app_on(
         pass,
         client: reqwest::Client::new(),
         store,
+        store_url,
         clusters,
         _dir: dir,
     }

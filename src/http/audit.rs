@@ -1,0 +1,54 @@
+//! `/api/v1/audit`: the audit log for compliance workflows, as JSON or CSV, page by page.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::params::Params;
+use crate::error::{Error, Result};
+use crate::service::{App, Caller, audit};
+
+/// Header naming the cursor of the next page (`after_id=`), when there may be one.
+pub const NEXT_AFTER_ID: &str = "x-next-after-id";
+
+/// Exports audit records: `format=json|csv`, filters `since`, `until`, `env`, `database`,
+/// `username`, `operation`, `principal`, paging with `after_id` and `limit`.
+pub async fn export(State(app): State<Arc<App>>, caller: Caller, p: Params) -> Result<Response> {
+    let format = p.0.get("format").unwrap_or("json").to_ascii_lowercase();
+    if format != "json" && format != "csv" {
+        return Err(Error::Invalid(format!(
+            "format '{format}' must be json or csv"
+        )));
+    }
+    let limit = audit::export_filter(&p.0)?.limit as usize;
+    let records = audit::export(&app, &caller, &p.0).await?;
+    let next = (records.len() == limit && limit > 0)
+        .then(|| records.last().map(|r| r.id))
+        .flatten();
+    let mut res = if format == "csv" {
+        let mut body = Vec::new();
+        audit::write_csv(&mut body, &records, true).map_err(Error::Internal)?;
+        let mut res = body.into_response();
+        let headers = res.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/csv; charset=utf-8"),
+        );
+        headers.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("attachment; filename=\"audit.csv\""),
+        );
+        res
+    } else {
+        Json(json!({ "records": records, "next_after_id": next })).into_response()
+    };
+    if let Some(id) = next {
+        res.headers_mut()
+            .insert(NEXT_AFTER_ID, HeaderValue::from(id));
+    }
+    Ok(res)
+}
