@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use crate::plan::profile::{Attribute, ProfileConfig};
 use crate::plan::{NamePolicy, Profiles};
+use crate::service::keys::Scopes;
 use crate::target::{AdminCredentials, TargetSettings};
 
 /// Default listen address, as the original's Flask port.
@@ -49,6 +50,48 @@ pub struct Config {
     /// User profiles by endpoint name, laid over the built-in ones (see
     /// `src/plan/builtin_profiles.toml` for the format).
     pub profiles: BTreeMap<String, ProfileConfig>,
+    /// Who may call the API besides API keys.
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: Basic users and failed-authentication limits (API keys live in the store).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Accept `PG_API_USER` / `PG_API_PASS` (all scopes), as the original did.
+    pub basic_enabled: bool,
+    /// Extra Basic users with argon2 hashes (`pg-user-api hash-password`) and scopes.
+    pub users: Vec<BasicUser>,
+    /// Failures from one address before answers slow down.
+    pub slowdown_after_failures: u32,
+    /// Failures from one address before it gets 429.
+    pub lockout_after_failures: u32,
+    /// How long a lockout lasts, and the window failures are counted in, in seconds.
+    pub lockout_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            basic_enabled: true,
+            users: Vec::new(),
+            slowdown_after_failures: 5,
+            lockout_after_failures: 20,
+            lockout_secs: 300,
+        }
+    }
+}
+
+/// `[[auth.users]]`: one extra Basic user.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicUser {
+    /// User name.
+    pub name: String,
+    /// argon2 PHC string.
+    pub password_hash: String,
+    /// What the user may do.
+    pub scopes: Scopes,
 }
 
 impl Default for Config {
@@ -60,6 +103,7 @@ impl Default for Config {
             targets: TargetsConfig::default(),
             policy: PolicyConfig::default(),
             profiles: BTreeMap::new(),
+            auth: AuthConfig::default(),
         }
     }
 }

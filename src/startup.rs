@@ -22,7 +22,7 @@ impl Application {
     /// Opens the store the config names and binds the listen address.
     pub async fn build(
         config: &Config,
-        api: ApiCredentials,
+        api: Option<ApiCredentials>,
         admin: AdminCredentials,
     ) -> anyhow::Result<Self> {
         let store = crate::store::open(&config.store).await.with_context(|| {
@@ -35,7 +35,7 @@ impl Application {
     pub async fn with_store(
         config: &Config,
         store: Arc<dyn Store>,
-        api: ApiCredentials,
+        api: Option<ApiCredentials>,
         admin: AdminCredentials,
     ) -> anyhow::Result<Self> {
         install_crypto_provider();

@@ -76,7 +76,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         user: DEMO_ADMIN.into(),
         password: Some(SecretString::from(admin_password.expose().to_owned())),
     };
-    let server = Application::with_store(&config, store, api, admin).await?;
+    let server = Application::with_store(&config, store, Some(api), admin).await?;
     let base = format!("http://127.0.0.1:{}", server.port());
     let auth = format!("demo:{}", api_password.expose());
     println!(

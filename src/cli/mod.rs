@@ -3,6 +3,7 @@
 
 mod audit;
 pub mod demo;
+mod keys;
 mod registry;
 mod serve;
 mod store;
@@ -53,6 +54,11 @@ enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Print the argon2 hash of a password read on standard input, for `[[auth.users]]`.
+    HashPassword,
     /// Move the store between backends.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -170,6 +176,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Seed => registry::seed(&config).await,
         Command::Registry(cmd) => registry::run(cmd, &config).await,
         Command::Audit(cmd) => audit::run(cmd, &config).await,
+        Command::Keys(cmd) => keys::run(cmd, &config).await,
+        Command::HashPassword => keys::hash_password(),
         Command::Store(cmd) => store::run(cmd).await,
         Command::CheckConfig => check_config(&config),
     }

@@ -138,7 +138,7 @@ pub async fn run(cmd: RegistryCommand, config: &Config) -> anyhow::Result<()> {
                 Err(StoreError::Duplicate { env, db_name }) => {
                     bail!("env='{env}' database='{db_name}' is already registered")
                 }
-                Err(StoreError::Other(e)) => return Err(e),
+                Err(other) => return Err(other.into()),
             }
         }
         RegistryCommand::SetActive {

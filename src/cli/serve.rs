@@ -7,7 +7,13 @@ use crate::target::AdminCredentials;
 
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let api = ApiCredentials::from_env()?;
+    // The compatibility Basic user is required unless configuration turns it off (then
+    // callers use API keys or the Basic users of `[auth]`).
+    let api = if config.auth.basic_enabled {
+        Some(ApiCredentials::from_env()?)
+    } else {
+        None
+    };
     let admin = AdminCredentials::from_env()?;
     let server = Application::build(&config, api, admin).await?;
     tracing::info!(listen = %config.listen, port = server.port(), store = %redact_url(&config.store), "serving");

@@ -10,6 +10,8 @@ use serde_json::json;
 
 use super::params::Params;
 use crate::error::{Error, Result};
+use crate::service::input::Input;
+use crate::service::keys::Operation;
 use crate::service::{App, Caller, audit};
 
 /// Header naming the cursor of the next page (`after_id=`), when there may be one.
@@ -24,6 +26,16 @@ pub async fn export(State(app): State<Arc<App>>, caller: Caller, p: Params) -> R
             "format '{format}' must be json or csv"
         )));
     }
+    let none = Input::default();
+    super::users::authorize(
+        &app,
+        &caller,
+        Operation::AuditRead,
+        "audit:read",
+        &none,
+        None,
+    )
+    .await?;
     let limit = audit::export_filter(&p.0)?.limit as usize;
     let records = audit::export(&app, &caller, &p.0).await?;
     let next = (records.len() == limit && limit > 0)

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod keys;
 pub mod params;
 pub mod registry;
 pub mod users;
@@ -25,8 +26,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::service::keys::Principal;
 use crate::service::{App, Caller};
-use auth::Principal;
 use error::json_error;
 
 /// The request id header, set when the client sent none and echoed on every response.
@@ -36,6 +37,25 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub fn router(app: Arc<App>) -> Router {
     let api = Router::new()
         .route("/api/v1/registry", get(registry::list).post(registry::list))
+        .route(
+            "/api/v1/registry/add",
+            get(registry::add).post(registry::add),
+        )
+        .route(
+            "/api/v1/registry/update",
+            get(registry::update).post(registry::update),
+        )
+        .route(
+            "/api/v1/registry/deactivate",
+            get(registry::deactivate).post(registry::deactivate),
+        )
+        .route(
+            "/api/v1/registry/remove",
+            get(registry::remove).post(registry::remove),
+        )
+        .route("/api/v1/keys", get(keys::list).post(keys::list))
+        .route("/api/v1/keys/create", get(keys::create).post(keys::create))
+        .route("/api/v1/keys/revoke", get(keys::revoke).post(keys::revoke))
         .route("/api/v1/profiles", get(users::profiles))
         .route("/api/v1/audit", get(audit::export).post(audit::export))
         .route("/api/v1/users/all", get(users::all).post(users::all))
@@ -130,8 +150,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             principal: parts
                 .extensions
                 .get::<Principal>()
-                .map(|p| p.0.clone())
+                .map(|p| p.name.clone())
                 .unwrap_or_default(),
+            scopes: parts
+                .extensions
+                .get::<Principal>()
+                .map(|p| p.scopes.clone()),
             client_addr: parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()

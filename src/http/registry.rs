@@ -6,13 +6,63 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
+use super::params::Params;
 use crate::error::Result;
+use crate::service::input::Input;
+use crate::service::keys::Operation;
 use crate::service::{self, App, Caller};
 
 /// Lists every registry entry, as the original: `{count, databases}`.
+/// A key scoped to some environments sees only their entries.
 pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<Value>> {
-    let entries = service::registry::list(&app, &caller).await?;
+    let none = Input::default();
+    super::users::authorize(&app, &caller, Operation::Read, "registry:list", &none, None).await?;
+    let mut entries = service::registry::list(&app, &caller).await?;
+    if let Some(scopes) = &caller.scopes {
+        entries.retain(|e| scopes.allows_env(&e.env));
+    }
     Ok(Json(
         json!({ "count": entries.len(), "databases": entries }),
     ))
+}
+
+async fn change(
+    app: Arc<App>,
+    caller: Caller,
+    params: Params,
+    action: &str,
+) -> Result<Json<Value>> {
+    let operation = format!("registry:{action}");
+    let input = &params.0;
+    super::users::authorize(
+        &app,
+        &caller,
+        Operation::RegistryAdmin,
+        &operation,
+        input,
+        None,
+    )
+    .await?;
+    let c = service::registry::change(&app, &caller, action, input).await?;
+    Ok(Json(json!({ "status": c.status, "entry": c.entry })))
+}
+
+/// Adds an entry: env, database, host, [port, notes, active, sslmode].
+pub async fn add(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Json<Value>> {
+    change(a, c, p, "add").await
+}
+
+/// Changes host, port, notes, active or sslmode of an entry.
+pub async fn update(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Json<Value>> {
+    change(a, c, p, "update").await
+}
+
+/// Deactivates an entry: it stays listed, nothing runs against it.
+pub async fn deactivate(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Json<Value>> {
+    change(a, c, p, "deactivate").await
+}
+
+/// Removes an entry.
+pub async fn remove(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Json<Value>> {
+    change(a, c, p, "remove").await
 }

@@ -14,8 +14,10 @@ use super::error::json_error;
 use super::params::Params;
 use crate::error::Result;
 use crate::plan::Statement;
+use crate::service::audit::AuditScope;
 use crate::service::fanout::{self, Outcome, Reach};
 use crate::service::input::Input;
+use crate::service::keys::Operation;
 use crate::service::users::{self as ops, UserResult, status};
 use crate::service::{App, Caller};
 use crate::service::{grants, lifecycle};
@@ -145,6 +147,24 @@ fn rendered(outcomes: Vec<Outcome<UserResult>>) -> Vec<Outcome<Rendered>> {
         .collect()
 }
 
+/// Checks the caller's scopes; a refusal is audited like any failed operation.
+pub(super) async fn authorize(
+    app: &App,
+    caller: &Caller,
+    op: Operation,
+    operation: &str,
+    input: &Input,
+    profile: Option<&str>,
+) -> Result<()> {
+    let result = caller.authorize(op, input, profile);
+    if result.is_err() {
+        AuditScope::new(app, caller, operation, input)
+            .outcome(&result, |_| String::new())
+            .await;
+    }
+    result
+}
+
 /// Runs a read on the one target a call names, or on each of several.
 async fn read<T, F, Fut>(
     app: Arc<App>,
@@ -157,6 +177,7 @@ where
     F: Fn(Arc<App>, Caller, Input) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
+    authorize(&app, &caller, Operation::Read, "read", &params.0, None).await?;
     match fanout::split(&params.0) {
         None => {
             let (code, body, pw) = render(&op(app, caller, params.0).await?);
@@ -192,6 +213,15 @@ where
     F: Fn(Arc<App>, Caller, Input, bool) -> Fut,
     Fut: Future<Output = Result<UserResult>>,
 {
+    let scope = match operation {
+        "reset" => Operation::Reset,
+        "lock" | "unlock" | "expire" | "renew" => Operation::Lock,
+        "drop" => Operation::Drop,
+        o if o.starts_with("create:") => Operation::Create,
+        _ => Operation::Grant,
+    };
+    let profile = operation.strip_prefix("create:");
+    authorize(&app, &caller, scope, operation, &params.0, profile).await?;
     match fanout::split(&params.0) {
         None => {
             let (code, body, pw) = user_body(&op(app, caller, params.0, false).await?);
@@ -246,9 +276,18 @@ pub async fn create(
 }
 
 /// Lists the profiles: parameters, attributes, grants, settings and version.
-pub async fn profiles(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+pub async fn profiles(State(app): State<Arc<App>>, caller: Caller) -> Result<Response> {
+    authorize(
+        &app,
+        &caller,
+        Operation::Read,
+        "profiles",
+        &Input::default(),
+        None,
+    )
+    .await?;
     let list: Vec<_> = app.profiles.iter().map(|p| p.as_ref()).collect();
-    Json(json!({ "count": list.len(), "profiles": list }))
+    Ok(Json(json!({ "count": list.len(), "profiles": list })).into_response())
 }
 
 /// Gives a user a new generated password.

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod fanout;
 pub mod grants;
 pub mod input;
+pub mod keys;
 pub mod lifecycle;
 pub mod registry;
 pub mod users;
@@ -55,8 +56,12 @@ pub struct App {
     pub targets: Targets,
     /// Names and environments policy.
     pub policy: Policy,
-    /// HTTP Basic credentials callers must present.
-    pub api: ApiCredentials,
+    /// The compatibility Basic user (all scopes), unless turned off.
+    pub api: Option<ApiCredentials>,
+    /// Extra Basic users from configuration.
+    pub basic_users: keys::BasicUsers,
+    /// Failed-authentication limits per client address.
+    pub throttle: keys::Throttle,
     /// User profiles: built-in and configured.
     pub profiles: Profiles,
     /// Servers worked on at once by a call with several targets.
@@ -68,7 +73,7 @@ impl App {
     pub fn new(
         config: &Config,
         store: Arc<dyn Store>,
-        api: ApiCredentials,
+        api: Option<ApiCredentials>,
         admin: AdminCredentials,
     ) -> anyhow::Result<Self> {
         let names = NamePolicy::new(&config.policy.name_pattern)?;
@@ -86,7 +91,13 @@ impl App {
                 developer_accounts_in_production: config.policy.developer_accounts_in_production,
                 protected,
             },
-            api,
+            api: api.filter(|_| config.auth.basic_enabled),
+            basic_users: keys::BasicUsers::new(&config.auth.users)?,
+            throttle: keys::Throttle::new(
+                config.auth.slowdown_after_failures,
+                config.auth.lockout_after_failures,
+                std::time::Duration::from_secs(config.auth.lockout_secs),
+            ),
             profiles,
             fan_out_parallelism: config.targets.fan_out_parallelism.max(1),
         })
@@ -166,7 +177,7 @@ impl Policy {
     }
 }
 
-/// Who is calling, for the audit log.
+/// Who is calling, for the audit log and scope checks.
 #[derive(Clone, Debug)]
 pub struct Caller {
     /// Request id (also in `x-request-id`).
@@ -175,4 +186,21 @@ pub struct Caller {
     pub principal: String,
     /// Client address.
     pub client_addr: String,
+    /// What the principal may do (none before authentication).
+    pub scopes: Option<keys::Scopes>,
+}
+
+impl Caller {
+    /// Refuses with 403 when the caller's scopes do not cover the call.
+    pub fn authorize(
+        &self,
+        op: keys::Operation,
+        input: &input::Input,
+        profile: Option<&str>,
+    ) -> Result<()> {
+        match &self.scopes {
+            Some(s) => s.check(&self.principal, op, input, profile),
+            None => Err(Error::Forbidden("not authenticated".into())),
+        }
+    }
 }

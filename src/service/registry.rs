@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use super::input::Input;
 use super::{App, Caller, audit::AuditScope};
-use crate::error::Result;
-use crate::store::{NewEntry, RegistryEntry, Store};
+use crate::error::{Error, Result};
+use crate::store::{NewEntry, RegistryEntry, Store, StoreError};
 
 /// How long a registry snapshot is used before it is read again. Changes made through this
 /// process are seen at once; changes by another process (the CLI, another replica) within this.
@@ -234,4 +234,120 @@ pub async fn import(store: &dyn Store, entries: &[NewEntry]) -> anyhow::Result<(
         store.registry_add(e).await?;
     }
     Ok(())
+}
+
+/// What a registry change did.
+#[derive(Debug)]
+pub struct RegistryChange {
+    /// The entry after the change (before it, for a removal).
+    pub entry: RegistryEntry,
+    /// `added`, `updated`, `deactivated`, `removed`.
+    pub status: &'static str,
+}
+
+fn entry_from_input(input: &Input, current: Option<&RegistryEntry>) -> Result<NewEntry> {
+    let env = input.required("env")?.to_owned();
+    let db_name = input.required("database")?.to_owned();
+    let port = match input.get("port") {
+        Some(p) => p
+            .trim()
+            .parse()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| Error::Invalid(format!("port '{p}' must be a number 1-65535")))?,
+        None => current.map_or(5432, |c| c.port),
+    };
+    let hostname = match (input.get("host").or(input.get("hostname")), current) {
+        (Some(h), _) => h.to_owned(),
+        (None, Some(c)) => c.hostname.clone(),
+        (None, None) => return Err(Error::MissingParam("host".into())),
+    };
+    let entry = NewEntry {
+        env,
+        db_name,
+        hostname,
+        port,
+        active: match input.get("active") {
+            Some(_) => input.flag("active")?,
+            None => current.is_none_or(|c| c.active),
+        },
+        notes: input
+            .get("notes")
+            .map(str::to_owned)
+            .or_else(|| current.and_then(|c| c.notes.clone())),
+        sslmode: match input.get("sslmode") {
+            Some(s) => s.parse().map_err(Error::Invalid)?,
+            None => current.map(|c| c.sslmode).unwrap_or_default(),
+        },
+    };
+    entry.validate().map_err(Error::Invalid)?;
+    Ok(entry)
+}
+
+/// Adds, updates, deactivates or removes a registry entry over HTTP, audited as
+/// `registry:<action>`; the registry snapshot of this process is refreshed at once.
+pub async fn change(
+    app: &App,
+    caller: &Caller,
+    action: &str,
+    input: &Input,
+) -> Result<RegistryChange> {
+    let scope = AuditScope::new(app, caller, &format!("registry:{action}"), input);
+    let result = async {
+        let env = input.required("env")?;
+        let db = input.required("database")?;
+        let current = app.store.registry_get(env, db).await?;
+        let missing = || Error::NoRegistryEntry {
+            env: env.to_owned(),
+            database: db.to_owned(),
+        };
+        let change = match action {
+            "add" => {
+                let entry = entry_from_input(input, None)?;
+                let added = app.store.registry_add(&entry).await.map_err(|e| match e {
+                    StoreError::Duplicate { env, db_name } => Error::Conflict(format!(
+                        "a registry entry for env='{env}' database='{db_name}' already exists"
+                    )),
+                    other => Error::Internal(other.into()),
+                })?;
+                RegistryChange {
+                    entry: added,
+                    status: "added",
+                }
+            }
+            "update" | "deactivate" => {
+                let current = current.ok_or_else(missing)?;
+                let mut entry = entry_from_input(input, Some(&current))?;
+                if action == "deactivate" {
+                    entry.active = false;
+                }
+                app.store.registry_update(&entry).await?;
+                let updated = app.store.registry_get(env, db).await?.ok_or_else(missing)?;
+                RegistryChange {
+                    entry: updated,
+                    status: if action == "update" {
+                        "updated"
+                    } else {
+                        "deactivated"
+                    },
+                }
+            }
+            "remove" => {
+                let current = current.ok_or_else(missing)?;
+                app.store.registry_remove(env, db).await?;
+                RegistryChange {
+                    entry: current,
+                    status: "removed",
+                }
+            }
+            other => return Err(Error::Invalid(format!("unknown registry action '{other}'"))),
+        };
+        app.registry.invalidate();
+        Ok(change)
+    }
+    .await;
+    scope
+        .outcome(&result, |c: &RegistryChange| c.status.into())
+        .await;
+    result
 }

@@ -208,6 +208,30 @@ pub struct AuditRecord {
     pub duration_ms: Option<i64>,
 }
 
+/// An API key as stored: never the secret, only its SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ApiKey {
+    /// Row id.
+    pub id: i64,
+    /// Unique name (`ci-dev`, `portal`, …).
+    pub name: String,
+    /// Who is responsible for it.
+    pub owner: String,
+    /// The first characters of the secret, to recognise it in lists.
+    pub prefix: String,
+    /// SHA-256 (hex) of the whole secret.
+    #[serde(skip)]
+    pub hash: String,
+    /// Scopes as JSON (see `service::scopes`).
+    pub scopes: String,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
 /// Which audit records to read: every condition given must hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AuditFilter {
@@ -237,6 +261,9 @@ pub enum StoreError {
     /// A registry entry with the same env and database exists.
     #[error("a registry entry for env='{env}' database='{db_name}' already exists")]
     Duplicate { env: String, db_name: String },
+    /// An API key with that name exists.
+    #[error("an API key named '{0}' already exists")]
+    DuplicateKey(String),
     /// Anything else.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
@@ -267,6 +294,16 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_append(&self, records: &[AuditRecord]) -> anyhow::Result<()>;
     /// The latest records, newest first.
     async fn audit_latest(&self, limit: u32) -> anyhow::Result<Vec<AuditRecord>>;
+    /// Stores a new API key; `Duplicate` when the name is taken.
+    async fn key_add(&self, key: &ApiKey) -> Result<ApiKey, StoreError>;
+    /// Every key, revoked ones included, by name.
+    async fn key_list(&self) -> anyhow::Result<Vec<ApiKey>>;
+    /// The key whose secret hashes to `hash`.
+    async fn key_by_hash(&self, hash: &str) -> anyhow::Result<Option<ApiKey>>;
+    /// Marks a key revoked now; false when there is no such unrevoked key.
+    async fn key_revoke(&self, name: &str) -> anyhow::Result<bool>;
+    /// Changes host, port, notes, sslmode and active of an entry; false when there is none.
+    async fn registry_update(&self, entry: &NewEntry) -> anyhow::Result<bool>;
     /// Records matching `filter`, lowest id first, from `filter.after_id` on.
     async fn audit_query(&self, filter: &AuditFilter) -> anyhow::Result<Vec<AuditRecord>>;
     /// Records with an id above `after_id`, lowest id first: pages through the whole log.

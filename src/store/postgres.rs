@@ -15,13 +15,14 @@ use sqlx::postgres::{PgConnectOptions, PgExecutor, PgPool, PgPoolOptions, PgRow}
 use sqlx::{Postgres, Row, Transaction};
 
 use super::{
-    AuditFilter, AuditRecord, NewEntry, RegistryEntry, Store, StoreError, chain, redact_url,
+    ApiKey, AuditFilter, AuditRecord, NewEntry, RegistryEntry, Store, StoreError, chain, redact_url,
 };
 
 /// Ordered migrations; each runs once, all in one transaction under [`MIGRATION_LOCK`].
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres_001_initial.sql")),
     (2, include_str!("migrations/postgres_002_audit_chain.sql")),
+    (3, include_str!("migrations/postgres_003_api_keys.sql")),
 ];
 
 /// Advisory lock key ("pguachai") held while appending to the audit chain.
@@ -318,6 +319,20 @@ fn parse_created_at(s: &str) -> anyhow::Result<DateTime<Utc>> {
     Ok(NaiveDateTime::parse_from_str(s, CREATED_AT_FORMAT)?.and_utc())
 }
 
+fn key_row(row: &PgRow) -> anyhow::Result<ApiKey> {
+    Ok(ApiKey {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        owner: row.try_get("owner")?,
+        prefix: row.try_get("prefix")?,
+        hash: row.try_get("hash")?,
+        scopes: row.try_get("scopes")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
 fn registry_row(row: &PgRow) -> anyhow::Result<RegistryEntry> {
     let port: i32 = row.try_get("port")?;
     let created_at: DateTime<Utc> = row.try_get("created_at")?;
@@ -468,6 +483,78 @@ impl Store for PostgresStore {
                 .bind(db_name)
                 .execute(&self.pool)
                 .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn registry_update(&self, e: &NewEntry) -> anyhow::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE db_registry SET hostname = $1, port = $2, active = $3, notes = $4, sslmode = $5
+             WHERE env = $6 AND db_name = $7",
+        )
+        .bind(&e.hostname)
+        .bind(i32::from(e.port))
+        .bind(e.active)
+        .bind(&e.notes)
+        .bind(e.sslmode.as_str())
+        .bind(&e.env)
+        .bind(&e.db_name)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn key_add(&self, k: &ApiKey) -> Result<ApiKey, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO api_keys (name, owner, prefix, hash, scopes, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             RETURNING id, name, owner, prefix, hash, scopes, created_at, expires_at, revoked_at",
+        )
+        .bind(&k.name)
+        .bind(&k.owner)
+        .bind(&k.prefix)
+        .bind(&k.hash)
+        .bind(&k.scopes)
+        .bind(k.created_at)
+        .bind(k.expires_at)
+        .fetch_one(&self.pool)
+        .await;
+        match result {
+            Ok(row) => Ok(key_row(&row)?),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                Err(StoreError::DuplicateKey(k.name.clone()))
+            }
+            Err(other) => Err(StoreError::Other(other.into())),
+        }
+    }
+
+    async fn key_list(&self) -> anyhow::Result<Vec<ApiKey>> {
+        let rows = sqlx::query(
+            "SELECT id, name, owner, prefix, hash, scopes, created_at, expires_at, revoked_at
+             FROM api_keys ORDER BY name COLLATE \"C\"",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_row).collect()
+    }
+
+    async fn key_by_hash(&self, hash: &str) -> anyhow::Result<Option<ApiKey>> {
+        let row = sqlx::query(
+            "SELECT id, name, owner, prefix, hash, scopes, created_at, expires_at, revoked_at
+             FROM api_keys WHERE hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(key_row).transpose()
+    }
+
+    async fn key_revoke(&self, name: &str) -> anyhow::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL",
+        )
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 

@@ -16,7 +16,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use super::{AuditFilter, AuditRecord, NewEntry, RegistryEntry, Store, StoreError, chain};
+use super::{ApiKey, AuditFilter, AuditRecord, NewEntry, RegistryEntry, Store, StoreError, chain};
 
 /// Ordered migrations; each runs once, in its own transaction.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/sqlite_002_audit_context.sql")),
     (3, include_str!("migrations/sqlite_003_audit_profile.sql")),
     (4, include_str!("migrations/sqlite_004_audit_chain.sql")),
+    (5, include_str!("migrations/sqlite_005_api_keys.sql")),
 ];
 
 /// The SQLite store.
@@ -119,6 +120,25 @@ fn registry_row(row: &SqliteRow) -> anyhow::Result<RegistryEntry> {
         notes: row.try_get("notes")?,
         created_at: row.try_get("created_at")?,
         sslmode: sslmode.parse().map_err(anyhow::Error::msg)?,
+    })
+}
+
+fn key_row(row: &SqliteRow) -> anyhow::Result<ApiKey> {
+    let time = |col: &str| -> anyhow::Result<Option<DateTime<Utc>>> {
+        Ok(row
+            .try_get::<Option<String>, _>(col)?
+            .map(|s| parse_time(&s)))
+    };
+    Ok(ApiKey {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        owner: row.try_get("owner")?,
+        prefix: row.try_get("prefix")?,
+        hash: row.try_get("hash")?,
+        scopes: row.try_get("scopes")?,
+        created_at: time("created_at")?.unwrap_or_default(),
+        expires_at: time("expires_at")?,
+        revoked_at: time("revoked_at")?,
     })
 }
 
@@ -232,6 +252,78 @@ impl Store for SqliteStore {
             .bind(db_name)
             .execute(&self.writer)
             .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn registry_update(&self, e: &NewEntry) -> anyhow::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE db_registry SET hostname = ?, port = ?, active = ?, notes = ?, sslmode = ?
+             WHERE env = ? AND db_name = ?",
+        )
+        .bind(&e.hostname)
+        .bind(i64::from(e.port))
+        .bind(i64::from(e.active))
+        .bind(&e.notes)
+        .bind(e.sslmode.as_str())
+        .bind(&e.env)
+        .bind(&e.db_name)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn key_add(&self, k: &ApiKey) -> Result<ApiKey, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO api_keys (name, owner, prefix, hash, scopes, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             RETURNING id, name, owner, prefix, hash, scopes, created_at, expires_at, revoked_at",
+        )
+        .bind(&k.name)
+        .bind(&k.owner)
+        .bind(&k.prefix)
+        .bind(&k.hash)
+        .bind(&k.scopes)
+        .bind(format_time(&k.created_at))
+        .bind(k.expires_at.as_ref().map(format_time))
+        .fetch_one(&self.writer)
+        .await;
+        match result {
+            Ok(row) => Ok(key_row(&row)?),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                Err(StoreError::DuplicateKey(k.name.clone()))
+            }
+            Err(other) => Err(StoreError::Other(other.into())),
+        }
+    }
+
+    async fn key_list(&self) -> anyhow::Result<Vec<ApiKey>> {
+        let rows = sqlx::query(
+            "SELECT id, name, owner, prefix, hash, scopes, created_at, expires_at, revoked_at
+             FROM api_keys ORDER BY name",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(key_row).collect()
+    }
+
+    async fn key_by_hash(&self, hash: &str) -> anyhow::Result<Option<ApiKey>> {
+        let row = sqlx::query(
+            "SELECT id, name, owner, prefix, hash, scopes, created_at, expires_at, revoked_at
+             FROM api_keys WHERE hash = ?",
+        )
+        .bind(hash)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(key_row).transpose()
+    }
+
+    async fn key_revoke(&self, name: &str) -> anyhow::Result<bool> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL")
+                .bind(format_time(&Utc::now()))
+                .bind(name)
+                .execute(&self.writer)
+                .await?;
         Ok(done.rows_affected() > 0)
     }
 

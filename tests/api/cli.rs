@@ -481,3 +481,102 @@ fn store_errors_and_logs_never_show_the_store_password() {
     assert!(stdout(&config).contains("REDACTED"), "{}", stdout(&config));
     assert!(!stdout(&config).contains("very-secret-pw"));
 }
+
+#[test]
+fn keys_are_created_listed_and_revoked_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("k.db");
+    let created = run(
+        &store,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "ci-dev",
+            "--owner",
+            "platform",
+            "--environments",
+            "dev,qa",
+            "--operations",
+            "read,create",
+            "--profiles",
+            "devqa",
+            "--days",
+            "90",
+        ],
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let secret = stdout(&created).trim().to_owned();
+    assert!(secret.starts_with("pgua_") && secret.len() > 40, "{secret}");
+    assert!(stderr(&created).contains("not shown again"));
+    let dup = run(
+        &store,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "ci-dev",
+            "--owner",
+            "x",
+            "--environments",
+            "dev",
+        ],
+    );
+    assert!(!dup.status.success());
+    let bad = run(
+        &store,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "x",
+            "--owner",
+            "x",
+            "--environments",
+            "dev",
+            "--operations",
+            "everything",
+        ],
+    );
+    assert!(
+        stderr(&bad).contains("unknown operation"),
+        "{}",
+        stderr(&bad)
+    );
+    let list = stdout(&run(&store, &["keys", "list"]));
+    assert!(
+        list.contains("ci-dev") && list.contains("platform") && !list.contains(&secret),
+        "{list}"
+    );
+    assert!(
+        run(&store, &["keys", "revoke", "--name", "ci-dev"])
+            .status
+            .success()
+    );
+    assert!(
+        !run(&store, &["keys", "revoke", "--name", "ci-dev"])
+            .status
+            .success()
+    );
+    let list = stdout(&run(&store, &["keys", "list"]));
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("ci-dev") && l.contains(" yes ")),
+        "{list}"
+    );
+}
+
+#[test]
+fn hash_password_prints_an_argon2_hash() {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(stdout(&out).starts_with("$argon2id$"), "{}", stdout(&out));
+}

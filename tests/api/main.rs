@@ -1,5 +1,6 @@
 //! Black-box tests: the real server over HTTP against real PostgreSQL clusters.
 
+mod access;
 mod audit;
 mod cli;
 mod concurrency;

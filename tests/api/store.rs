@@ -390,7 +390,7 @@ async fn concurrent_opens_of_a_fresh_postgres_store_all_succeed() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2], "each migration applied exactly once");
+    assert_eq!(versions, [1, 2, 3], "each migration applied exactly once");
 }
 
 /// Pulls user, password, port and database out of a URL from `fresh_postgres_store_url`.

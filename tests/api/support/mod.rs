@@ -223,7 +223,7 @@ async fn spawn_app_on(
         user: DEMO_ADMIN.into(),
         password: Some(SecretString::from(clusters.dev.admin_password.clone())),
     };
-    let server = Application::with_store(&config, store.clone(), api, admin)
+    let server = Application::with_store(&config, store.clone(), Some(api), admin)
         .await
         .unwrap();
     let base = format!("http://127.0.0.1:{}", server.port());
@@ -293,6 +293,34 @@ impl TestApp {
             .await
             .unwrap();
         Self::reply(res).await
+    }
+
+    /// GET with an API key.
+    pub async fn get_bearer(&self, token: &str, path: &str, query: &[(&str, &str)]) -> Reply {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .query(query)
+            .send()
+            .await
+            .unwrap();
+        Self::reply(res).await
+    }
+
+    /// A new API key with these scopes (comma lists), straight through the store.
+    pub async fn key(&self, environments: &str, operations: &str, profiles: &str) -> String {
+        let input = pgua::service::input::Input::from_pairs([
+            ("environments".to_owned(), environments.to_owned()),
+            ("operations".to_owned(), operations.to_owned()),
+            ("profiles".to_owned(), profiles.to_owned()),
+        ]);
+        let scopes = pgua::service::keys::Scopes::from_input(&input).unwrap();
+        let name = unique("key");
+        pgua::service::keys::create(self.store.as_ref(), &name, "tests", &scopes, None)
+            .await
+            .unwrap()
+            .1
     }
 
     /// GET without credentials, or with the given ones.

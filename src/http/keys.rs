@@ -1,0 +1,153 @@
+//! `/api/v1/keys`: API keys, for callers with the registry-admin scope.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::json;
+
+use super::params::Params;
+use super::users::authorize;
+use crate::error::{Error, Result};
+use crate::service::audit::AuditScope;
+use crate::service::input::Input;
+use crate::service::keys::{self, Operation, Scopes};
+use crate::service::{App, Caller};
+use crate::store::ApiKey;
+
+/// When a new key expires: `expires` (RFC 3339 or a date) or `days` from now; neither: never.
+pub fn expiry(input: &Input) -> Result<Option<DateTime<Utc>>> {
+    match (input.get("expires"), input.get("days")) {
+        (Some(_), Some(_)) => Err(Error::Invalid("give expires or days, not both".into())),
+        (Some(raw), None) => DateTime::parse_from_rfc3339(raw.trim())
+            .map(|t| t.to_utc())
+            .or_else(|_| {
+                NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d")
+                    .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
+            })
+            .map(Some)
+            .map_err(|_| Error::Invalid(format!("expires '{raw}' must be RFC 3339 or YYYY-MM-DD"))),
+        (None, Some(days)) => days
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|d| (1..=3650).contains(d))
+            .map(|d| Some(Utc::now() + chrono::Duration::days(i64::from(d))))
+            .ok_or_else(|| Error::Invalid(format!("days '{days}' must be 1-3650"))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A key may only hand out what its creator has: no escalation through key creation.
+fn within(new: &Scopes, creator: &Scopes) -> bool {
+    let covers = |mine: &[String], theirs: &[String]| {
+        mine.iter().any(|m| m == "*") || theirs.iter().all(|t| t != "*" && mine.contains(t))
+    };
+    covers(&creator.environments, &new.environments)
+        && covers(&creator.profiles, &new.profiles)
+        && new
+            .operations
+            .iter()
+            .all(|o| creator.operations.contains(o))
+}
+
+fn shown(k: &ApiKey) -> serde_json::Value {
+    json!({
+        "name": k.name,
+        "owner": k.owner,
+        "prefix": k.prefix,
+        "scopes": serde_json::from_str::<serde_json::Value>(&k.scopes).unwrap_or_default(),
+        "created_at": k.created_at,
+        "expires_at": k.expires_at,
+        "revoked_at": k.revoked_at,
+    })
+}
+
+/// Creates a key: `name`, `owner`, `environments`, `operations`, `profiles`, [`expires` |
+/// `days`]. The secret is in this response only.
+pub async fn create(State(app): State<Arc<App>>, caller: Caller, p: Params) -> Result<Response> {
+    authorize(
+        &app,
+        &caller,
+        Operation::RegistryAdmin,
+        "keys:create",
+        &Input::default(),
+        None,
+    )
+    .await?;
+    let scope = AuditScope::new(&app, &caller, "keys:create", &Input::default());
+    let result = async {
+        let scopes = Scopes::from_input(&p.0)?;
+        if !caller
+            .scopes
+            .as_ref()
+            .is_some_and(|mine| within(&scopes, mine))
+        {
+            return Err(Error::Forbidden(format!(
+                "'{}' cannot create a key with scopes beyond its own",
+                caller.principal
+            )));
+        }
+        let name = p.0.required("name")?;
+        let owner = p.0.required("owner")?;
+        keys::create(app.store.as_ref(), name, owner, &scopes, expiry(&p.0)?).await
+    }
+    .await;
+    scope
+        .outcome(&result, |(k, _)| format!("key '{}' created", k.name))
+        .await;
+    let (key, secret) = result?;
+    let mut body = shown(&key);
+    body["key"] = json!(secret);
+    let mut res = Json(body).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+/// Lists keys: names, owners, prefixes, scopes and dates; never a secret or a hash.
+pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> Result<Response> {
+    authorize(
+        &app,
+        &caller,
+        Operation::RegistryAdmin,
+        "keys:list",
+        &Input::default(),
+        None,
+    )
+    .await?;
+    let keys = app.store.key_list().await?;
+    let list: Vec<_> = keys.iter().map(shown).collect();
+    Ok(Json(json!({ "count": list.len(), "keys": list })).into_response())
+}
+
+/// Revokes a key by `name`; every replica refuses it from the next call on.
+pub async fn revoke(State(app): State<Arc<App>>, caller: Caller, p: Params) -> Result<Response> {
+    authorize(
+        &app,
+        &caller,
+        Operation::RegistryAdmin,
+        "keys:revoke",
+        &Input::default(),
+        None,
+    )
+    .await?;
+    let scope = AuditScope::new(&app, &caller, "keys:revoke", &Input::default());
+    let result = async {
+        let name = p.0.required("name")?;
+        if app.store.key_revoke(name).await? {
+            Ok(name.to_owned())
+        } else {
+            Err(Error::Invalid(format!("no active API key named '{name}'")))
+        }
+    }
+    .await;
+    scope
+        .outcome(&result, |n| format!("key '{n}' revoked"))
+        .await;
+    let name = result?;
+    Ok(Json(json!({ "name": name, "status": "revoked" })).into_response())
+}

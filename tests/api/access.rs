@@ -1,0 +1,400 @@
+//! Who may call what: API keys and their scopes, revocation and expiry, Basic users with
+//! argon2 hashes, failed-authentication throttling, registry administration over HTTP.
+
+use pgua::config::{BasicUser, Config};
+use pgua::service::keys::{Operation, Scopes, hash_password};
+
+use crate::support::{TestApp, spawn_app, spawn_app_with, unique};
+
+const ALL_BUT: &str = "read,create,reset,grant,lock,drop,registry-admin,audit-read";
+
+async fn user(app: &TestApp) -> String {
+    let name = unique("acc");
+    app.get(
+        "/api/v1/users/devqa",
+        &[("env", "dev"), ("database", "dev"), ("username", &name)],
+    )
+    .await;
+    name
+}
+
+#[tokio::test]
+async fn every_operation_needs_its_scope() {
+    let app = spawn_app().await;
+    for op in Operation::ALL {
+        let victim = user(&app).await;
+        let fresh = unique("made");
+        let registry_env = unique("zz");
+        let (path, query): (&str, Vec<(&str, &str)>) = match op {
+            Operation::Read => (
+                "/api/v1/users/find",
+                vec![("env", "dev"), ("database", "dev"), ("username", &victim)],
+            ),
+            Operation::Create => (
+                "/api/v1/users/devqa",
+                vec![("env", "dev"), ("database", "dev"), ("username", &fresh)],
+            ),
+            Operation::Reset => (
+                "/api/v1/users/reset",
+                vec![("env", "dev"), ("database", "dev"), ("username", &victim)],
+            ),
+            Operation::Grant => (
+                "/api/v1/users/grant",
+                vec![
+                    ("env", "dev"),
+                    ("database", "dev"),
+                    ("username", &victim),
+                    ("on", "schema"),
+                    ("schema", "public"),
+                    ("privileges", "USAGE"),
+                ],
+            ),
+            Operation::Lock => (
+                "/api/v1/users/lock",
+                vec![("env", "dev"), ("database", "dev"), ("username", &victim)],
+            ),
+            Operation::Drop => (
+                "/api/v1/users/drop",
+                vec![("env", "dev"), ("database", "dev"), ("username", &victim)],
+            ),
+            Operation::RegistryAdmin => (
+                "/api/v1/registry/add",
+                vec![("env", &registry_env), ("database", "x"), ("host", "h")],
+            ),
+            Operation::AuditRead => ("/api/v1/audit", vec![]),
+        };
+        let without: Vec<&str> = ALL_BUT.split(',').filter(|o| *o != op.name()).collect();
+        let lacking = app.key("*", &without.join(","), "*").await;
+        let r = app.get_bearer(&lacking, path, &query).await;
+        assert_eq!(r.status, 403, "{}: {}", op.name(), r.body);
+        assert!(
+            r.str("error")
+                .contains(&format!("operation '{}'", op.name())),
+            "{}",
+            r.body
+        );
+        let having = app.key("*", op.name(), "*").await;
+        let r = app.get_bearer(&having, path, &query).await;
+        assert_eq!(r.status, 200, "{}: {}", op.name(), r.body);
+    }
+    let denied = app
+        .audit()
+        .await
+        .into_iter()
+        .filter(|a| a.principal.starts_with("key:") && a.status == "failure")
+        .count();
+    assert_eq!(denied, Operation::ALL.len(), "every refusal is audited");
+}
+
+#[tokio::test]
+async fn environment_and_profile_scopes_are_enforced() {
+    let app = spawn_app().await;
+    let ci = app.key("dev,qa", "read,create", "devqa").await;
+    let name = unique("ci");
+    let ok = app
+        .get_bearer(
+            &ci,
+            "/api/v1/users/devqa",
+            &[("env", "dev"), ("database", "dev"), ("username", &name)],
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let r = app
+        .get_bearer(
+            &ci,
+            "/api/v1/users/dba",
+            &[("env", "prod"), ("database", "prod"), ("username", &name)],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(r.str("error").contains("environment 'prod'"), "{}", r.body);
+    let r = app
+        .get_bearer(
+            &ci,
+            "/api/v1/users/readonly",
+            &[("env", "dev"), ("database", "dev"), ("username", &name)],
+        )
+        .await;
+    assert!(r.str("error").contains("profile 'readonly'"), "{}", r.body);
+    let r = app
+        .get_bearer(
+            &ci,
+            "/api/v1/users/find",
+            &[
+                ("env", "dev,prod"),
+                ("database", "dev"),
+                ("username", &name),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 403, "every target of a fan-out must be in scope");
+    // The registry shows only what the key may touch.
+    let r = app.get_bearer(&ci, "/api/v1/registry", &[]).await;
+    let envs: Vec<&str> = r.body["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["env"].as_str().unwrap())
+        .collect();
+    assert!(envs.iter().all(|e| *e == "dev" || *e == "qa"), "{envs:?}");
+}
+
+#[tokio::test]
+async fn revoked_expired_and_unknown_keys_are_refused_and_secrets_are_not_stored() {
+    let app = spawn_app().await;
+    let admin = app.key("*", "*", "*").await;
+    let r = app
+        .get_bearer(
+            &admin,
+            "/api/v1/keys/create",
+            &[
+                ("name", "portal"),
+                ("owner", "web team"),
+                ("environments", "dev"),
+                ("operations", "read"),
+                ("days", "30"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.headers["cache-control"], "no-store");
+    let portal = r.str("key").to_owned();
+    assert!(portal.starts_with("pgua_"));
+    assert_eq!(
+        app.get_bearer(&portal, "/api/v1/registry", &[])
+            .await
+            .status,
+        200
+    );
+    let listed = app.get_bearer(&admin, "/api/v1/keys", &[]).await;
+    assert!(
+        !listed.body.to_string().contains(&portal),
+        "list shows no secret"
+    );
+
+    // The store holds only a hash.
+    let dump = std::fs::read(app.store_url.trim_start_matches("sqlite://")).unwrap();
+    let wal = std::fs::read(format!(
+        "{}-wal",
+        app.store_url.trim_start_matches("sqlite://")
+    ))
+    .unwrap_or_default();
+    for bytes in [&dump, &wal] {
+        assert!(
+            !bytes.windows(portal.len()).any(|w| w == portal.as_bytes()),
+            "secret in the store"
+        );
+    }
+    let hash = pgua::service::keys::hash_secret(&portal);
+    assert!(app.store.key_by_hash(&hash).await.unwrap().is_some());
+
+    let r = app
+        .get_bearer(&admin, "/api/v1/keys/revoke", &[("name", "portal")])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        app.get_bearer(&portal, "/api/v1/registry", &[])
+            .await
+            .status,
+        401,
+        "revoked at once"
+    );
+
+    let scopes = Scopes::all();
+    let past = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let (_, expired) =
+        pgua::service::keys::create(app.store.as_ref(), "old", "tests", &scopes, Some(past))
+            .await
+            .unwrap();
+    assert_eq!(
+        app.get_bearer(&expired, "/api/v1/registry", &[])
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        app.get_bearer("pgua_made-up", "/api/v1/registry", &[])
+            .await
+            .status,
+        401
+    );
+
+    // A key cannot mint a broader key than itself.
+    let dev_admin = app.key("dev", "registry-admin", "*").await;
+    let r = app
+        .get_bearer(
+            &dev_admin,
+            "/api/v1/keys/create",
+            &[
+                ("name", "sneaky"),
+                ("owner", "x"),
+                ("environments", "prod"),
+                ("operations", "registry-admin"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+}
+
+#[tokio::test]
+async fn basic_users_from_config_and_turning_the_compatibility_user_off() {
+    let mut config = Config::default();
+    config.auth.basic_enabled = false;
+    config.auth.users = vec![BasicUser {
+        name: "portal".into(),
+        password_hash: hash_password("correct horse").unwrap(),
+        scopes: Scopes {
+            environments: vec!["dev".into()],
+            operations: vec![Operation::Read],
+            profiles: vec![],
+        },
+    }];
+    let app = spawn_app_with(config).await;
+    assert_eq!(
+        app.get_as("/api/v1/registry", Some((&app.user, &app.pass)))
+            .await
+            .status,
+        401
+    );
+    let r = app
+        .get_as("/api/v1/registry", Some(("portal", "correct horse")))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        app.get_as("/api/v1/registry", Some(("portal", "wrong")))
+            .await
+            .status,
+        401
+    );
+    let res = app
+        .client
+        .get(format!("{}/api/v1/users/devqa", app.base))
+        .basic_auth("portal", Some("correct horse"))
+        .query(&[("env", "dev"), ("database", "dev"), ("username", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+}
+
+#[tokio::test]
+async fn repeated_failures_are_slowed_then_refused_and_audited() {
+    let mut config = Config::default();
+    config.auth.slowdown_after_failures = 1;
+    config.auth.lockout_after_failures = 3;
+    config.auth.lockout_secs = 60;
+    let app = spawn_app_with(config).await;
+    for _ in 0..3 {
+        let r = app
+            .get_as("/api/v1/registry", Some(("tester", "guess-123")))
+            .await;
+        assert_eq!(r.status, 401);
+    }
+    let r = app
+        .get_as("/api/v1/registry", Some((&app.user, &app.pass)))
+        .await;
+    assert_eq!(r.status, 429, "locked out even with the right password");
+    assert!(r.headers.contains_key("retry-after"));
+    let audit = app.audit().await;
+    let failures: Vec<_> = audit.iter().filter(|a| a.operation == "auth").collect();
+    assert_eq!(failures.len(), 3);
+    assert_eq!(failures[0].principal, "tester");
+    assert!(
+        !format!("{audit:?}").contains("guess-123"),
+        "no attempted secret in the audit log"
+    );
+}
+
+#[tokio::test]
+async fn registry_is_administered_over_http() {
+    let app = spawn_app().await;
+    let env = unique("stage");
+    let add = app
+        .get(
+            "/api/v1/registry/add",
+            &[
+                ("env", &env),
+                ("database", "dev"),
+                ("host", "127.0.0.1"),
+                ("port", &app.clusters.dev.port.to_string()),
+                ("sslmode", "disable"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (add.status.as_u16(), add.str("status")),
+        (200, "added"),
+        "{}",
+        add.body
+    );
+    let dup = app
+        .get(
+            "/api/v1/registry/add",
+            &[("env", &env), ("database", "dev"), ("host", "h")],
+        )
+        .await;
+    assert_eq!(dup.status, 409);
+    let name = unique("reg");
+    let q = [
+        ("env", env.as_str()),
+        ("database", "dev"),
+        ("username", name.as_str()),
+    ];
+    assert_eq!(
+        app.get("/api/v1/users/devqa", &q).await.status,
+        200,
+        "usable at once"
+    );
+    let upd = app
+        .get(
+            "/api/v1/registry/update",
+            &[("env", &env), ("database", "dev"), ("notes", "moved")],
+        )
+        .await;
+    assert_eq!(upd.body["entry"]["notes"], "moved");
+    assert_eq!(upd.body["entry"]["port"], app.clusters.dev.port);
+    let off = app
+        .get(
+            "/api/v1/registry/deactivate",
+            &[("env", &env), ("database", "dev")],
+        )
+        .await;
+    assert_eq!(off.body["entry"]["active"], 0);
+    assert_eq!(
+        app.get("/api/v1/users/find", &q).await.status,
+        404,
+        "inactive at once"
+    );
+    let bad = app
+        .get(
+            "/api/v1/registry/update",
+            &[("env", &env), ("database", "dev"), ("sslmode", "maybe")],
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    let gone = app
+        .get(
+            "/api/v1/registry/remove",
+            &[("env", &env), ("database", "dev")],
+        )
+        .await;
+    assert_eq!(gone.str("status"), "removed");
+    assert_eq!(
+        app.get(
+            "/api/v1/registry/remove",
+            &[("env", &env), ("database", "dev")]
+        )
+        .await
+        .status,
+        404
+    );
+    let dev_admin = app.key("dev", "registry-admin", "*").await;
+    let r = app
+        .get_bearer(
+            &dev_admin,
+            "/api/v1/registry/add",
+            &[("env", "prod"), ("database", "x"), ("host", "h")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+}
