@@ -52,6 +52,22 @@ pub struct Config {
     pub profiles: BTreeMap<String, ProfileConfig>,
     /// Who may call the API besides API keys.
     pub auth: AuthConfig,
+    /// How long audit records are kept.
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: retention. Pruning leaves a checkpoint, signed with `PGUA_AUDIT_KEY` (or the
+/// file `PGUA_AUDIT_KEY_FILE` names) when set, so the rest of the chain stays verifiable.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Records older than this many days are pruned hourly by the server; none keeps all.
+    pub retention_days: Option<u32>,
+}
+
+/// The key that signs audit checkpoints, if configured.
+pub fn audit_key() -> anyhow::Result<Option<SecretString>> {
+    secret_from_env("PGUA_AUDIT_KEY")
 }
 
 /// `[auth]`: Basic users and failed-authentication limits (API keys live in the store).
@@ -104,6 +120,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             profiles: BTreeMap::new(),
             auth: AuthConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }

@@ -40,6 +40,9 @@ impl Application {
     ) -> anyhow::Result<Self> {
         install_crypto_provider();
         let app = Arc::new(App::new(config, store, api, admin)?);
+        if let Some(days) = config.audit.retention_days {
+            spawn_pruning(app.store.clone(), days, crate::config::audit_key()?);
+        }
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -64,6 +67,28 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await
     }
+}
+
+/// Prunes audit records older than `days`, hourly, leaving signed checkpoints.
+fn spawn_pruning(store: Arc<dyn Store>, days: u32, key: Option<secrecy::SecretString>) {
+    use secrecy::ExposeSecret;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let before = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+            let key = key.as_ref().map(|k| k.expose_secret().as_bytes());
+            match store.audit_prune(before, key).await {
+                Ok(Some(c)) => tracing::info!(
+                    pruned = c.pruned,
+                    through_id = c.through_id,
+                    "audit records pruned"
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "audit pruning failed"),
+            }
+        }
+    });
 }
 
 /// rustls needs exactly one process-wide provider; ring is the one compiled in.

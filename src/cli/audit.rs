@@ -4,6 +4,7 @@ use std::io::Write;
 
 use anyhow::bail;
 use clap::Subcommand;
+use secrecy::ExposeSecret;
 
 use crate::config::Config;
 use crate::service::audit;
@@ -22,6 +23,13 @@ pub enum AuditCommand {
     },
     /// Check the hash chain; exits non-zero and names the first broken record if any.
     Verify,
+    /// Remove records older than `--before` (default: `[audit] retention_days`), leaving a
+    /// checkpoint signed with PGUA_AUDIT_KEY.
+    Prune {
+        /// RFC 3339 time or YYYY-MM-DD.
+        #[arg(long)]
+        before: Option<String>,
+    },
     /// Write records (all, or those the filters select) as CSV or JSON.
     Export {
         /// csv or json.
@@ -59,7 +67,9 @@ pub async fn run(cmd: AuditCommand, config: &Config) -> anyhow::Result<()> {
     let store = crate::store::open(&config.store).await?;
     match cmd {
         AuditCommand::Verify => {
-            let v = chain::verify(store.as_ref()).await?;
+            let key = crate::config::audit_key()?;
+            let key = key.as_ref().map(|k| k.expose_secret().as_bytes());
+            let v = chain::verify(store.as_ref(), key).await?;
             if let Some(b) = v.broken {
                 bail!(
                     "audit chain broken at record #{}: {} ({} records before it are intact)",
@@ -72,6 +82,45 @@ pub async fn run(cmd: AuditCommand, config: &Config) -> anyhow::Result<()> {
                 "audit chain intact: {} records chained; {} older records before the chain began",
                 v.chained, v.legacy
             );
+            if let Some(c) = &v.checkpoint {
+                let trust = match v.trust {
+                    chain::CheckpointTrust::Verified => "signature verified",
+                    chain::CheckpointTrust::NotChecked => {
+                        "signature not checked: set PGUA_AUDIT_KEY"
+                    }
+                    _ => "UNSIGNED: set PGUA_AUDIT_KEY when pruning",
+                };
+                println!(
+                    "records through #{} ({}) were pruned at {}; checkpoint {trust}",
+                    c.through_id, c.pruned, c.created_at
+                );
+            }
+        }
+        AuditCommand::Prune { before } => {
+            let before = match (before, config.audit.retention_days) {
+                (Some(b), _) => audit::export_filter(&Input::from_pairs([("until".into(), b)]))?
+                    .until
+                    .expect("until was given"),
+                (None, Some(days)) => chrono::Utc::now() - chrono::Duration::days(i64::from(days)),
+                (None, None) => bail!("give --before, or set [audit] retention_days"),
+            };
+            let key = crate::config::audit_key()?;
+            match store
+                .audit_prune(before, key.as_ref().map(|k| k.expose_secret().as_bytes()))
+                .await?
+            {
+                Some(c) => println!(
+                    "pruned {} records through #{}; checkpoint {}",
+                    c.pruned,
+                    c.through_id,
+                    if c.signature == "unsigned" {
+                        "unsigned"
+                    } else {
+                        "signed"
+                    }
+                ),
+                None => println!("no record older than {before}"),
+            }
         }
         AuditCommand::Export {
             format,

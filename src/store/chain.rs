@@ -4,9 +4,70 @@
 //! write lock (SQLite's, or an advisory lock in PostgreSQL), whatever the number of replicas.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use hmac::{KeyInit, Mac};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use subtle::ConstantTimeEq;
+
 use super::{AuditRecord, Store};
+
+/// What a prune leaves behind: where the chain continues, signed so that a forged
+/// checkpoint cannot hide removed records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Checkpoint {
+    /// Row id.
+    pub id: i64,
+    /// When the prune ran.
+    pub created_at: DateTime<Utc>,
+    /// Every record up to this id was removed.
+    pub through_id: i64,
+    /// The hash of the last removed chained record (empty: none was chained).
+    pub last_hash: String,
+    /// How many records were removed.
+    pub pruned: i64,
+    /// `hmac-sha256:<hex>` with `PGUA_AUDIT_KEY`, or `unsigned`.
+    pub signature: String,
+}
+
+/// The signature of a checkpoint's fields, or `unsigned` without a key.
+pub fn sign(key: Option<&[u8]>, c: &Checkpoint) -> String {
+    let Some(key) = key else {
+        return "unsigned".into();
+    };
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(checkpoint_message(c).as_bytes());
+    let tag = mac.finalize().into_bytes();
+    format!(
+        "hmac-sha256:{}",
+        tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+fn checkpoint_message(c: &Checkpoint) -> String {
+    format!(
+        "pg-user-api audit checkpoint|{}|{}|{}|{}",
+        c.through_id,
+        c.last_hash,
+        c.pruned,
+        micros(c.created_at).to_rfc3339_opts(SecondsFormat::Micros, true)
+    )
+}
+
+/// How far a checkpoint can be trusted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CheckpointTrust {
+    /// No prune has happened.
+    NoCheckpoint,
+    /// Signed, and the signature matches the key given.
+    Verified,
+    /// Signed, but no key was given to check it.
+    NotChecked,
+    /// Written without a key: anyone with write access could have made it.
+    Unsigned,
+    /// Signed, but not with the key given.
+    Forged,
+}
 
 /// The `prev_hash` of the first chained record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -62,6 +123,10 @@ pub struct Verification {
     pub legacy: u64,
     /// The first broken link, if any.
     pub broken: Option<BrokenLink>,
+    /// The latest prune's checkpoint, where the chain now starts.
+    pub checkpoint: Option<Checkpoint>,
+    /// Whether that checkpoint's signature was checked.
+    pub trust: CheckpointTrust,
 }
 
 /// Where and why the chain breaks.
@@ -73,16 +138,51 @@ pub struct BrokenLink {
     pub reason: String,
 }
 
-/// Walks the whole log in id order and reports the first record that breaks the chain.
-pub async fn verify(store: &dyn Store) -> anyhow::Result<Verification> {
+/// Walks the whole log in id order from the latest checkpoint on and reports the first
+/// record that breaks the chain; with `key`, a checkpoint must carry its signature.
+pub async fn verify(store: &dyn Store, key: Option<&[u8]>) -> anyhow::Result<Verification> {
     const PAGE: u32 = 1000;
+    let checkpoint = store.audit_checkpoint_latest().await?;
+    let trust = match (&checkpoint, key) {
+        (None, _) => CheckpointTrust::NoCheckpoint,
+        (Some(c), _) if c.signature == "unsigned" => CheckpointTrust::Unsigned,
+        (Some(_), None) => CheckpointTrust::NotChecked,
+        (Some(c), Some(_)) if bool::from(sign(key, c).as_bytes().ct_eq(c.signature.as_bytes())) => {
+            CheckpointTrust::Verified
+        }
+        (Some(_), Some(_)) => CheckpointTrust::Forged,
+    };
+    let refusal = match (&trust, key) {
+        (CheckpointTrust::Forged, _) => {
+            Some("the checkpoint's signature does not match the key: it was forged or altered")
+        }
+        (CheckpointTrust::Unsigned, Some(_)) => {
+            Some("the checkpoint is unsigned although a key is configured")
+        }
+        _ => None,
+    };
     let mut v = Verification {
         chained: 0,
         legacy: 0,
         broken: None,
+        checkpoint: checkpoint.clone(),
+        trust,
     };
+    if let (Some(reason), Some(c)) = (refusal, &checkpoint) {
+        v.broken = Some(BrokenLink {
+            id: c.through_id,
+            reason: reason.into(),
+        });
+        return Ok(v);
+    }
+    // After a prune the chain continues from the checkpoint's hash.
+    let start = checkpoint
+        .as_ref()
+        .map(|c| c.last_hash.clone())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| GENESIS.to_owned());
     let mut prev: Option<String> = None;
-    let mut after = i64::MIN;
+    let mut after = checkpoint.as_ref().map_or(i64::MIN, |c| c.through_id);
     loop {
         let page = store.audit_after(after, PAGE).await?;
         let Some(last) = page.last() else {
@@ -96,9 +196,14 @@ pub async fn verify(store: &dyn Store) -> anyhow::Result<Verification> {
                     continue;
                 }
                 (Some(_), true) => Some("it has no hash: written around the service".to_owned()),
-                (None, false) if r.prev_hash != GENESIS => Some(format!(
-                    "the chain starts here but links to {} instead of the genesis",
-                    r.prev_hash
+                (None, false) if r.prev_hash != start => Some(format!(
+                    "the chain starts here but links to {} instead of {}",
+                    r.prev_hash,
+                    if start == GENESIS {
+                        "the genesis"
+                    } else {
+                        "the last checkpoint"
+                    }
                 )),
                 (Some(p), false) if &r.prev_hash != p => Some(
                     "it does not link to the record before it: a record was removed or inserted"

@@ -304,6 +304,15 @@ pub trait Store: Send + Sync + 'static {
     async fn key_revoke(&self, name: &str) -> anyhow::Result<bool>;
     /// Changes host, port, notes, sslmode and active of an entry; false when there is none.
     async fn registry_update(&self, entry: &NewEntry) -> anyhow::Result<bool>;
+    /// Removes the records older than `before` and stores a checkpoint (signed with `key`)
+    /// where the chain continues; nothing when no record is that old.
+    async fn audit_prune(
+        &self,
+        before: DateTime<Utc>,
+        key: Option<&[u8]>,
+    ) -> anyhow::Result<Option<chain::Checkpoint>>;
+    /// The latest checkpoint, if records were ever pruned.
+    async fn audit_checkpoint_latest(&self) -> anyhow::Result<Option<chain::Checkpoint>>;
     /// Records matching `filter`, lowest id first, from `filter.after_id` on.
     async fn audit_query(&self, filter: &AuditFilter) -> anyhow::Result<Vec<AuditRecord>>;
     /// Records with an id above `after_id`, lowest id first: pages through the whole log.

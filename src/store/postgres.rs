@@ -23,6 +23,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres_001_initial.sql")),
     (2, include_str!("migrations/postgres_002_audit_chain.sql")),
     (3, include_str!("migrations/postgres_003_api_keys.sql")),
+    (
+        4,
+        include_str!("migrations/postgres_004_audit_retention.sql"),
+    ),
 ];
 
 /// Advisory lock key ("pguachai") held while appending to the audit chain.
@@ -501,6 +505,87 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn audit_prune(
+        &self,
+        before: DateTime<Utc>,
+        key: Option<&[u8]>,
+    ) -> anyhow::Result<Option<chain::Checkpoint>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(CHAIN_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let through: Option<i64> =
+            sqlx::query_scalar("SELECT max(id) FROM audit_log WHERE performed_at < $1")
+                .bind(before)
+                .fetch_one(&mut *tx)
+                .await?;
+        let Some(through_id) = through else {
+            return Ok(None);
+        };
+        let last_hash: Option<String> = sqlx::query_scalar(
+            "SELECT hash FROM audit_log WHERE id <= $1 AND hash IS NOT NULL
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(through_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let pruned: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE id <= $1")
+            .bind(through_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let now = Utc::now();
+        let mut cp = chain::Checkpoint {
+            id: 0,
+            created_at: DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now),
+            through_id,
+            last_hash: last_hash.unwrap_or_default(),
+            pruned,
+            signature: String::new(),
+        };
+        cp.signature = chain::sign(key, &cp);
+        cp.id = sqlx::query_scalar(
+            "INSERT INTO audit_checkpoints (created_at, through_id, last_hash, pruned, signature)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(cp.created_at)
+        .bind(cp.through_id)
+        .bind(&cp.last_hash)
+        .bind(cp.pruned)
+        .bind(&cp.signature)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("SET LOCAL pgua.audit_pruning = 'on'")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM audit_log WHERE id <= $1")
+            .bind(through_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(cp))
+    }
+
+    async fn audit_checkpoint_latest(&self) -> anyhow::Result<Option<chain::Checkpoint>> {
+        let row = sqlx::query(
+            "SELECT id, created_at, through_id, last_hash, pruned, signature
+             FROM audit_checkpoints ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| -> anyhow::Result<chain::Checkpoint> {
+            Ok(chain::Checkpoint {
+                id: r.try_get("id")?,
+                created_at: r.try_get("created_at")?,
+                through_id: r.try_get("through_id")?,
+                last_hash: r.try_get("last_hash")?,
+                pruned: r.try_get("pruned")?,
+                signature: r.try_get("signature")?,
+            })
+        })
+        .transpose()
     }
 
     async fn key_add(&self, k: &ApiKey) -> Result<ApiKey, StoreError> {

@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/sqlite_003_audit_profile.sql")),
     (4, include_str!("migrations/sqlite_004_audit_chain.sql")),
     (5, include_str!("migrations/sqlite_005_api_keys.sql")),
+    (6, include_str!("migrations/sqlite_006_audit_retention.sql")),
 ];
 
 /// The SQLite store.
@@ -270,6 +271,86 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn audit_prune(
+        &self,
+        before: DateTime<Utc>,
+        key: Option<&[u8]>,
+    ) -> anyhow::Result<Option<chain::Checkpoint>> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let through: Option<i64> =
+            sqlx::query_scalar("SELECT max(id) FROM audit_log WHERE performed_at < ?")
+                .bind(format_time(&before))
+                .fetch_one(&mut *tx)
+                .await?;
+        let Some(through_id) = through else {
+            return Ok(None);
+        };
+        let last_hash: Option<String> = sqlx::query_scalar(
+            "SELECT hash FROM audit_log WHERE id <= ? AND hash IS NOT NULL ORDER BY id DESC LIMIT 1",
+        )
+        .bind(through_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let pruned: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE id <= ?")
+            .bind(through_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut cp = chain::Checkpoint {
+            id: 0,
+            created_at: Utc::now(),
+            through_id,
+            last_hash: last_hash.unwrap_or_default(),
+            pruned,
+            signature: String::new(),
+        };
+        cp.created_at = DateTime::from_timestamp_micros(cp.created_at.timestamp_micros())
+            .unwrap_or(cp.created_at);
+        cp.signature = chain::sign(key, &cp);
+        cp.id = sqlx::query_scalar(
+            "INSERT INTO audit_checkpoints (created_at, through_id, last_hash, pruned, signature)
+             VALUES (?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(format_time(&cp.created_at))
+        .bind(cp.through_id)
+        .bind(&cp.last_hash)
+        .bind(cp.pruned)
+        .bind(&cp.signature)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("INSERT INTO pgua_audit_pruning (marker) VALUES (1)")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM audit_log WHERE id <= ?")
+            .bind(through_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM pgua_audit_pruning")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(cp))
+    }
+
+    async fn audit_checkpoint_latest(&self) -> anyhow::Result<Option<chain::Checkpoint>> {
+        let row = sqlx::query(
+            "SELECT id, created_at, through_id, last_hash, pruned, signature
+             FROM audit_checkpoints ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|r| -> anyhow::Result<chain::Checkpoint> {
+            Ok(chain::Checkpoint {
+                id: r.try_get("id")?,
+                created_at: parse_time(&r.try_get::<String, _>("created_at")?),
+                through_id: r.try_get("through_id")?,
+                last_hash: r.try_get("last_hash")?,
+                pruned: r.try_get("pruned")?,
+                signature: r.try_get("signature")?,
+            })
+        })
+        .transpose()
     }
 
     async fn key_add(&self, k: &ApiKey) -> Result<ApiKey, StoreError> {
