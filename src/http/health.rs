@@ -14,7 +14,7 @@ pub async fn root() -> Json<Value> {
     Json(json!({
         "service": "PostgreSQL User Management API",
         "version": env!("CARGO_PKG_VERSION"),
-        "auth": "HTTP Basic",
+        "auth": "HTTP Basic or Bearer API key",
     }))
 }
 
