@@ -35,6 +35,9 @@ pub enum Error {
     /// The target refused the statements (missing privilege, bad admin credentials, …).
     #[error("target database refused the operation: {0}")]
     TargetRefused(String),
+    /// The store cannot be read and nothing else tells where the target is.
+    #[error("store unavailable: the operation was not performed")]
+    StoreUnavailable(#[source] anyhow::Error),
     /// The audit log cannot be written, so nothing is done (fail closed).
     #[error("audit log unavailable: the operation was not performed")]
     AuditUnavailable(#[source] anyhow::Error),
@@ -52,9 +55,9 @@ impl Error {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NoRegistryEntry { .. } => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
-            Error::TargetUnavailable(_) | Error::AuditUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Error::TargetUnavailable(_)
+            | Error::AuditUnavailable(_)
+            | Error::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::TargetTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::TargetRefused(_) => StatusCode::BAD_GATEWAY,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -16,6 +16,7 @@ impl IntoResponse for Error {
             Error::AuditUnavailable(cause) => {
                 tracing::error!(error = ?cause, "audit log unavailable")
             }
+            Error::StoreUnavailable(cause) => tracing::error!(error = ?cause, "store unavailable"),
             e if status.is_server_error() => tracing::warn!(error = %e, "target error"),
             _ => {}
         }

@@ -109,7 +109,8 @@ impl App {
         match self
             .registry
             .get(self.store.as_ref(), env, database)
-            .await?
+            .await
+            .map_err(Error::StoreUnavailable)?
         {
             Some(entry) if entry.active => Ok(entry),
             _ => Err(Error::NoRegistryEntry {

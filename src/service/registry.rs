@@ -28,23 +28,32 @@ pub struct RegistryCache {
 
 impl RegistryCache {
     /// The entry for env and database, from a snapshot at most [`REGISTRY_CACHE_TTL`] old.
+    /// While the store cannot be read, the last snapshot is used, so reads keep working.
     pub async fn get(
         &self,
         store: &dyn Store,
         env: &str,
         db_name: &str,
     ) -> anyhow::Result<Option<RegistryEntry>> {
-        let fresh = self
-            .snapshot
-            .read()
-            .expect("registry cache poisoned")
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() < REGISTRY_CACHE_TTL)
-            .map(|(_, s)| s.clone());
+        let (fresh, last) = {
+            let guard = self.snapshot.read().expect("registry cache poisoned");
+            let fresh = guard
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() < REGISTRY_CACHE_TTL)
+                .map(|(_, s)| s.clone());
+            (fresh, guard.as_ref().map(|(_, s)| s.clone()))
+        };
         let snapshot = match fresh {
             Some(s) => s,
             None => {
-                let entries = store.registry_list().await?;
+                let entries = match (store.registry_list().await, last) {
+                    (Ok(entries), _) => entries,
+                    (Err(e), Some(last)) => {
+                        tracing::warn!(error = %e, "store unreadable; using the last registry snapshot");
+                        return Ok(last.get(&(env.to_owned(), db_name.to_owned())).cloned());
+                    }
+                    (Err(e), None) => return Err(e),
+                };
                 let map: Snapshot = Arc::new(
                     entries
                         .into_iter()

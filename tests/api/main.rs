@@ -5,6 +5,7 @@ mod audit;
 mod cli;
 mod concurrency;
 mod fanout;
+mod faults;
 mod grants;
 mod lifecycle;
 mod profiles;

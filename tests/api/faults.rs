@@ -1,0 +1,336 @@
+//! Faults that must be survived: a target that goes down and comes back, a slow target, a
+//! store that goes away, SIGKILL in the middle of a burst, SIGTERM with calls in flight.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgua::cluster::{ClusterOptions, TempCluster};
+use pgua::config::Config;
+use pgua::store::{NewEntry, SslMode};
+use sqlx::Connection;
+
+use crate::support::{
+    clusters, spawn_app, spawn_app_with, spawn_app_with_store, start_prepared_cluster, unique,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pg-user-api");
+
+#[tokio::test]
+async fn a_target_that_goes_down_fails_fast_and_recovers_without_a_restart() {
+    let app = spawn_app().await;
+    let mut target =
+        start_prepared_cluster(ClusterOptions::default(), &clusters().dev.admin_password);
+    app.register("flaky", "dev", target.port()).await;
+    let q = |name: &str| {
+        [
+            ("env", "flaky".to_owned()),
+            ("database", "dev".to_owned()),
+            ("username", name.to_owned()),
+        ]
+    };
+    let get = |name: String| {
+        let app = &app;
+        async move {
+            let q = q(&name);
+            let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            app.get("/api/v1/users/devqa", &q).await
+        }
+    };
+    // The pool holds connections to it.
+    assert_eq!(get(unique("up")).await.status, 200);
+    target.stop().unwrap();
+    let started = Instant::now();
+    let r = get(unique("down")).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.str("error").contains("unavailable"), "{}", r.body);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let other = app
+        .get(
+            "/api/v1/users/devqa",
+            &[
+                ("env", "dev"),
+                ("database", "dev"),
+                ("username", &unique("fine")),
+            ],
+        )
+        .await;
+    assert_eq!(other.status, 200, "other targets are unaffected");
+    target.restart().unwrap();
+    let back = get(unique("back")).await;
+    assert_eq!(back.status, 200, "{}", back.body);
+}
+
+#[tokio::test]
+async fn a_statement_timeout_ends_the_call_with_nothing_half_applied() {
+    let mut config = Config::default();
+    config.targets.statement_timeout_ms = 300;
+    config.targets.lock_timeout_ms = 0;
+    let app = spawn_app_with(config).await;
+    let db = app.fresh_database("slow").await;
+    let holder = app.clusters.dev.superuser(&db).await;
+    holder
+        .batch_execute("SELECT pg_advisory_lock(hashtext('pg-user-api:grants'))")
+        .await
+        .unwrap();
+    let name = unique("slow");
+    let r = app
+        .get(
+            "/api/v1/users/devqa",
+            &[("env", "slow"), ("database", &db), ("username", &name)],
+        )
+        .await;
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert!(r.str("error").contains("statement timeout"), "{}", r.body);
+    assert!(!app.dev_role_exists(&name).await, "rolled back");
+}
+
+#[tokio::test]
+async fn without_the_store_changes_are_refused_reads_go_on_and_service_resumes() {
+    let mut store_cluster = TempCluster::start(ClusterOptions::default()).unwrap();
+    store_cluster
+        .psql("postgres", "CREATE DATABASE store")
+        .unwrap();
+    let url = format!(
+        "postgres://postgres:{}@127.0.0.1:{}/store",
+        store_cluster.superuser_password(),
+        store_cluster.port()
+    );
+    let app = spawn_app_with_store(Config::default(), &url).await;
+    let name = unique("st");
+    let q = [
+        ("env", "dev"),
+        ("database", "dev"),
+        ("username", name.as_str()),
+    ];
+    assert_eq!(app.get("/api/v1/users/devqa", &q).await.status, 200);
+
+    store_cluster.stop().unwrap();
+    let r = app.get("/api/v1/users/find", &q).await;
+    assert_eq!(
+        (r.status.as_u16(), &r.body["found"]),
+        (200, &serde_json::json!(true)),
+        "{}",
+        r.body
+    );
+    let fresh = unique("st");
+    let r = app
+        .get(
+            "/api/v1/users/devqa",
+            &[("env", "dev"), ("database", "dev"), ("username", &fresh)],
+        )
+        .await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.str("error").contains("audit log unavailable"),
+        "{}",
+        r.body
+    );
+    assert!(!app.dev_role_exists(&fresh).await, "nothing done unaudited");
+    assert_eq!(app.get_as("/readyz", None).await.status, 503);
+
+    store_cluster.restart().unwrap();
+    let r = app
+        .get(
+            "/api/v1/users/devqa",
+            &[("env", "dev"), ("database", "dev"), ("username", &fresh)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "resumes by itself: {}", r.body);
+    assert_eq!(app.get_as("/readyz", None).await.status, 200);
+}
+
+/// The real server as a child process on a SQLite store with a dev entry.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(store: &std::path::Path) -> Self {
+        let port = crate::support::closed_port();
+        let child = Command::new(BIN)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("PG_API_USER", "u")
+            .env("PG_API_PASS", "p")
+            .env("PG_ADMIN_USER", "pgua_admin")
+            .env("PG_ADMIN_PASS", &clusters().dev.admin_password)
+            .env("PGUA_STORE", format!("sqlite://{}", store.display()))
+            .env_remove("PGUA_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+async fn store_with(entries: &[(&str, &str)]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let store = pgua::store::open(path.to_str().unwrap()).await.unwrap();
+    for (env, db) in entries {
+        store
+            .registry_add(&NewEntry {
+                env: (*env).into(),
+                db_name: (*db).into(),
+                hostname: "127.0.0.1".into(),
+                port: clusters().dev.port,
+                active: true,
+                notes: None,
+                sslmode: SslMode::Disable,
+            })
+            .await
+            .unwrap();
+    }
+    (dir, path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_in_a_burst_leaves_an_intact_store_and_an_intent_for_every_role() {
+    let (_dir, path) = store_with(&[("dev", "dev")]).await;
+    let mut server = Server::start(&path);
+    let prefix = unique("kill");
+    let client = reqwest::Client::new();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let calls: Vec<_> = (0..60)
+        .map(|i| {
+            let (client, base, name, done) = (
+                client.clone(),
+                server.base.clone(),
+                format!("{prefix}_{i}"),
+                done.clone(),
+            );
+            tokio::spawn(async move {
+                let r = client
+                    .get(format!("{base}/api/v1/users/devqa"))
+                    .basic_auth("u", Some("p"))
+                    .query(&[("env", "dev"), ("database", "dev"), ("username", &name)])
+                    .send()
+                    .await;
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                r.map(|r| r.status().as_u16()).unwrap_or(0)
+            })
+        })
+        .collect();
+    while done.load(std::sync::atomic::Ordering::Relaxed) < 10 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.signal(libc::SIGKILL);
+    server.child.wait().unwrap();
+    for c in calls {
+        c.await.unwrap();
+    }
+
+    let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(check, "ok");
+    let intents: Vec<String> =
+        sqlx::query_scalar("SELECT pg_username FROM audit_log WHERE status = 'intent'")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    let su = clusters().dev.superuser("postgres").await;
+    let roles: Vec<String> = su
+        .query(
+            "SELECT rolname::text FROM pg_roles WHERE rolname LIKE $1",
+            &[&format!("{prefix}\\_%")],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!roles.is_empty());
+    for role in &roles {
+        assert!(
+            intents.contains(role),
+            "{role} exists without an intent record"
+        );
+    }
+    // Restarted on the same store, the chain still verifies and the service works.
+    let server = Server::start(&path);
+    let verify = Command::new(BIN)
+        .args(["audit", "verify"])
+        .env("PGUA_STORE", format!("sqlite://{}", path.display()))
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let r = client
+        .get(format!("{}/api/v1/users/find", server.base))
+        .basic_auth("u", Some("p"))
+        .query(&[
+            ("env", "dev"),
+            ("database", "dev"),
+            ("username", roles[0].as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    server.signal(libc::SIGTERM);
+}
+
+#[tokio::test]
+async fn sigterm_drains_calls_in_flight() {
+    let app = spawn_app().await;
+    let db = app.fresh_database("unused").await;
+    let (_dir, path) = store_with(&[("drain", &db)]).await;
+    let mut server = Server::start(&path);
+    let holder = clusters().dev.superuser(&db).await;
+    holder
+        .batch_execute("SELECT pg_advisory_lock(hashtext('pg-user-api:grants'))")
+        .await
+        .unwrap();
+    let name = unique("drain");
+    let call = {
+        let (base, name, db) = (server.base.clone(), name.clone(), db.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .get(format!("{base}/api/v1/users/devqa"))
+                .basic_auth("u", Some("p"))
+                .query(&[("env", "drain"), ("database", &db), ("username", &name)])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.signal(libc::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(server.child.try_wait().unwrap().is_none(), "still draining");
+    holder
+        .batch_execute("SELECT pg_advisory_unlock_all()")
+        .await
+        .unwrap();
+    assert_eq!(call.await.unwrap(), 200, "the call in flight completed");
+    let status = server.child.wait().unwrap();
+    assert!(status.success());
+}
