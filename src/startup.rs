@@ -39,6 +39,7 @@ impl Application {
         admin: AdminCredentials,
     ) -> anyhow::Result<Self> {
         install_crypto_provider();
+        crate::http::metrics::handle();
         let app = Arc::new(App::new(config, store, api, admin)?);
         if let Some(days) = config.audit.retention_days {
             spawn_pruning(app.store.clone(), days, crate::config::audit_key()?);

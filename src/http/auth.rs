@@ -136,6 +136,7 @@ pub async fn require_auth(State(app): State<Arc<App>>, mut req: Request, next: N
         }
         Err(reason) => {
             tracing::info!(reason, "authentication failed");
+            metrics::counter!("pgua_auth_failures_total").increment(1);
             let delay = ip.map(|ip| app.throttle.failed(ip)).unwrap_or_default();
             if !matches!(creds, Credentials::None) {
                 let caller = Caller {

@@ -23,12 +23,19 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: the store answers; 503 otherwise.
+/// `GET /readyz`: the store answers (503 otherwise); targets whose last connection failed
+/// are listed, without failing the service.
 pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Value>) {
+    let degraded: Vec<Value> = app
+        .targets
+        .degraded()
+        .into_iter()
+        .map(|(target, error)| json!({ "target": target, "error": error }))
+        .collect();
     match app.store.ping().await {
         Ok(()) => (
             StatusCode::OK,
-            Json(json!({ "status": "ready", "store": "ok" })),
+            Json(json!({ "status": "ready", "store": "ok", "degraded_targets": degraded })),
         ),
         Err(e) => {
             tracing::warn!(error = %e, "store not reachable");

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod keys;
+pub mod metrics;
 pub mod params;
 pub mod registry;
 pub mod users;
@@ -101,6 +102,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/", get(health::root))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::render))
         .merge(api)
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -109,6 +111,7 @@ pub fn router(app: Arc<App>) -> Router {
                 "method not allowed; use GET or POST",
             )
         })
+        .layer(middleware::from_fn(metrics::track))
         .with_state(app)
         .layer(
             ServiceBuilder::new()

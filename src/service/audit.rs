@@ -96,6 +96,18 @@ impl<'a> AuditScope<'a> {
                 self.record.error = Some(e.to_string());
             }
         }
+        let env = if self.app.registry.knows_env(&self.record.env) {
+            self.record.env.clone()
+        } else {
+            "other".to_owned()
+        };
+        metrics::counter!(
+            "pgua_operations_total",
+            "operation" => self.record.operation.clone(),
+            "outcome" => self.record.status.clone(),
+            "env" => env
+        )
+        .increment(1);
         if let Err(e) = self.app.audit.append(self.record).await {
             tracing::error!(error = %e, "could not write audit outcome");
         }

@@ -46,7 +46,11 @@ impl RegistryCache {
         let snapshot = match fresh {
             Some(s) => s,
             None => {
-                let entries = match (store.registry_list().await, last) {
+                let started = Instant::now();
+                let read = store.registry_list().await;
+                metrics::histogram!("pgua_store_read_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                let entries = match (read, last) {
                     (Ok(entries), _) => entries,
                     (Err(e), Some(last)) => {
                         tracing::warn!(error = %e, "store unreadable; using the last registry snapshot");
@@ -66,6 +70,15 @@ impl RegistryCache {
             }
         };
         Ok(snapshot.get(&(env.to_owned(), db_name.to_owned())).cloned())
+    }
+
+    /// Whether `env` names a registered environment (metrics label only those).
+    pub fn knows_env(&self, env: &str) -> bool {
+        self.snapshot
+            .read()
+            .expect("registry cache poisoned")
+            .as_ref()
+            .is_some_and(|(_, s)| s.keys().any(|(e, _)| e == env))
     }
 
     /// Forgets the snapshot, after this process changed the registry.

@@ -29,10 +29,17 @@ impl AuditQueue {
             let mut jobs = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
                 let (records, waiters): (Vec<_>, Vec<_>) = jobs.drain(..).unzip();
+                let started = std::time::Instant::now();
                 let result = store
                     .audit_append(&records)
                     .await
                     .map_err(|e| format!("{e:#}"));
+                metrics::histogram!("pgua_store_write_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                metrics::histogram!("pgua_audit_batch_size").record(records.len() as f64);
+                if result.is_err() {
+                    metrics::counter!("pgua_store_write_errors_total").increment(1);
+                }
                 for waiter in waiters {
                     let _ = waiter.send(result.clone());
                 }

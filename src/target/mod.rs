@@ -65,6 +65,26 @@ pub struct Targets {
     admin: AdminCredentials,
     settings: TargetSettings,
     pools: Mutex<HashMap<PoolKey, Pool>>,
+    /// The last connection error per target, cleared by the next success.
+    degraded: Mutex<HashMap<String, String>>,
+}
+
+/// One pool's state, for metrics.
+pub struct PoolStats {
+    /// `host:port/database`.
+    pub target: String,
+    /// Open connections.
+    pub size: usize,
+    /// Idle connections.
+    pub available: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
+}
+
+impl PoolKey {
+    fn label(&self) -> String {
+        format!("{}:{}/{}", self.hostname, self.port, self.db_name)
+    }
 }
 
 impl Targets {
@@ -74,7 +94,38 @@ impl Targets {
             admin,
             settings,
             pools: Mutex::default(),
+            degraded: Mutex::default(),
         }
+    }
+
+    /// Every pool's state.
+    pub fn pool_stats(&self) -> Vec<PoolStats> {
+        let pools = self.pools.lock().expect("pool map poisoned");
+        pools
+            .iter()
+            .map(|(key, pool)| {
+                let s = pool.status();
+                PoolStats {
+                    target: key.label(),
+                    size: s.size,
+                    available: s.available,
+                    waiting: s.waiting,
+                }
+            })
+            .collect()
+    }
+
+    /// Targets whose last connection attempt failed, with the error.
+    pub fn degraded(&self) -> Vec<(String, String)> {
+        let mut out: Vec<_> = self
+            .degraded
+            .lock()
+            .expect("degraded map poisoned")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.sort();
+        out
     }
 
     /// The admin role's name; it is a protected role.
@@ -85,7 +136,22 @@ impl Targets {
     /// A pooled admin connection to the entry's database.
     pub async fn connect(&self, entry: &RegistryEntry) -> Result<Object, Error> {
         let pool = self.pool(entry)?;
-        pool.get().await.map_err(|e| match e {
+        let label = format!("{}:{}/{}", entry.hostname, entry.port, entry.db_name);
+        let result = pool.get().await;
+        {
+            let mut degraded = self.degraded.lock().expect("degraded map poisoned");
+            match &result {
+                Ok(_) => {
+                    degraded.remove(&label);
+                }
+                Err(e) => {
+                    metrics::counter!("pgua_target_connect_errors_total", "target" => label.clone())
+                        .increment(1);
+                    degraded.insert(label, e.to_string());
+                }
+            }
+        }
+        result.map_err(|e| match e {
             PoolError::Backend(e) => classify(&e),
             PoolError::Timeout(_) => Error::TargetUnavailable(format!(
                 "no connection to {}:{} within the timeout",

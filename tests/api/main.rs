@@ -8,6 +8,7 @@ mod fanout;
 mod faults;
 mod grants;
 mod lifecycle;
+mod metrics;
 mod profiles;
 mod quoting;
 mod security;

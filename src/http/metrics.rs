@@ -1,0 +1,69 @@
+//! `GET /metrics` in Prometheus format. Labels are route patterns, operation names, outcome,
+//! registered environments and registry targets: never raw paths, user names or other
+//! caller-supplied text, so no label takes unbounded values.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::service::App;
+
+/// Latency buckets in seconds: sub-millisecond reads to multi-second DDL under load.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process-wide recorder (one per process, however many servers a test starts).
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .set_buckets(BUCKETS)
+            .expect("buckets are not empty")
+            .install_recorder()
+            .expect("no other metrics recorder is installed")
+    })
+}
+
+/// Counts requests and their latency by route pattern, method and status.
+pub async fn track(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let method = req.method().as_str().to_owned();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    metrics::counter!("pgua_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("pgua_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    res
+}
+
+/// Renders every metric, with target pool gauges read at scrape time.
+pub async fn render(State(app): State<Arc<App>>) -> Response {
+    for pool in app.targets.pool_stats() {
+        let target = pool.target;
+        metrics::gauge!("pgua_target_pool_connections", "target" => target.clone())
+            .set(pool.size as f64);
+        metrics::gauge!("pgua_target_pool_idle", "target" => target.clone())
+            .set(pool.available as f64);
+        metrics::gauge!("pgua_target_pool_waiting", "target" => target).set(pool.waiting as f64);
+    }
+    let handle = handle();
+    handle.run_upkeep();
+    let mut res = handle.render().into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
+}
