@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
+use crate::notify::NotifyConfig;
 use crate::plan::profile::{Attribute, ProfileConfig};
 use crate::plan::{NamePolicy, Profiles};
 use crate::target::{AdminCredentials, TargetSettings};
@@ -49,6 +50,8 @@ pub struct Config {
     /// User profiles by endpoint name, laid over the built-in ones (see
     /// `src/plan/builtin_profiles.toml` for the format).
     pub profiles: BTreeMap<String, ProfileConfig>,
+    /// Notifications: delivery settings and channels (`[notify]`, `[[notify.channels]]`).
+    pub notify: NotifyConfig,
 }
 
 impl Default for Config {
@@ -60,6 +63,7 @@ impl Default for Config {
             targets: TargetsConfig::default(),
             policy: PolicyConfig::default(),
             profiles: BTreeMap::new(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -173,6 +177,7 @@ impl Config {
         if self.targets.connect_timeout_secs == 0 {
             bail!("targets.connect_timeout_secs must be at least 1");
         }
+        self.notify.validate()?;
         Ok(())
     }
 }

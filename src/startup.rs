@@ -40,6 +40,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         install_crypto_provider();
         let app = Arc::new(App::new(config, store, api, admin)?);
+        crate::notify::reminders::spawn(&app);
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -49,6 +50,11 @@ impl Application {
     /// The bound port (useful with `127.0.0.1:0`).
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The shared state requests are served with.
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
     }
 
     /// Serves until `shutdown` completes, then drains in-flight requests.

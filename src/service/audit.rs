@@ -94,6 +94,7 @@ impl<'a> AuditScope<'a> {
                 self.record.error = Some(e.to_string());
             }
         }
+        self.app.notifier.publish_audit(&self.record);
         if let Err(e) = self.app.audit.append(self.record).await {
             tracing::error!(error = %e, "could not write audit outcome");
         }
