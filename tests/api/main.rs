@@ -5,6 +5,7 @@ mod concurrency;
 mod fanout;
 mod grants;
 mod lifecycle;
+mod notify;
 mod profiles;
 mod quoting;
 mod security;

@@ -138,6 +138,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
     pub clusters: &'static Clusters,
+    /// The server's shared state, for what HTTP does not show (e.g. notification counters).
+    pub state: Arc<pgua::service::App>,
     _dir: tempfile::TempDir,
 }
 
@@ -219,6 +221,7 @@ async fn spawn_app_on(
         .await
         .unwrap();
     let base = format!("http://127.0.0.1:{}", server.port());
+    let state = server.app().clone();
     tokio::spawn(server.run_until(std::future::pending()));
     TestApp {
         base,
@@ -227,6 +230,7 @@ async fn spawn_app_on(
         client: reqwest::Client::new(),
         store,
         clusters,
+        state,
         _dir: dir,
     }
 }
