@@ -160,6 +160,8 @@ pub struct EmailConfig {
     /// `none`, `starttls` (default) or `implicit`.
     #[serde(default)]
     pub tls: SmtpTls,
+    /// Extra PEM CA bundle trusted for the server's certificate, besides the public roots.
+    pub ca_file: Option<PathBuf>,
     /// Sender address, e.g. `pg-user-api <pgua@example.com>`.
     pub from: String,
     /// Recipient addresses.

@@ -6,7 +6,7 @@ use anyhow::Context;
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, Message};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use secrecy::ExposeSecret;
 
@@ -18,6 +18,19 @@ pub(crate) struct Email {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     to: Vec<Mailbox>,
+}
+
+/// Certificate checks against the public roots plus `ca_file`, for the configured host name.
+fn tls_parameters(config: &EmailConfig) -> anyhow::Result<TlsParameters> {
+    let mut builder = TlsParameters::builder(config.host.clone());
+    if let Some(path) = &config.ca_file {
+        let pem =
+            std::fs::read(path).with_context(|| format!("reading ca_file {}", path.display()))?;
+        let ca = Certificate::from_pem(&pem)
+            .with_context(|| format!("ca_file {} holds no PEM certificate", path.display()))?;
+        builder = builder.add_root_certificate(ca);
+    }
+    Ok(builder.build()?)
 }
 
 impl Email {
@@ -33,8 +46,8 @@ impl Email {
             .collect::<anyhow::Result<Vec<Mailbox>>>()?;
         let (tls, default_port) = match config.tls {
             SmtpTls::None => (Tls::None, 25),
-            SmtpTls::Starttls => (Tls::Required(TlsParameters::new(config.host.clone())?), 587),
-            SmtpTls::Implicit => (Tls::Wrapper(TlsParameters::new(config.host.clone())?), 465),
+            SmtpTls::Starttls => (Tls::Required(tls_parameters(config)?), 587),
+            SmtpTls::Implicit => (Tls::Wrapper(tls_parameters(config)?), 465),
         };
         // builder_dangerous only means "no TLS preset": the mode is chosen explicitly here.
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)

@@ -18,9 +18,11 @@ use pgua::notify::config::{
 use pgua::notify::{EventKind, NotifyConfig};
 use serde_json::Value;
 use sha2::Sha256;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
 
 use crate::support::{TestApp, spawn_app_with, unique};
 
@@ -179,6 +181,18 @@ struct Mail {
     /// `\0user\0password` from AUTH PLAIN, if the client authenticated.
     auth: Option<String>,
     data: String,
+    /// Whether the session was encrypted.
+    tls: bool,
+}
+
+/// How the test SMTP server talks.
+#[derive(Clone)]
+enum SmtpMode {
+    Plain,
+    /// TLS from the first byte.
+    Implicit(Arc<rustls::ServerConfig>),
+    /// Plain until the client says STARTTLS.
+    Starttls(Arc<rustls::ServerConfig>),
 }
 
 /// Enough of an SMTP server (EHLO, AUTH PLAIN, MAIL, RCPT, DATA, RSET, NOOP, QUIT), plain
@@ -189,8 +203,12 @@ struct SmtpServer {
 }
 
 impl SmtpServer {
-    /// A server that turns the first `busy` connections away with 421.
+    /// A plain server that turns the first `busy` connections away with 421.
     async fn start(busy: usize) -> Self {
+        Self::start_with(busy, SmtpMode::Plain).await
+    }
+
+    async fn start_with(busy: usize, mode: SmtpMode) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let mails = Arc::new(Mutex::new(Vec::new()));
@@ -202,8 +220,21 @@ impl SmtpServer {
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                     .is_ok();
                 let sink = sink.clone();
+                let mode = mode.clone();
                 tokio::spawn(async move {
-                    let _ = smtp_session(stream, refuse, sink).await;
+                    let _ = match mode {
+                        SmtpMode::Plain => smtp_session(stream, refuse, true, false, sink).await,
+                        SmtpMode::Implicit(config) => {
+                            let tls = TlsAcceptor::from(config).accept(stream).await?;
+                            smtp_session(tls, refuse, true, true, sink).await
+                        }
+                        SmtpMode::Starttls(config) => {
+                            let stream = starttls_prelude(stream).await?;
+                            let tls = TlsAcceptor::from(config).accept(stream).await?;
+                            smtp_session(tls, refuse, false, true, sink).await
+                        }
+                    };
+                    std::io::Result::Ok(())
                 });
             }
         });
@@ -230,12 +261,43 @@ impl SmtpServer {
     }
 }
 
-async fn smtp_session(
-    stream: TcpStream,
+/// The plain part of a STARTTLS session: greeting, EHLO, STARTTLS; then TLS takes over.
+async fn starttls_prelude(stream: TcpStream) -> std::io::Result<TcpStream> {
+    let mut reader = BufReader::new(stream);
+    reader
+        .get_mut()
+        .write_all(b"220 test ESMTP ready\r\n")
+        .await?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let upper = line.trim_end().to_ascii_uppercase();
+        let reply: &[u8] = if upper.starts_with("EHLO") {
+            b"250-test\r\n250 STARTTLS\r\n"
+        } else if upper == "STARTTLS" {
+            b"220 go ahead\r\n"
+        } else {
+            b"530 issue STARTTLS first\r\n"
+        };
+        reader.get_mut().write_all(reply).await?;
+        if upper == "STARTTLS" {
+            // The client waits for the 220 before its handshake: nothing is buffered.
+            return Ok(reader.into_inner());
+        }
+    }
+}
+
+async fn smtp_session<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
     refuse: bool,
+    greet: bool,
+    tls: bool,
     sink: Arc<Mutex<Vec<Mail>>>,
 ) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
+    let (read, mut write) = tokio::io::split(stream);
     let mut read = BufReader::new(read);
     if refuse {
         write
@@ -243,8 +305,13 @@ async fn smtp_session(
             .await?;
         return Ok(());
     }
-    write.write_all(b"220 test ESMTP ready\r\n").await?;
-    let mut mail = Mail::default();
+    if greet {
+        write.write_all(b"220 test ESMTP ready\r\n").await?;
+    }
+    let mut mail = Mail {
+        tls,
+        ..Mail::default()
+    };
     let mut line = String::new();
     loop {
         line.clear();
@@ -287,10 +354,9 @@ async fn smtp_session(
                 }
                 data.push_str(line.strip_prefix('.').unwrap_or(&line));
             }
-            let auth = mail.auth.clone();
-            let mut done = std::mem::take(&mut mail);
+            let mut done = mail.clone();
             done.data = data;
-            mail.auth = auth;
+            mail.to.clear();
             sink.lock().unwrap().push(done);
             "250 queued".to_owned()
         } else if upper == "RSET" {
@@ -431,6 +497,7 @@ async fn every_channel_delivers_create_and_reset_without_the_password() {
             host: "127.0.0.1".into(),
             port: Some(smtp.port),
             tls: SmtpTls::None,
+            ca_file: None,
             from: "pg-user-api <pgua@example.com>".into(),
             to: vec!["dba@example.com".into(), "oncall@example.com".into()],
             username: Some("mailer".into()),
@@ -538,6 +605,7 @@ async fn a_failing_receiver_gets_the_message_on_a_retry() {
             host: "127.0.0.1".into(),
             port: Some(smtp.port),
             tls: SmtpTls::None,
+            ca_file: None,
             from: "pgua@example.com".into(),
             to: vec!["dba@example.com".into()],
             username: None,
@@ -715,4 +783,68 @@ async fn a_password_about_to_expire_is_reminded_once() {
         .collect();
     assert_eq!(again.len(), 1, "{again:?}");
     assert_no_password(&[again[0].all_text()], &[&pw]);
+}
+
+/// A server certificate for `localhost` from a fresh private CA; the CA's PEM is returned too.
+fn localhost_tls() -> (Arc<rustls::ServerConfig>, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+        )
+        .unwrap();
+    (Arc::new(config), ca.pem())
+}
+
+#[tokio::test]
+async fn email_goes_over_implicit_tls_and_starttls_verified_against_a_private_ca() {
+    let (server_tls, ca_pem) = localhost_tls();
+    let implicit = SmtpServer::start_with(0, SmtpMode::Implicit(server_tls.clone())).await;
+    let starttls = SmtpServer::start_with(0, SmtpMode::Starttls(server_tls)).await;
+    let secrets = Secrets::new();
+    let ca_file = secrets.file("ca.pem", &ca_pem);
+    let password_file = secrets.file("smtp_pass", "smtp-pass-tls");
+    let email = |port, tls| {
+        ChannelConfig::Email(EmailConfig {
+            name: None,
+            events: Vec::new(),
+            environments: Vec::new(),
+            host: "localhost".into(),
+            port: Some(port),
+            tls,
+            ca_file: ca_file.clone(),
+            from: "pgua@example.com".into(),
+            to: vec!["dba@example.com".into()],
+            username: Some("mailer".into()),
+            password_env: None,
+            password_file: password_file.clone(),
+        })
+    };
+    let config = notify_config(vec![
+        email(implicit.port, SmtpTls::Implicit),
+        email(starttls.port, SmtpTls::Starttls),
+    ]);
+    let app = spawn_app_with(config).await;
+    let name = unique("tls_mail");
+    let (pw, _) = create_devqa(&app, &name).await;
+    for server in [&implicit, &starttls] {
+        let mails = server.wait_for(&name, 1).await;
+        assert!(mails[0].tls, "sent in the clear");
+        assert_eq!(mails[0].auth.as_deref(), Some("\0mailer\0smtp-pass-tls"));
+        assert!(mails[0].data.contains("create:devqa succeeded"));
+        assert_no_password(&[mails[0].data.clone()], &[&pw]);
+    }
 }
