@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
+use crate::notify::NotifyConfig;
 use crate::plan::profile::{Attribute, ProfileConfig};
 use crate::plan::{NamePolicy, Profiles};
 use crate::service::keys::Scopes;
@@ -54,6 +55,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// How long audit records are kept.
     pub audit: AuditConfig,
+    /// Notifications: delivery settings and channels (`[notify]`, `[[notify.channels]]`).
+    pub notify: NotifyConfig,
 }
 
 /// `[audit]`: retention. Pruning leaves a checkpoint, signed with `PGUA_AUDIT_KEY` (or the
@@ -121,6 +124,7 @@ impl Default for Config {
             profiles: BTreeMap::new(),
             auth: AuthConfig::default(),
             audit: AuditConfig::default(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -234,6 +238,7 @@ impl Config {
         if self.targets.connect_timeout_secs == 0 {
             bail!("targets.connect_timeout_secs must be at least 1");
         }
+        self.notify.validate()?;
         Ok(())
     }
 }

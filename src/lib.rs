@@ -2,7 +2,8 @@
 //!
 //! The parts, in the order a request meets them: [`http`] → [`service`] → [`plan`] (pure
 //! SQL generation) → [`target`] (pooled admin connections), with [`store`] holding the
-//! registry and the audit log. [`cli`] is the command line; [`cluster`] starts throw-away
+//! registry and the audit log, and [`notify`] telling chat rooms and mailboxes
+//! about changes. [`cli`] is the command line; [`cluster`] starts throw-away
 //! PostgreSQL clusters for the demo, the tests and the benchmark.
 
 pub mod cli;
@@ -10,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod notify;
 pub mod plan;
 pub mod service;
 pub mod startup;

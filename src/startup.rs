@@ -44,6 +44,7 @@ impl Application {
         if let Some(days) = config.audit.retention_days {
             spawn_pruning(app.store.clone(), days, crate::config::audit_key()?);
         }
+        crate::notify::reminders::spawn(&app);
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -53,6 +54,11 @@ impl Application {
     /// The bound port (useful with `127.0.0.1:0`).
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The shared state requests are served with.
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
     }
 
     /// Serves until `shutdown` completes, then drains in-flight requests.

@@ -108,6 +108,7 @@ impl<'a> AuditScope<'a> {
             "env" => env
         )
         .increment(1);
+        self.app.notifier.publish_audit(&self.record);
         if let Err(e) = self.app.audit.append(self.record).await {
             tracing::error!(error = %e, "could not write audit outcome");
         }

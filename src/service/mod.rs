@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use crate::config::{ApiCredentials, Config};
 use crate::error::{Error, Result};
+use crate::notify::Notifier;
 use crate::plan::{NamePolicy, Profile, Profiles, RoleName};
 use crate::store::audit_queue::AuditQueue;
 use crate::store::{RegistryEntry, Store};
@@ -66,6 +67,8 @@ pub struct App {
     pub profiles: Profiles,
     /// Servers worked on at once by a call with several targets.
     pub fan_out_parallelism: usize,
+    /// Notification queues and channels.
+    pub notifier: Notifier,
 }
 
 impl App {
@@ -100,6 +103,7 @@ impl App {
             ),
             profiles,
             fan_out_parallelism: config.targets.fan_out_parallelism.max(1),
+            notifier: Notifier::new(&config.notify)?,
         })
     }
 

@@ -9,6 +9,7 @@ mod faults;
 mod grants;
 mod lifecycle;
 mod metrics;
+mod notify;
 mod profiles;
 mod quoting;
 mod security;

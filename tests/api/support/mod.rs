@@ -140,6 +140,8 @@ pub struct TestApp {
     /// The store's URL, for the CLI and for direct access.
     pub store_url: String,
     pub clusters: &'static Clusters,
+    /// The server's shared state, for what HTTP does not show (e.g. notification counters).
+    pub state: Arc<pgua::service::App>,
     _dir: tempfile::TempDir,
 }
 
@@ -227,6 +229,7 @@ async fn spawn_app_on(
         .await
         .unwrap();
     let base = format!("http://127.0.0.1:{}", server.port());
+    let state = server.app().clone();
     tokio::spawn(server.run_until(std::future::pending()));
     TestApp {
         base,
@@ -236,6 +239,7 @@ async fn spawn_app_on(
         store,
         store_url,
         clusters,
+        state,
         _dir: dir,
     }
 }
