@@ -58,6 +58,13 @@ pub async fn render(State(app): State<Arc<App>>) -> Response {
             .set(pool.available as f64);
         metrics::gauge!("pgua_target_pool_waiting", "target" => target).set(pool.waiting as f64);
     }
+    for (channel, depth) in app.notifier.queue_depths() {
+        metrics::gauge!("pgua_notify_queue_depth", "channel" => channel.to_owned())
+            .set(depth as f64);
+    }
+    metrics::counter!("pgua_notify_dropped_total").absolute(app.notifier.dropped());
+    metrics::counter!("pgua_notify_delivered_total").absolute(app.notifier.delivered());
+    metrics::counter!("pgua_notify_failed_total").absolute(app.notifier.failed());
     let handle = handle();
     handle.run_upkeep();
     let mut res = handle.render().into_response();

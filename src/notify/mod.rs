@@ -292,6 +292,11 @@ impl Notifier {
         }
     }
 
+    /// Each channel's name and queue depth, for metrics.
+    pub fn queue_depths(&self) -> Vec<(&str, usize)> {
+        self.queues.iter().map(|q| q.depth()).collect()
+    }
+
     /// Messages dropped because a channel's queue was full.
     pub fn dropped(&self) -> u64 {
         self.counters.dropped.load(Ordering::Relaxed)

@@ -35,6 +35,11 @@ pub(crate) struct ChannelQueue {
 }
 
 impl ChannelQueue {
+    /// The channel's name and how many messages wait in its queue.
+    pub fn depth(&self) -> (&str, usize) {
+        (&self.name, self.tx.max_capacity() - self.tx.capacity())
+    }
+
     /// Starts the channel's delivery task; it ends when the queue's sender is dropped.
     pub fn spawn(
         name: String,

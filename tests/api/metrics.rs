@@ -38,6 +38,7 @@ async fn metrics_use_bounded_labels_only() {
         "env=\"other\"",
         "pgua_store_write_seconds",
         "pgua_target_pool_connections{target=\"127.0.0.1:",
+        "pgua_notify_dropped_total",
     ] {
         assert!(text.contains(expected), "missing {expected} in\n{text}");
     }
