@@ -55,6 +55,12 @@ async fn migrate(from: &str, to: &str) -> anyhow::Result<()> {
 
     let registry = source.registry_list().await?;
     import.add_registry(&registry).await?;
+    let mut keys = source.key_list().await?;
+    keys.sort_by_key(|k| k.id);
+    import.add_keys(&keys).await?;
+    if let Some(checkpoint) = source.audit_checkpoint_latest().await? {
+        import.add_checkpoint(&checkpoint).await?;
+    }
     let mut copied = 0;
     let mut last = i64::MIN;
     loop {
@@ -67,6 +73,9 @@ async fn migrate(from: &str, to: &str) -> anyhow::Result<()> {
 
     // Verified inside the copy's transaction: a mismatch rolls everything back.
     let entries = verify_registry(&source, &mut import).await?;
+    if import.key_list().await? != keys {
+        bail!("verification failed: the API keys differ between the source and the copy");
+    }
     let records = verify_audit(&source, &mut import).await?;
     if entries != registry.len() || records != copied {
         bail!(
@@ -77,7 +86,8 @@ async fn migrate(from: &str, to: &str) -> anyhow::Result<()> {
     }
     import.commit().await?;
     println!(
-        "copied and verified {entries} registry entries and {records} audit records from {} to {}",
+        "copied and verified {entries} registry entries, {} API keys and {records} audit records from {} to {}",
+        keys.len(),
         path,
         redact_url(to)
     );

@@ -114,18 +114,21 @@ impl PostgresStore {
     /// and refuses unless both are empty. Nothing is visible until [`Import::commit`].
     pub async fn begin_import(&self) -> anyhow::Result<Import> {
         let mut tx = self.pool.begin().await?;
-        sqlx::raw_sql("LOCK TABLE db_registry, audit_log IN EXCLUSIVE MODE")
-            .execute(&mut *tx)
-            .await?;
-        let (registry, audit): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM db_registry), (SELECT count(*) FROM audit_log)",
+        sqlx::raw_sql(
+            "LOCK TABLE db_registry, audit_log, api_keys, audit_checkpoints IN EXCLUSIVE MODE",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let (registry, audit, keys): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM db_registry), (SELECT count(*) FROM audit_log),
+                    (SELECT count(*) FROM api_keys)",
         )
         .fetch_one(&mut *tx)
         .await?;
-        if registry > 0 || audit > 0 {
+        if registry > 0 || audit > 0 || keys > 0 {
             bail!(
                 "the target store is not empty ({registry} registry entries, {audit} audit \
-                 records); refusing to copy into it"
+                 records, {keys} API keys); refusing to copy into it"
             );
         }
         Ok(Import { tx })
@@ -261,6 +264,60 @@ impl Import {
     }
 
     /// Moves both identities past the copied ids and commits.
+    /// Inserts API keys (hashes only, as stored) with their ids and dates.
+    pub async fn add_keys(&mut self, keys: &[ApiKey]) -> anyhow::Result<()> {
+        for k in keys {
+            sqlx::query(
+                "INSERT INTO api_keys (id, name, owner, prefix, hash, scopes, created_at,
+                     expires_at, revoked_at)
+                 OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(k.id)
+            .bind(&k.name)
+            .bind(&k.owner)
+            .bind(&k.prefix)
+            .bind(&k.hash)
+            .bind(&k.scopes)
+            .bind(k.created_at)
+            .bind(k.expires_at)
+            .bind(k.revoked_at)
+            .execute(&mut *self.tx)
+            .await
+            .context("copying API keys")?;
+        }
+        Ok(())
+    }
+
+    /// Inserts the checkpoint a prune left, so the copied chain verifies from it.
+    pub async fn add_checkpoint(&mut self, c: &chain::Checkpoint) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (id, created_at, through_id, last_hash, pruned, signature)
+             OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(c.id)
+        .bind(c.created_at)
+        .bind(c.through_id)
+        .bind(&c.last_hash)
+        .bind(c.pruned)
+        .bind(&c.signature)
+        .execute(&mut *self.tx)
+        .await
+        .context("copying the audit checkpoint")?;
+        Ok(())
+    }
+
+    /// The API keys as this uncommitted copy holds them.
+    pub async fn key_list(&mut self) -> anyhow::Result<Vec<ApiKey>> {
+        let rows = sqlx::query(
+            "SELECT id, name, owner, prefix, hash, scopes, created_at, expires_at, revoked_at
+             FROM api_keys ORDER BY id",
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(key_row).collect()
+    }
+
+    /// Commits the copy.
     pub async fn commit(mut self) -> anyhow::Result<()> {
         // Without this the next registry_add would reuse id 1 and fail on the primary key.
         for sql in [
@@ -268,6 +325,10 @@ impl Import {
                            COALESCE(max(id), 0) + 1, false) FROM db_registry",
             "SELECT setval(pg_get_serial_sequence('audit_log', 'id'),
                            COALESCE(max(id), 0) + 1, false) FROM audit_log",
+            "SELECT setval(pg_get_serial_sequence('api_keys', 'id'),
+                           COALESCE(max(id), 0) + 1, false) FROM api_keys",
+            "SELECT setval(pg_get_serial_sequence('audit_checkpoints', 'id'),
+                           COALESCE(max(id), 0) + 1, false) FROM audit_checkpoints",
         ] {
             sqlx::query(sql).execute(&mut *self.tx).await?;
         }

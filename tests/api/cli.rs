@@ -385,12 +385,23 @@ async fn store_migrate_copies_sqlite_to_postgres_exactly_and_only_into_an_empty_
         .unwrap();
     db.close().await.unwrap();
 
+    let scopes = pgua::service::keys::Scopes::all();
+    let (_, ci_secret) =
+        pgua::service::keys::create(source.as_ref(), "ci", "platform", &scopes, None)
+            .await
+            .unwrap();
+    pgua::service::keys::create(source.as_ref(), "old", "platform", &scopes, None)
+        .await
+        .unwrap();
+    assert!(source.key_revoke("old").await.unwrap());
+
     let to = crate::support::fresh_postgres_store_url().await;
     let password = crate::support::clusters().prod.superuser_password.clone();
     let out = run_store_migrate(&from, &to);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("copied and verified 9 registry entries and 2001 audit records"),
+        stdout(&out)
+            .contains("copied and verified 9 registry entries, 2 API keys and 2001 audit records"),
         "{}",
         stdout(&out)
     );
@@ -408,6 +419,15 @@ async fn store_migrate_copies_sqlite_to_postgres_exactly_and_only_into_an_empty_
     assert_eq!(copied.len(), 2001);
     assert_eq!(copied, all(source.clone()).await);
     assert_eq!(copied.last().unwrap().pg_username, "bob");
+    assert_eq!(
+        target.key_list().await.unwrap(),
+        source.key_list().await.unwrap()
+    );
+    let who = pgua::service::keys::authenticate(target.as_ref(), &ci_secret)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(who.name, "key:ci", "keys keep working after the move");
 
     // New rows continue after the copied ids.
     let max_id = source
