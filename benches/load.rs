@@ -2,6 +2,11 @@
 //! PostgreSQL cluster, side by side with the raw ceiling — the same SQL sent straight to
 //! PostgreSQL over N kept-open connections — in the same run. Prints ratios, not just times.
 //!
+//! It runs the service on each store kind with one and with two replicas (separate
+//! processes sharing the store, requests spread over them), and on two replicas over one
+//! PostgreSQL store checks the scale-out guarantees: one `user created` in a same-name race,
+//! 1,000 distinct creates each done once, and a complete, verifiable audit log.
+//!
 //! ```sh
 //! cargo bench --bench load -- --concurrency 20 --seconds 5
 //! ```
@@ -14,6 +19,7 @@ use std::time::{Duration, Instant};
 use pgua::cli::demo::{DEMO_ADMIN, prepare_cluster};
 use pgua::cluster::{ClusterOptions, TempCluster};
 use pgua::plan::{self, NamePolicy, Password, Profiles, Statement};
+use pgua::store::chain;
 use pgua::store::{NewEntry, SslMode};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pg-user-api");
@@ -24,6 +30,7 @@ struct Args {
     race_requests: usize,
     audit_concurrency: usize,
     audit_requests: usize,
+    distinct_creates: usize,
 }
 
 fn args() -> Args {
@@ -33,6 +40,7 @@ fn args() -> Args {
         race_requests: 200,
         audit_concurrency: 100,
         audit_requests: 1000,
+        distinct_creates: 1000,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
@@ -48,6 +56,7 @@ fn args() -> Args {
             "--race-requests" => a.race_requests = value() as usize,
             "--audit-concurrency" => a.audit_concurrency = value() as usize,
             "--audit-requests" => a.audit_requests = value() as usize,
+            "--distinct-creates" => a.distinct_creates = value() as usize,
             "--bench" => {}
             other => panic!("unknown flag {other}"),
         }
@@ -143,11 +152,10 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// One server process.
 struct Server {
     child: Child,
     base: String,
-    user: String,
-    pass: String,
 }
 
 impl Drop for Server {
@@ -158,20 +166,21 @@ impl Drop for Server {
     }
 }
 
-async fn start_server(store: &std::path::Path, admin_password: &str) -> Server {
+const USER: &str = "bench";
+
+async fn start_server(store_url: &str, admin_password: &str, pass: &str) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let pass = Password::generate().expose().to_owned();
     let child = Command::new(BIN)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("PG_API_USER", "bench")
-        .env("PG_API_PASS", &pass)
+        .env("PG_API_USER", USER)
+        .env("PG_API_PASS", pass)
         .env("PG_ADMIN_USER", DEMO_ADMIN)
         .env("PG_ADMIN_PASS", admin_password)
-        .env("PGUA_STORE", format!("sqlite://{}", store.display()))
+        .env("PGUA_STORE", store_url)
         // Default logging (an access log line per request), as in production.
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
@@ -188,34 +197,48 @@ async fn start_server(store: &std::path::Path, admin_password: &str) -> Server {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Server {
-        child,
-        base,
-        user: "bench".into(),
-        pass,
-    }
+    Server { child, base }
 }
 
-/// The server's answer to one call: HTTP status and `status` field.
-async fn call(
-    client: &reqwest::Client,
-    s: &(String, String, String),
-    path: &str,
-    q: &[(&str, &str)],
-) -> (u16, String) {
-    match client
-        .get(format!("{}{path}", s.0))
-        .basic_auth(&s.1, Some(&s.2))
-        .query(q)
-        .send()
-        .await
-    {
-        Ok(res) => {
-            let code = res.status().as_u16();
-            let body: serde_json::Value = res.json().await.unwrap_or_default();
-            (code, body["status"].as_str().unwrap_or_default().to_owned())
+/// The replicas of one configuration; calls are spread over them.
+struct Api {
+    servers: Vec<Server>,
+    pass: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    /// Status code and `status` field of one call, sent to replica `i % n`.
+    async fn call(&self, i: usize, path: &str, q: &[(&str, &str)]) -> (u16, String) {
+        let base = &self.servers[i % self.servers.len()].base;
+        match self
+            .client
+            .get(format!("{base}{path}"))
+            .basic_auth(USER, Some(&self.pass))
+            .query(q)
+            .send()
+            .await
+        {
+            Ok(res) => {
+                let code = res.status().as_u16();
+                let body: serde_json::Value = res.json().await.unwrap_or_default();
+                (code, body["status"].as_str().unwrap_or_default().to_owned())
+            }
+            Err(_) => (0, String::new()),
         }
-        Err(_) => (0, String::new()),
+    }
+
+    fn cpu(&self) -> Duration {
+        self.servers.iter().map(|s| cpu_time(s.child.id())).sum()
+    }
+
+    fn peak_rss_mib(&self) -> f64 {
+        self.servers
+            .iter()
+            .map(|s| peak_rss_kib(s.child.id()))
+            .max()
+            .unwrap_or(0) as f64
+            / 1024.0
     }
 }
 
@@ -269,20 +292,174 @@ async fn raw_change(c: &tokio_postgres::Client, name: &str, plan: &[Statement]) 
     ok
 }
 
+/// The raw PostgreSQL ceiling of one operation: the same SQL over N kept-open connections.
+#[derive(Clone, Copy)]
+enum RawOp {
+    List,
+    Create,
+    Find,
+    Reset,
+}
+
+async fn ceiling(
+    raw: &[Arc<tokio_postgres::Client>],
+    op: RawOp,
+    tag: &str,
+    n: usize,
+    secs: u64,
+) -> Stats {
+    let verifier = Arc::new(Password::generate().scram_verifier());
+    let policy = NamePolicy::default();
+    let devqa = Profiles::load(&Default::default(), &policy, &[])
+        .unwrap()
+        .get("devqa")
+        .unwrap();
+    let (raw, tag) = (raw.to_vec(), tag.to_owned());
+    drive(n, secs, move |t, i| {
+        let (c, verifier, policy, devqa) = (
+            raw[t].clone(),
+            verifier.clone(),
+            policy.clone(),
+            devqa.clone(),
+        );
+        let tag = tag.clone();
+        async move {
+            match op {
+                RawOp::List => c.query(LIST_SQL, &[]).await.is_ok(),
+                RawOp::Create => {
+                    let name = policy.role(&format!("raw{tag}_{t}_{i}")).unwrap();
+                    let plan =
+                        plan::create_user(&devqa, &name, "dev", &verifier, &Default::default())
+                            .unwrap();
+                    raw_change(&c, name.as_str(), &plan).await
+                }
+                RawOp::Find => {
+                    let name = format!("raw{tag}_{t}_0");
+                    c.query_opt(FIND_SQL, &[&name])
+                        .await
+                        .is_ok_and(|r| r.is_some())
+                }
+                RawOp::Reset => {
+                    let name = policy.role(&format!("raw{tag}_{t}_0")).unwrap();
+                    raw_change(&c, name.as_str(), &plan::reset_password(&name, &verifier)).await
+                }
+            }
+        }
+    })
+    .await
+}
+
 fn row(op: &str, api: &Stats, raw: &Stats, server_cpu: Duration) {
     let cpu_us = server_cpu.as_micros() as f64 / api.count.max(1) as f64;
     println!(
-        "{op:<7} {:>9.0} {:>8.2} {:>8.2} {:>7} {:>10.0} {:>9.0} {:>8.2} {:>8.2} {:>7.0}%",
+        "{op:<7} {:>9.0} {:>8.2} {:>8.2} {:>7} {:>10.0} {:>9.0} {:>8.0}%",
         api.rate(),
         api.pct(0.50).as_secs_f64() * 1e3,
         api.pct(0.99).as_secs_f64() * 1e3,
         api.errors,
         cpu_us,
         raw.rate(),
-        raw.pct(0.50).as_secs_f64() * 1e3,
-        raw.pct(0.99).as_secs_f64() * 1e3,
         100.0 * api.rate() / raw.rate().max(f64::MIN_POSITIVE),
     );
+}
+
+/// Runs the four operations against `api`, each right after its raw ceiling in the same
+/// state of the cluster, and prints one row each.
+async fn phases(
+    api: &Arc<Api>,
+    raw: &[Arc<tokio_postgres::Client>],
+    tag: &str,
+    n: usize,
+    secs: u64,
+) {
+    type Query = fn(&str, usize, usize) -> Vec<(&'static str, String)>;
+    let steps: [(&str, RawOp, &'static str, Query, &'static str); 4] = [
+        (
+            "list",
+            RawOp::List,
+            "/api/v1/users/all",
+            |_, _, _| vec![("env", "dev".into()), ("database", "dev".into())],
+            "",
+        ),
+        (
+            "create",
+            RawOp::Create,
+            "/api/v1/users/devqa",
+            |tag, t, i| {
+                vec![
+                    ("env", "dev".into()),
+                    ("database", "dev".into()),
+                    ("username", format!("{tag}_{t}_{i}")),
+                ]
+            },
+            "user created",
+        ),
+        // find and reset work on users the create phase made (each task made at least one).
+        (
+            "find",
+            RawOp::Find,
+            "/api/v1/users/find",
+            |tag, t, _| {
+                vec![
+                    ("env", "dev".into()),
+                    ("database", "dev".into()),
+                    ("username", format!("{tag}_{t}_0")),
+                ]
+            },
+            "",
+        ),
+        (
+            "reset",
+            RawOp::Reset,
+            "/api/v1/users/reset",
+            |tag, t, _| {
+                vec![
+                    ("env", "dev".into()),
+                    ("database", "dev".into()),
+                    ("username", format!("{tag}_{t}_0")),
+                ]
+            },
+            "password reset",
+        ),
+    ];
+    for (name, raw_op, path, query, ok) in steps {
+        let raw_stats = ceiling(raw, raw_op, tag, n, secs).await;
+        let cpu0 = api.cpu();
+        let stats = {
+            let (api, tag) = (api.clone(), tag.to_owned());
+            drive(n, secs, move |t, i| {
+                let (api, tag) = (api.clone(), tag.clone());
+                async move {
+                    let q = query(&tag, t, i);
+                    let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    let (code, status) = api.call(t + i, path, &q).await;
+                    code == 200 && (ok.is_empty() || status == ok)
+                }
+            })
+            .await
+        };
+        row(name, &stats, &raw_stats, api.cpu() - cpu0);
+    }
+}
+
+/// `n` calls at most `concurrency` at a time; returns each call's (code, status).
+async fn burst(
+    api: &Arc<Api>,
+    n: usize,
+    concurrency: usize,
+    path: &'static str,
+    q: impl Fn(usize) -> Vec<(&'static str, String)>,
+) -> Vec<(u16, String)> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    futures_util::future::join_all((0..n).map(|i| {
+        let (api, sem, q) = (api.clone(), sem.clone(), q(i));
+        async move {
+            let _permit = sem.acquire().await.unwrap();
+            let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            api.call(i, path, &q).await
+        }
+    }))
+    .await
 }
 
 #[tokio::main]
@@ -293,279 +470,152 @@ async fn main() {
     let admin_password = Password::generate();
     prepare_cluster(&cluster, admin_password.expose()).expect("prepare");
     let admin_pw = admin_password.expose().to_owned();
-    let dir = tempfile::tempdir().unwrap();
-    let store_path = dir.path().join("pg_registry.db");
-    let store = pgua::store::open(store_path.to_str().unwrap())
-        .await
-        .unwrap();
-    store
-        .registry_add(&NewEntry {
-            env: "dev".into(),
-            db_name: "dev".into(),
-            hostname: "127.0.0.1".into(),
-            port: cluster.port(),
-            active: true,
-            notes: None,
-            sslmode: SslMode::Disable,
-        })
-        .await
-        .unwrap();
-    let server = start_server(&store_path, &admin_pw).await;
-    let pid = server.child.id();
-    let s = Arc::new((
-        server.base.clone(),
-        server.user.clone(),
-        server.pass.clone(),
-    ));
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(a.concurrency.max(a.audit_concurrency))
-        .build()
-        .unwrap();
     let n = a.concurrency;
     let secs = a.seconds;
-    let raw = raw_clients(cluster.port(), &admin_pw, n).await;
-    let verifier = Arc::new(Password::generate().scram_verifier());
-    let policy = NamePolicy::default();
-
     println!(
-        "pg-user-api load benchmark: concurrency {n}, {secs} s per phase, {} cores, PostgreSQL on 127.0.0.1:{}",
+        "pg-user-api load benchmark: concurrency {n}, {secs} s per phase, {} cores, PostgreSQL {} on 127.0.0.1:{}",
         std::thread::available_parallelism().map_or(0, |p| p.get()),
+        cluster
+            .psql("postgres", "SHOW server_version")
+            .unwrap_or_default(),
         cluster.port()
     );
-    println!(
-        "{:<7} {:>9} {:>8} {:>8} {:>7} {:>10} {:>9} {:>8} {:>8} {:>8}",
-        "op",
-        "api req/s",
-        "p50 ms",
-        "p99 ms",
-        "errors",
-        "cpu µs/req",
-        "raw req/s",
-        "p50 ms",
-        "p99 ms",
-        "api/raw"
-    );
-
-    // list
-    let cpu0 = cpu_time(pid);
-    let api = {
-        let (client, s) = (client.clone(), s.clone());
-        drive(n, secs, move |_, _| {
-            let (client, s) = (client.clone(), s.clone());
-            async move {
-                call(
-                    &client,
-                    &s,
-                    "/api/v1/users/all",
-                    &[("env", "dev"), ("database", "dev")],
-                )
-                .await
-                .0 == 200
-            }
-        })
-        .await
-    };
-    let cpu = cpu_time(pid) - cpu0;
-    let raw_stats = {
-        let raw = raw.clone();
-        drive(n, secs, move |t, _| {
-            let c = raw[t].clone();
-            async move { c.query(LIST_SQL, &[]).await.is_ok() }
-        })
-        .await
-    };
-    row("list", &api, &raw_stats, cpu);
-
-    // create
-    let created = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let cpu0 = cpu_time(pid);
-    let api = {
-        let (client, s, created) = (client.clone(), s.clone(), created.clone());
-        drive(n, secs, move |t, i| {
-            let (client, s, created) = (client.clone(), s.clone(), created.clone());
-            async move {
-                let name = format!("api_{t}_{i}");
-                let (code, status) = call(
-                    &client,
-                    &s,
-                    "/api/v1/users/devqa",
-                    &[("env", "dev"), ("database", "dev"), ("username", &name)],
-                )
-                .await;
-                created.lock().unwrap().push(name);
-                code == 200 && status == "user created"
-            }
-        })
-        .await
-    };
-    let cpu = cpu_time(pid) - cpu0;
-    let raw_stats = {
-        let (raw, verifier, policy) = (raw.clone(), verifier.clone(), policy.clone());
-        let devqa = Profiles::load(&Default::default(), &policy, &[])
-            .unwrap()
-            .get("devqa")
+    let raw_conns = raw_clients(cluster.port(), &admin_pw, n).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (k, (kind, replicas)) in [
+        ("sqlite", 1),
+        ("sqlite", 2),
+        ("postgres", 1),
+        ("postgres", 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let store_url = if kind == "sqlite" {
+            format!(
+                "sqlite://{}",
+                dir.path().join(format!("store{k}.db")).display()
+            )
+        } else {
+            cluster
+                .psql("postgres", &format!("CREATE DATABASE store{k}"))
+                .unwrap();
+            format!(
+                "postgres://postgres:{}@127.0.0.1:{}/store{k}",
+                cluster.superuser_password(),
+                cluster.port()
+            )
+        };
+        let store = pgua::store::open(&store_url).await.unwrap();
+        store
+            .registry_add(&NewEntry {
+                env: "dev".into(),
+                db_name: "dev".into(),
+                hostname: "127.0.0.1".into(),
+                port: cluster.port(),
+                active: true,
+                notes: None,
+                sslmode: SslMode::Disable,
+            })
+            .await
             .unwrap();
-        drive(n, secs, move |t, i| {
-            let (c, verifier, policy, devqa) = (
-                raw[t].clone(),
-                verifier.clone(),
-                policy.clone(),
-                devqa.clone(),
-            );
-            async move {
-                let name = policy.role(&format!("raw_{t}_{i}")).unwrap();
-                let plan = plan::create_user(&devqa, &name, "dev", &verifier, &Default::default())
-                    .unwrap();
-                raw_change(&c, name.as_str(), &plan).await
-            }
-        })
-        .await
-    };
-    row("create", &api, &raw_stats, cpu);
+        let pass = Password::generate().expose().to_owned();
+        let mut servers = Vec::new();
+        for _ in 0..replicas {
+            servers.push(start_server(&store_url, &admin_pw, &pass).await);
+        }
+        let api = Arc::new(Api {
+            servers,
+            pass,
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(n.max(a.audit_concurrency))
+                .build()
+                .unwrap(),
+        });
+        println!("\n{kind} store, {replicas} replica(s):");
+        println!(
+            "{:<7} {:>9} {:>8} {:>8} {:>7} {:>10} {:>9} {:>9}",
+            "op", "api req/s", "p50 ms", "p99 ms", "errors", "cpu µs/req", "raw req/s", "api/raw"
+        );
+        let tag = format!("c{k}");
+        phases(&api, &raw_conns, &tag, n, secs).await;
 
-    let names = Arc::new(created.lock().unwrap().clone());
-    // find
-    let cpu0 = cpu_time(pid);
-    let api = {
-        let (client, s, names) = (client.clone(), s.clone(), names.clone());
-        drive(n, secs, move |t, i| {
-            let (client, s, names) = (client.clone(), s.clone(), names.clone());
-            async move {
-                let name = &names[(t * 7919 + i) % names.len()];
-                let (code, _) = call(
-                    &client,
-                    &s,
-                    "/api/v1/users/find",
-                    &[("env", "dev"), ("database", "dev"), ("username", name)],
-                )
-                .await;
-                code == 200
-            }
+        let race = format!("race{k}");
+        let outcomes = burst(&api, a.race_requests, n, "/api/v1/users/devqa", |_| {
+            vec![
+                ("env", "dev".into()),
+                ("database", "dev".into()),
+                ("username", race.clone()),
+            ]
         })
-        .await
-    };
-    let cpu = cpu_time(pid) - cpu0;
-    let raw_stats = {
-        let (raw, names) = (raw.clone(), names.clone());
-        drive(n, secs, move |t, i| {
-            let (c, names) = (raw[t].clone(), names.clone());
-            async move {
-                let name = &names[(t * 7919 + i) % names.len()];
-                c.query_opt(FIND_SQL, &[name])
-                    .await
-                    .is_ok_and(|r| r.is_some())
-            }
-        })
-        .await
-    };
-    row("find", &api, &raw_stats, cpu);
-
-    // reset
-    let cpu0 = cpu_time(pid);
-    let api = {
-        let (client, s, names) = (client.clone(), s.clone(), names.clone());
-        drive(n, secs, move |t, i| {
-            let (client, s, names) = (client.clone(), s.clone(), names.clone());
-            async move {
-                let name = &names[(t * 7919 + i) % names.len()];
-                let (code, status) = call(
-                    &client,
-                    &s,
-                    "/api/v1/users/reset",
-                    &[("env", "dev"), ("database", "dev"), ("username", name)],
-                )
-                .await;
-                code == 200 && status == "password reset"
-            }
-        })
-        .await
-    };
-    let cpu = cpu_time(pid) - cpu0;
-    let raw_stats = {
-        let (raw, names, verifier, policy) =
-            (raw.clone(), names.clone(), verifier.clone(), policy.clone());
-        drive(n, secs, move |t, i| {
-            let (c, names, verifier, policy) = (
-                raw[t].clone(),
-                names.clone(),
-                verifier.clone(),
-                policy.clone(),
-            );
-            async move {
-                let name = policy.role(&names[(t * 7919 + i) % names.len()]).unwrap();
-                let plan = plan::reset_password(&name, &verifier);
-                raw_change(&c, name.as_str(), &plan).await
-            }
-        })
-        .await
-    };
-    row("reset", &api, &raw_stats, cpu);
-
-    // Same-name race at the same concurrency.
-    let race = format!("race_{}", std::process::id());
-    let sem = Arc::new(tokio::sync::Semaphore::new(n));
-    let outcomes: Vec<(u16, String)> =
-        futures_util::future::join_all((0..a.race_requests).map(|_| {
-            let (client, s, race, sem) = (client.clone(), s.clone(), race.clone(), sem.clone());
-            async move {
-                let _permit = sem.acquire().await.unwrap();
-                call(
-                    &client,
-                    &s,
-                    "/api/v1/users/devqa",
-                    &[("env", "dev"), ("database", "dev"), ("username", &race)],
-                )
-                .await
-            }
-        }))
         .await;
-    let created_once = outcomes.iter().filter(|o| o.1 == "user created").count();
-    let exists = outcomes
-        .iter()
-        .filter(|o| o.1 == "user already exists")
-        .count();
-    let failures = outcomes.iter().filter(|o| o.0 != 200).count();
-    println!(
-        "\nsame-name race: {} concurrent creates of one name → {created_once} created, {exists} already exists, {failures} errors",
-        a.race_requests
-    );
+        let created = outcomes.iter().filter(|o| o.1 == "user created").count();
+        let exists = outcomes
+            .iter()
+            .filter(|o| o.1 == "user already exists")
+            .count();
+        let errors = outcomes.iter().filter(|o| o.0 != 200).count();
+        println!(
+            "same-name race: {} creates of one name → {created} created, {exists} already exists, {errors} errors",
+            a.race_requests
+        );
 
-    // Audit completeness at high concurrency.
-    let before = store.audit_latest(u32::MAX).await.unwrap().len();
-    let sem = Arc::new(tokio::sync::Semaphore::new(a.audit_concurrency));
-    let t0 = Instant::now();
-    let outcomes: Vec<(u16, String)> =
-        futures_util::future::join_all((0..a.audit_requests).map(|i| {
-            let (client, s, sem) = (client.clone(), s.clone(), sem.clone());
-            async move {
-                let _permit = sem.acquire().await.unwrap();
-                call(
-                    &client,
-                    &s,
-                    "/api/v1/users/find",
-                    &[
-                        ("env", "dev"),
-                        ("database", "dev"),
-                        ("username", &format!("api_0_{i}")),
-                    ],
-                )
-                .await
-            }
-        }))
-        .await;
-    let elapsed = t0.elapsed();
-    let ok = outcomes.iter().filter(|o| o.0 == 200).count();
-    let records = store.audit_latest(u32::MAX).await.unwrap().len() - before;
-    println!(
-        "audit at concurrency {}: {} finds ({ok} ok) in {:.2} s, {records} audit records written, {} lost",
-        a.audit_concurrency,
-        a.audit_requests,
-        elapsed.as_secs_f64(),
-        a.audit_requests.saturating_sub(records)
-    );
-    println!(
-        "peak server RSS: {:.1} MiB",
-        peak_rss_kib(pid) as f64 / 1024.0
-    );
-    drop(server);
+        if replicas == 2 {
+            let before = store.audit_after(i64::MIN, u32::MAX).await.unwrap().len();
+            let t0 = Instant::now();
+            let outcomes = burst(
+                &api,
+                a.distinct_creates,
+                a.audit_concurrency,
+                "/api/v1/users/devqa",
+                |i| {
+                    vec![
+                        ("env", "dev".into()),
+                        ("database", "dev".into()),
+                        ("username", format!("spread{k}_{i}")),
+                    ]
+                },
+            )
+            .await;
+            let elapsed = t0.elapsed();
+            let created = outcomes.iter().filter(|o| o.1 == "user created").count();
+            let records = store.audit_after(i64::MIN, u32::MAX).await.unwrap().len() - before;
+            let verified = chain::verify(store.as_ref(), None).await.unwrap();
+            println!(
+                "{} distinct creates over both replicas at concurrency {}: {created} created once ({:.0}/s), {records} audit records (intent + outcome each), chain {}",
+                a.distinct_creates,
+                a.audit_concurrency,
+                a.distinct_creates as f64 / elapsed.as_secs_f64(),
+                match verified.broken {
+                    None => format!("verified ({} records)", verified.chained),
+                    Some(b) => format!("BROKEN at #{}: {}", b.id, b.reason),
+                }
+            );
+        } else {
+            let before = store.audit_after(i64::MIN, u32::MAX).await.unwrap().len();
+            let outcomes = burst(
+                &api,
+                a.audit_requests,
+                a.audit_concurrency,
+                "/api/v1/users/find",
+                |i| {
+                    vec![
+                        ("env", "dev".into()),
+                        ("database", "dev".into()),
+                        ("username", format!("{tag}_0_{i}")),
+                    ]
+                },
+            )
+            .await;
+            let ok = outcomes.iter().filter(|o| o.0 == 200).count();
+            let records = store.audit_after(i64::MIN, u32::MAX).await.unwrap().len() - before;
+            println!(
+                "audit at concurrency {}: {} finds ({ok} ok), {records} audit records, {} lost",
+                a.audit_concurrency,
+                a.audit_requests,
+                a.audit_requests.saturating_sub(records)
+            );
+        }
+        println!("peak server RSS: {:.1} MiB", api.peak_rss_mib());
+    }
 }
