@@ -6,8 +6,7 @@ use serde::Serialize;
 use super::audit::AuditScope;
 use super::input::Input;
 use super::users::{
-    RoleInfo, RoleState, UserResult, lock_role, role_info, role_state, schema_facts, status,
-    status_of,
+    RoleInfo, UserResult, lock_existing, role_info, schema_facts, status, status_of,
 };
 use super::{App, Caller};
 use crate::error::{Error, Result};
@@ -134,15 +133,8 @@ async fn change_in(
     }
     let mut conn = app.targets.connect(&entry).await?;
     let tx = conn.transaction().await.map_err(|e| classify(&e))?;
-    lock_role(&tx, &role).await?;
-    match role_state(&tx, &role).await? {
-        RoleState::Missing => return Ok(UserResult::new(&role, entry, status::NOT_FOUND)),
-        RoleState::Protected => {
-            return Err(Error::Forbidden(format!(
-                "role '{role}' is a superuser or the admin role; pg-user-api will not touch it"
-            )));
-        }
-        RoleState::Ordinary => {}
+    if !lock_existing(&tx, &role).await? {
+        return Ok(UserResult::new(&role, entry, status::NOT_FOUND));
     }
     let mut plan = vec![Statement::new(
         format!(

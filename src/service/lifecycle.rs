@@ -5,8 +5,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use super::audit::AuditScope;
 use super::input::Input;
 use super::users::{
-    Change, RoleState, UserResult, alter_existing, lock_role, role_state, status, status_of,
-    terminate_sessions,
+    Change, UserResult, alter_existing, lock_existing, status, status_of, terminate_sessions,
 };
 use super::{App, Caller};
 use crate::error::{Error, Result};
@@ -202,15 +201,8 @@ async fn drop_in(app: &App, scope: &mut AuditScope<'_>, input: &Input) -> Result
     }
     let mut conn = app.targets.connect(&entry).await?;
     let tx = conn.transaction().await.map_err(|e| classify(&e))?;
-    lock_role(&tx, &role).await?;
-    match role_state(&tx, &role).await? {
-        RoleState::Missing => return Ok(UserResult::new(&role, entry, status::NOT_FOUND)),
-        RoleState::Protected => {
-            return Err(Error::Forbidden(format!(
-                "role '{role}' is a superuser or the admin role; pg-user-api will not touch it"
-            )));
-        }
-        RoleState::Ordinary => {}
+    if !lock_existing(&tx, &role).await? {
+        return Ok(UserResult::new(&role, entry, status::NOT_FOUND));
     }
     let dependents = dependents(&tx, &role, &entry, successor.as_ref()).await?;
     let mut plan = vec![Statement::new(

@@ -125,6 +125,22 @@ pub(super) async fn lock_role(tx: &tokio_postgres::Transaction<'_>, role: &RoleN
     Ok(())
 }
 
+/// Takes the role's lock; false when it does not exist, 403 when it is a superuser or the
+/// admin role (found in the target's catalog, beyond the names policy refuses).
+pub(super) async fn lock_existing(
+    tx: &tokio_postgres::Transaction<'_>,
+    role: &RoleName,
+) -> Result<bool> {
+    lock_role(tx, role).await?;
+    match role_state(tx, role).await? {
+        RoleState::Missing => Ok(false),
+        RoleState::Protected => Err(Error::Forbidden(format!(
+            "role '{role}' is a superuser or the admin role; pg-user-api will not touch it"
+        ))),
+        RoleState::Ordinary => Ok(true),
+    }
+}
+
 pub(super) enum RoleState {
     Missing,
     Protected,
@@ -373,15 +389,8 @@ pub(super) async fn alter_existing(
     }
     let mut conn = app.targets.connect(&entry).await?;
     let tx = conn.transaction().await.map_err(|e| classify(&e))?;
-    lock_role(&tx, &role).await?;
-    match role_state(&tx, &role).await? {
-        RoleState::Missing => return Ok(UserResult::new(&role, entry, status::NOT_FOUND)),
-        RoleState::Protected => {
-            return Err(Error::Forbidden(format!(
-                "role '{role}' is a superuser or the admin role; pg-user-api will not touch it"
-            )));
-        }
-        RoleState::Ordinary => {}
+    if !lock_existing(&tx, &role).await? {
+        return Ok(UserResult::new(&role, entry, status::NOT_FOUND));
     }
     if dry_run {
         if change.terminate {
