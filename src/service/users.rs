@@ -114,21 +114,25 @@ async fn new_password() -> Result<(Password, Verifier)> {
 }
 
 /// Serialises operations on one role name within a database for the transaction's life.
-pub(super) async fn lock_role(tx: &tokio_postgres::Transaction<'_>, role: &RoleName) -> Result<()> {
+/// Statements every change runs are prepared once per pooled connection: a round trip and a
+/// parse less on the target, per call.
+pub(super) async fn lock_role(
+    tx: &deadpool_postgres::Transaction<'_>,
+    role: &RoleName,
+) -> Result<()> {
     let key = format!("pg-user-api:role:{role}");
-    tx.execute(
-        "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))",
-        &[&key],
-    )
-    .await
-    .map_err(|e| classify(&e))?;
+    let stmt = tx
+        .prepare_cached("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))")
+        .await
+        .map_err(|e| classify(&e))?;
+    tx.execute(&stmt, &[&key]).await.map_err(|e| classify(&e))?;
     Ok(())
 }
 
 /// Takes the role's lock; false when it does not exist, 403 when it is a superuser or the
 /// admin role (found in the target's catalog, beyond the names policy refuses).
 pub(super) async fn lock_existing(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     role: &RoleName,
 ) -> Result<bool> {
     lock_role(tx, role).await?;
@@ -148,14 +152,17 @@ pub(super) enum RoleState {
 }
 
 pub(super) async fn role_state(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     role: &RoleName,
 ) -> Result<RoleState> {
-    let row = tx
-        .query_opt(
+    let stmt = tx
+        .prepare_cached(
             "SELECT rolsuper OR rolname = current_user FROM pg_catalog.pg_roles WHERE rolname = $1",
-            &[&role.as_str()],
         )
+        .await
+        .map_err(|e| classify(&e))?;
+    let row = tx
+        .query_opt(&stmt, &[&role.as_str()])
         .await
         .map_err(|e| classify(&e))?;
     Ok(match row {
