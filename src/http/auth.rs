@@ -4,7 +4,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -166,6 +165,3 @@ pub async fn require_auth(State(app): State<Arc<App>>, mut req: Request, next: N
         }
     }
 }
-
-/// A small fixed delay per failure once an address keeps failing; see [`Throttle`].
-pub const SLOWDOWN_STEP: Duration = Duration::from_millis(250);

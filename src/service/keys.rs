@@ -334,6 +334,9 @@ mod tests {
     }
 }
 
+/// Added to the answer per failure beyond the slow-down threshold (at most 8 steps).
+const SLOWDOWN_STEP: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Failed authentication per client address: after `slowdown_after` failures within the
 /// window each further failure is answered more slowly; after `lockout_after` the address
 /// gets 429 for `lockout` (kept per replica: a shared limit would need the store on every
@@ -399,7 +402,7 @@ impl Throttle {
             f.locked_until = Some(now + self.lockout);
         }
         let over = f.count.saturating_sub(self.slowdown_after);
-        crate::http::auth::SLOWDOWN_STEP * over.min(8)
+        SLOWDOWN_STEP * over.min(8)
     }
 }
 
