@@ -600,3 +600,32 @@ fn hash_password_prints_an_argon2_hash() {
     assert!(out.status.success());
     assert!(stdout(&out).starts_with("$argon2id$"), "{}", stdout(&out));
 }
+
+#[test]
+fn the_example_configuration_is_valid_and_names_every_setting() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/pg-user-api.toml");
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", path])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("etl@"),
+        "the example profile is shown"
+    );
+    let example = std::fs::read_to_string(path).unwrap();
+    let defaults = toml::to_string(&pgua::config::Config::default()).unwrap();
+    for line in defaults.lines() {
+        let key = line
+            .split([' ', '='])
+            .next()
+            .unwrap_or("")
+            .trim_matches(['[', ']']);
+        if !key.is_empty() {
+            assert!(
+                example.contains(key),
+                "the example does not mention '{key}'"
+            );
+        }
+    }
+}
