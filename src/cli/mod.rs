@@ -59,6 +59,13 @@ enum Command {
     Keys(keys::KeysCommand),
     /// Print the argon2 hash of a password read on standard input, for `[[auth.users]]`.
     HashPassword,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `pg-user-api man > /usr/share/man/man1/pg-user-api.1`.
+    Man,
     /// Move the store between backends.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -178,6 +185,16 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Audit(cmd) => audit::run(cmd, &config).await,
         Command::Keys(cmd) => keys::run(cmd, &config).await,
         Command::HashPassword => keys::hash_password(),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "pg-user-api", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            Ok(())
+        }
         Command::Store(cmd) => store::run(cmd).await,
         Command::CheckConfig => check_config(&config),
     }

@@ -629,3 +629,26 @@ fn the_example_configuration_is_valid_and_names_every_setting() {
         }
     }
 }
+
+#[test]
+fn completions_and_man_page_come_from_the_cli_definition() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = stdout(&out);
+        assert!(
+            text.contains("pg-user-api") && text.contains("check-config"),
+            "{shell}"
+        );
+    }
+    let man = Command::new(BIN).arg("man").output().unwrap();
+    assert!(man.status.success());
+    let text = stdout(&man);
+    assert!(
+        text.contains(".TH pg-user-api 1") && text.contains("serve"),
+        "{text}"
+    );
+}
