@@ -6,7 +6,8 @@ use serde::Serialize;
 use super::audit::AuditScope;
 use super::input::Input;
 use super::users::{
-    RoleInfo, UserResult, lock_existing, role_info, schema_facts, status, status_of,
+    RoleInfo, UserResult, existing_role_input, lock_existing, role_info, schema_facts, status,
+    status_of,
 };
 use super::{App, Caller};
 use crate::error::{Error, Result};
@@ -118,12 +119,7 @@ async fn change_in(
     input: &Input,
     revoke: bool,
 ) -> Result<UserResult> {
-    let env = input.required("env")?;
-    let database = input.required("database")?;
-    let dry_run = input.flag("dry_run")?;
-    let role = app.policy.names.role(input.required("username")?)?;
-    scope.set_username(role.as_str());
-    app.policy.check_not_protected(&role)?;
+    let (env, database, dry_run, role) = existing_role_input(app, scope, input)?;
     let request = parse_request(app, input)?;
     let entry = app.resolve(env, database).await?;
     if !dry_run {

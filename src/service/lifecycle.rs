@@ -5,7 +5,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use super::audit::AuditScope;
 use super::input::Input;
 use super::users::{
-    Change, UserResult, alter_existing, lock_existing, status, status_of, terminate_sessions,
+    Change, UserResult, alter_existing, existing_role_input, lock_existing, status, status_of,
+    terminate_sessions,
 };
 use super::{App, Caller};
 use crate::error::{Error, Result};
@@ -182,12 +183,7 @@ pub async fn drop(app: &App, caller: &Caller, input: &Input) -> Result<UserResul
 }
 
 async fn drop_in(app: &App, scope: &mut AuditScope<'_>, input: &Input) -> Result<UserResult> {
-    let env = input.required("env")?;
-    let database = input.required("database")?;
-    let dry_run = input.flag("dry_run")?;
-    let role = app.policy.names.role(input.required("username")?)?;
-    scope.set_username(role.as_str());
-    app.policy.check_not_protected(&role)?;
+    let (env, database, dry_run, role) = existing_role_input(app, scope, input)?;
     let successor = input
         .get("successor")
         .map(|s| app.policy.names.role(s))

@@ -374,6 +374,22 @@ pub(super) struct Change {
     pub terminate: bool,
 }
 
+/// The target and the existing role a change names: the role validated, not protected, and
+/// recorded in the audit scope. Returns env, database, dry_run and the role.
+pub(super) fn existing_role_input<'i>(
+    app: &App,
+    scope: &mut AuditScope<'_>,
+    input: &'i Input,
+) -> Result<(&'i str, &'i str, bool, RoleName)> {
+    let env = input.required("env")?;
+    let database = input.required("database")?;
+    let dry_run = input.flag("dry_run")?;
+    let role = app.policy.names.role(input.required("username")?)?;
+    scope.set_username(role.as_str());
+    app.policy.check_not_protected(&role)?;
+    Ok((env, database, dry_run, role))
+}
+
 /// Shared path of changes to an existing role: validate, resolve, intent, lock, check the
 /// role, run the plan in one transaction, then (for lock) end its sessions.
 pub(super) async fn alter_existing(
@@ -383,12 +399,7 @@ pub(super) async fn alter_existing(
     change: Change,
     build: impl FnOnce(&RoleName, &RegistryEntry) -> Result<Vec<Statement>>,
 ) -> Result<UserResult> {
-    let env = input.required("env")?;
-    let database = input.required("database")?;
-    let dry_run = input.flag("dry_run")?;
-    let role = app.policy.names.role(input.required("username")?)?;
-    scope.set_username(role.as_str());
-    app.policy.check_not_protected(&role)?;
+    let (env, database, dry_run, role) = existing_role_input(app, scope, input)?;
     let entry = app.resolve(env, database).await?;
     let mut plan = build(&role, &entry)?;
     if !dry_run {

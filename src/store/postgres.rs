@@ -206,7 +206,7 @@ impl Import {
     /// Inserts audit records with their ids.
     pub async fn add_audit(&mut self, records: &[AuditRecord]) -> anyhow::Result<()> {
         let a = AuditArrays::of(records);
-        sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO audit_log (id, env, db_name, pg_username, operation, status,
                  performed_at, request_id, principal, client_addr, detail, error, duration_ms,
                  profile, prev_hash, hash)
@@ -221,26 +221,12 @@ impl Import {
                   AS r(env, db_name, pg_username, operation, status, performed_at,
                        request_id, principal, client_addr, detail, error, duration_ms, profile,
                        prev_hash, hash, id)",
-        )
-        .bind(a.env)
-        .bind(a.db_name)
-        .bind(a.pg_username)
-        .bind(a.operation)
-        .bind(a.status)
-        .bind(a.performed_at)
-        .bind(a.request_id)
-        .bind(a.principal)
-        .bind(a.client_addr)
-        .bind(a.detail)
-        .bind(a.error)
-        .bind(a.duration_ms)
-        .bind(a.profile)
-        .bind(a.prev_hash)
-        .bind(a.hash)
-        .bind(records.iter().map(|r| r.id).collect::<Vec<_>>())
-        .execute(&mut *self.tx)
-        .await
-        .context("copying audit records")?;
+        );
+        a.bind(query)
+            .bind(records.iter().map(|r| r.id).collect::<Vec<_>>())
+            .execute(&mut *self.tx)
+            .await
+            .context("copying audit records")?;
         Ok(())
     }
 
@@ -337,6 +323,8 @@ impl Import {
     }
 }
 
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
 /// An audit batch as one array per column, for `unnest`: one statement of constant text
 /// whatever the batch size, and no limit on bind parameters.
 struct AuditArrays<'a> {
@@ -358,6 +346,28 @@ struct AuditArrays<'a> {
 }
 
 impl<'a> AuditArrays<'a> {
+    /// Binds the columns, in this order, as `$1` to `$15`.
+    fn bind<'q>(self, q: PgQuery<'q>) -> PgQuery<'q>
+    where
+        'a: 'q,
+    {
+        q.bind(self.env)
+            .bind(self.db_name)
+            .bind(self.pg_username)
+            .bind(self.operation)
+            .bind(self.status)
+            .bind(self.performed_at)
+            .bind(self.request_id)
+            .bind(self.principal)
+            .bind(self.client_addr)
+            .bind(self.detail)
+            .bind(self.error)
+            .bind(self.duration_ms)
+            .bind(self.profile)
+            .bind(self.prev_hash)
+            .bind(self.hash)
+    }
+
     fn of(records: &'a [AuditRecord]) -> Self {
         let col = |f: fn(&'a AuditRecord) -> &'a str| records.iter().map(f).collect::<Vec<_>>();
         Self {
@@ -732,7 +742,7 @@ impl Store for PostgresStore {
         chain::chain(last, &mut records);
         let a = AuditArrays::of(&records);
         // ORDER BY the ordinality so ids follow the batch order, as SQLite's VALUES list does.
-        sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO audit_log (env, db_name, pg_username, operation, status, performed_at,
                  request_id, principal, client_addr, detail, error, duration_ms, profile,
                  prev_hash, hash)
@@ -747,24 +757,8 @@ impl Store for PostgresStore {
                        request_id, principal, client_addr, detail, error, duration_ms, profile,
                        prev_hash, hash, n)
              ORDER BY n",
-        )
-        .bind(a.env)
-        .bind(a.db_name)
-        .bind(a.pg_username)
-        .bind(a.operation)
-        .bind(a.status)
-        .bind(a.performed_at)
-        .bind(a.request_id)
-        .bind(a.principal)
-        .bind(a.client_addr)
-        .bind(a.detail)
-        .bind(a.error)
-        .bind(a.duration_ms)
-        .bind(a.profile)
-        .bind(a.prev_hash)
-        .bind(a.hash)
-        .execute(&mut *tx)
-        .await?;
+        );
+        a.bind(query).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
