@@ -245,10 +245,10 @@ impl Config {
 
 /// Reads a secret from `VAR`, or from the file `VAR_FILE` names (trailing newline dropped).
 pub fn secret_from_env(var: &str) -> anyhow::Result<Option<SecretString>> {
-    if let Ok(v) = std::env::var(var) {
-        if !v.is_empty() {
-            return Ok(Some(SecretString::from(v)));
-        }
+    if let Ok(v) = std::env::var(var)
+        && !v.is_empty()
+    {
+        return Ok(Some(SecretString::from(v)));
     }
     let file_var = format!("{var}_FILE");
     if let Ok(path) = std::env::var(&file_var) {

@@ -66,6 +66,8 @@ enum Command {
     },
     /// Print the man page (roff), e.g. `pg-user-api man > /usr/share/man/man1/pg-user-api.1`.
     Man,
+    /// Print the OpenAPI document for this configuration's profiles, as `/api/openapi.json`.
+    Openapi,
     /// Move the store between backends.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -193,6 +195,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();
             clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            Ok(())
+        }
+        Command::Openapi => {
+            let profiles = config.profiles().map_err(anyhow::Error::msg)?;
+            println!("{}", crate::http::openapi(&profiles).to_pretty_json()?);
             Ok(())
         }
         Command::Store(cmd) => store::run(cmd).await,

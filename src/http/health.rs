@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::service::App;
 
 /// `GET /`: the original's banner.
+#[utoipa::path(get, path = "/", tag = "service", responses((status = 200, description = "the banner", body = Object)))]
 pub async fn root() -> Json<Value> {
     Json(json!({
         "service": "PostgreSQL User Management API",
@@ -19,12 +20,17 @@ pub async fn root() -> Json<Value> {
 }
 
 /// `GET /healthz`: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, description = "alive", body = Object)))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// `GET /readyz`: the store answers (503 otherwise); targets whose last connection failed
 /// are listed, without failing the service.
+#[utoipa::path(get, path = "/readyz", tag = "service", responses(
+    (status = 200, description = "ready; degraded targets listed", body = Object),
+    (status = 503, description = "the store does not answer", body = Object),
+))]
 pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Value>) {
     let degraded: Vec<Value> = app
         .targets

@@ -9,6 +9,7 @@ pub mod error;
 pub mod health;
 pub mod keys;
 pub mod metrics;
+pub mod openapi;
 pub mod params;
 pub mod registry;
 pub mod users;
@@ -21,12 +22,17 @@ use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::middleware;
-use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::plan::profile::Profiles;
 use crate::service::keys::Principal;
 use crate::service::{App, Caller};
 use error::json_error;
@@ -34,76 +40,64 @@ use error::json_error;
 /// The request id header, set when the client sent none and echoed on every response.
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// The whole application router.
-pub fn router(app: Arc<App>) -> Router {
-    let api = Router::new()
-        .route("/api/v1/registry", get(registry::list).post(registry::list))
-        .route(
-            "/api/v1/registry/add",
-            get(registry::add).post(registry::add),
-        )
-        .route(
-            "/api/v1/registry/update",
-            get(registry::update).post(registry::update),
-        )
-        .route(
-            "/api/v1/registry/deactivate",
-            get(registry::deactivate).post(registry::deactivate),
-        )
-        .route(
-            "/api/v1/registry/remove",
-            get(registry::remove).post(registry::remove),
-        )
-        .route("/api/v1/keys", get(keys::list).post(keys::list))
-        .route("/api/v1/keys/create", get(keys::create).post(keys::create))
-        .route("/api/v1/keys/revoke", get(keys::revoke).post(keys::revoke))
-        .route("/api/v1/profiles", get(users::profiles))
-        .route("/api/v1/audit", get(audit::export).post(audit::export))
-        .route("/api/v1/users/all", get(users::all).post(users::all))
-        .route("/api/v1/users/reset", get(users::reset).post(users::reset))
-        .route(
-            "/api/v1/users/search-path",
-            get(users::search_path).post(users::search_path),
-        )
-        .route("/api/v1/users/find", get(users::find).post(users::find))
-        .route("/api/v1/users/lock", get(users::lock).post(users::lock))
-        .route(
-            "/api/v1/users/unlock",
-            get(users::unlock).post(users::unlock),
-        )
-        .route(
-            "/api/v1/users/expire",
-            get(users::expire).post(users::expire),
-        )
-        .route("/api/v1/users/renew", get(users::renew).post(users::renew))
-        .route("/api/v1/users/alter", get(users::alter).post(users::alter))
-        .route("/api/v1/users/drop", get(users::drop).post(users::drop))
-        .route("/api/v1/users/grant", get(users::grant).post(users::grant))
-        .route(
-            "/api/v1/users/revoke",
-            get(users::revoke).post(users::revoke),
-        )
-        .route(
-            "/api/v1/users/privileges",
-            get(users::privileges).post(users::privileges),
-        )
+/// Every route with its documentation: the authenticated API, the public endpoints, and
+/// the OpenAPI document of both (before [`openapi::document`] finishes it).
+fn routes() -> (Router<Arc<App>>, Router<Arc<App>>, utoipa::openapi::OpenApi) {
+    let (api, api_doc) = OpenApiRouter::new()
+        .routes(routes!(registry::list))
+        .routes(routes!(registry::add))
+        .routes(routes!(registry::update))
+        .routes(routes!(registry::deactivate))
+        .routes(routes!(registry::remove))
+        .routes(routes!(keys::list))
+        .routes(routes!(keys::create))
+        .routes(routes!(keys::revoke))
+        .routes(routes!(users::profiles))
+        .routes(routes!(audit::export))
+        .routes(routes!(users::all))
+        .routes(routes!(users::reset))
+        .routes(routes!(users::search_path))
+        .routes(routes!(users::find))
+        .routes(routes!(users::lock))
+        .routes(routes!(users::unlock))
+        .routes(routes!(users::expire))
+        .routes(routes!(users::renew))
+        .routes(routes!(users::alter))
+        .routes(routes!(users::drop))
+        .routes(routes!(users::grant))
+        .routes(routes!(users::revoke))
+        .routes(routes!(users::privileges))
         // Profiles: app, app-k8s, devqa, devlead, readonly, dba and configured ones. The
         // fixed routes above take precedence; profile names cannot shadow them.
-        .route(
-            "/api/v1/users/{profile}",
-            get(users::create).post(users::create),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            app.clone(),
-            auth::require_auth,
-        ));
+        .routes(routes!(users::create))
+        .split_for_parts();
+    let (public, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::root))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(metrics::render))
+        .split_for_parts();
+    doc.merge(api_doc);
+    (api, public, doc)
+}
+
+/// The OpenAPI document for these profiles, as `/api/openapi.json` serves it.
+pub fn openapi(profiles: &Profiles) -> utoipa::openapi::OpenApi {
+    openapi::document(routes().2, profiles)
+}
+
+/// The whole application router.
+pub fn router(app: Arc<App>) -> Router {
+    let (api, public, doc) = routes();
+    let doc = openapi::document(doc, &app.profiles);
+    let api = api.route_layer(middleware::from_fn_with_state(
+        app.clone(),
+        auth::require_auth,
+    ));
     let request_id = axum::http::HeaderName::from_static(REQUEST_ID);
-    Router::new()
-        .route("/", get(health::root))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::render))
+    public
         .merge(api)
+        .merge(SwaggerUi::new("/docs").url("/api/openapi.json", doc))
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             json_error(

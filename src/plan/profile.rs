@@ -211,10 +211,10 @@ impl Profile {
                 )));
             }
         }
-        if let Some(limit) = cfg.connection_limit {
-            if !(-1..=10_000).contains(&limit) {
-                return Err(err("connection_limit must be -1 to 10000".into()));
-            }
+        if let Some(limit) = cfg.connection_limit
+            && !(-1..=10_000).contains(&limit)
+        {
+            return Err(err("connection_limit must be -1 to 10000".into()));
         }
         let member_of = cfg
             .member_of

@@ -17,7 +17,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// How to talk TLS to a target, per registry entry; the libpq names.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum SslMode {
     /// Plain TCP.
@@ -65,7 +67,7 @@ impl FromStr for SslMode {
 }
 
 /// A target database as the registry knows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RegistryEntry {
     /// Row id.
     pub id: i64,
@@ -79,6 +81,7 @@ pub struct RegistryEntry {
     pub port: u16,
     /// Inactive entries are listed but never operated on; 1 or 0 as in the original.
     #[serde(serialize_with = "as_int")]
+    #[schema(value_type = u8, minimum = 0, maximum = 1)]
     pub active: bool,
     /// Free text.
     pub notes: Option<String>,
@@ -172,7 +175,7 @@ pub mod status {
 }
 
 /// One audit log row. Never holds a password or a verifier.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// Row id (0 before it is stored).
     pub id: i64,

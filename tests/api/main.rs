@@ -10,6 +10,7 @@ mod grants;
 mod lifecycle;
 mod metrics;
 mod notify;
+mod openapi;
 mod profiles;
 mod quoting;
 mod security;
