@@ -199,7 +199,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Openapi => {
             let profiles = config.profiles().map_err(anyhow::Error::msg)?;
-            println!("{}", crate::http::openapi(&profiles).to_pretty_json()?);
+            let names = crate::plan::NamePolicy::new(&config.policy.name_pattern)?;
+            println!(
+                "{}",
+                crate::http::openapi(&profiles, &names).to_pretty_json()?
+            );
             Ok(())
         }
         Command::Store(cmd) => store::run(cmd).await,

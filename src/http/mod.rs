@@ -32,6 +32,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::plan::NamePolicy;
 use crate::plan::profile::Profiles;
 use crate::service::keys::Principal;
 use crate::service::{App, Caller};
@@ -82,14 +83,14 @@ fn routes() -> (Router<Arc<App>>, Router<Arc<App>>, utoipa::openapi::OpenApi) {
 }
 
 /// The OpenAPI document for these profiles, as `/api/openapi.json` serves it.
-pub fn openapi(profiles: &Profiles) -> utoipa::openapi::OpenApi {
-    openapi::document(routes().2, profiles)
+pub fn openapi(profiles: &Profiles, names: &NamePolicy) -> utoipa::openapi::OpenApi {
+    openapi::document(routes().2, profiles, names)
 }
 
 /// The whole application router.
 pub fn router(app: Arc<App>) -> Router {
     let (api, public, doc) = routes();
-    let doc = openapi::document(doc, &app.profiles);
+    let doc = openapi::document(doc, &app.profiles, &app.policy.names);
     let api = api.route_layer(middleware::from_fn_with_state(
         app.clone(),
         auth::require_auth,

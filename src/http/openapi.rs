@@ -21,6 +21,7 @@ use utoipa::openapi::{
 };
 use utoipa::{IntoParams, Modify, ToSchema};
 
+use crate::plan::NamePolicy;
 use crate::plan::profile::{ParamKind, Profiles};
 
 /// The document's fixed part; paths come from the router.
@@ -111,8 +112,8 @@ const TARGET_ERRORS: [(u16, &str); 1] = [(
     "the statement or lock timeout ended the operation; nothing was changed",
 )];
 
-/// Finishes the router's document for the configured profiles.
-pub fn document(mut api: OpenApi, profiles: &Profiles) -> OpenApi {
+/// Finishes the router's document for the configured profiles and name policy.
+pub fn document(mut api: OpenApi, profiles: &Profiles, names: &NamePolicy) -> OpenApi {
     api.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let mut paths = std::mem::take(&mut api.paths.paths);
     if let Some(template) = paths.remove("/api/v1/users/{profile}") {
@@ -124,7 +125,7 @@ pub fn document(mut api: OpenApi, profiles: &Profiles) -> OpenApi {
                 let params = op.parameters.get_or_insert_with(Vec::new);
                 params.retain(|p| param(p).is_none_or(|p| p.name != "profile"));
                 for (name, kind) in &profile.params {
-                    params.push(RefOr::T(query_param(name, *kind)));
+                    params.push(RefOr::T(query_param(name, *kind, names)));
                 }
                 op.operation_id = Some(format!("create_{}", profile.name.replace('-', "_")));
             }
@@ -155,6 +156,14 @@ pub fn document(mut api: OpenApi, profiles: &Profiles) -> OpenApi {
         } else {
             "ErrorBody"
         };
+        for op in operations(item) {
+            let params = op.parameters.iter_mut().flatten();
+            for p in params.filter_map(|p| param_mut(p)) {
+                if p.name == "username" {
+                    p.schema = Some(name_schema(names).into());
+                }
+            }
+        }
         split_get_and_post(item);
         for op in operations(item) {
             if authenticated {
@@ -212,6 +221,25 @@ fn param(p: &RefOr<Parameter>) -> Option<&Parameter> {
     }
 }
 
+fn param_mut(p: &mut RefOr<Parameter>) -> Option<&mut Parameter> {
+    match p {
+        RefOr::T(p) => Some(p),
+        RefOr::Ref(_) => None,
+    }
+}
+
+/// A role name: what the name policy accepts once folded to lower case.
+fn name_schema(names: &NamePolicy) -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(63))
+        .pattern(Some(names.pattern()))
+        .description(Some(
+            "a role name; folded to lower case, it must match the pattern (at most 63 bytes)",
+        ))
+        .into()
+}
+
 /// A JSON or form body whose fields are the given query parameters.
 fn body_from(query: &[RefOr<Parameter>]) -> Option<RequestBody> {
     let query: Vec<&Parameter> = query.iter().filter_map(param).collect();
@@ -263,21 +291,19 @@ fn response(description: &str, schema: &str) -> RefOr<Response> {
 }
 
 /// A profile parameter as a required query parameter.
-fn query_param(name: &str, kind: ParamKind) -> Parameter {
+fn query_param(name: &str, kind: ParamKind, names: &NamePolicy) -> Parameter {
     let schema = match kind {
         ParamKind::Port => ObjectBuilder::new()
             .schema_type(Type::Integer)
             .minimum(Some(1))
             .maximum(Some(65535))
-            .build(),
-        ParamKind::Name => ObjectBuilder::new()
-            .schema_type(Type::String)
-            .description(Some("a role name: folded to lower case, at most 63 bytes"))
-            .build(),
+            .into(),
+        ParamKind::Name => name_schema(names),
         ParamKind::NamePart => ObjectBuilder::new()
             .schema_type(Type::String)
+            .pattern(Some("^[A-Za-z0-9_.-]+$"))
             .description(Some("part of the role name: letters, digits, _ . -"))
-            .build(),
+            .into(),
     };
     utoipa::openapi::path::ParameterBuilder::new()
         .name(name)
@@ -364,8 +390,9 @@ pub struct Drop {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct Grant {
-    /// database, schema, tables, sequences, functions or role.
-    pub on: String,
+    /// What the privileges are on, or `role` for membership.
+    #[param(inline)]
+    pub on: GrantOn,
     /// Schemas, comma-separated, or `*`.
     pub schema: Option<String>,
     /// Object names in that one schema; empty: all.
@@ -384,6 +411,34 @@ pub struct Grant {
     pub inherit: Option<bool>,
     /// With `on=role`: WITH SET (PostgreSQL 16).
     pub set: Option<bool>,
+}
+
+/// What a grant is on.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GrantOn {
+    /// CONNECT, CREATE, TEMPORARY on the database.
+    Database,
+    /// USAGE, CREATE on schemas.
+    Schema,
+    /// Tables and views.
+    Tables,
+    /// Sequences.
+    Sequences,
+    /// Functions and procedures.
+    Functions,
+    /// Membership of `role`.
+    Role,
+}
+
+/// What the audit export returns.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// `{records, next_after_id}`.
+    Json,
+    /// Spreadsheet-safe CSV with a header row.
+    Csv,
 }
 
 /// One registry entry.
@@ -446,7 +501,8 @@ pub struct KeyName {
 #[into_params(parameter_in = Query)]
 pub struct AuditFilter {
     /// json (default) or csv.
-    pub format: Option<String>,
+    #[param(inline)]
+    pub format: Option<Format>,
     /// From this time (RFC 3339 or `YYYY-MM-DD`).
     pub since: Option<String>,
     /// Until this time (RFC 3339 or `YYYY-MM-DD`).

@@ -6,6 +6,7 @@ mod cli;
 mod concurrency;
 mod fanout;
 mod faults;
+mod fuzz;
 mod grants;
 mod lifecycle;
 mod metrics;
