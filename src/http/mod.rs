@@ -8,6 +8,7 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod keys;
+pub mod me;
 pub mod metrics;
 pub mod params;
 pub mod registry;
@@ -37,6 +38,7 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// The whole application router.
 pub fn router(app: Arc<App>) -> Router {
     let api = Router::new()
+        .route("/api/v1/me", get(me::me).post(me::me))
         .route("/api/v1/registry", get(registry::list).post(registry::list))
         .route(
             "/api/v1/registry/add",
