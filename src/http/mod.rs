@@ -12,6 +12,7 @@ pub mod me;
 pub mod metrics;
 pub mod params;
 pub mod registry;
+pub mod ui;
 pub mod users;
 
 use std::net::SocketAddr;
@@ -105,6 +106,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))
+        .merge(ui::routes())
         .merge(api)
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {

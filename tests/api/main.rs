@@ -17,4 +17,5 @@ mod store;
 mod support;
 mod timeouts;
 mod tls;
+mod ui;
 mod users;
