@@ -92,9 +92,9 @@ try {
   await page.check('input[name="method"][value="basic"]');
   await page.fill('#basic-user', user);
   await page.fill('#basic-pass', `${pass}-wrong`);
-  await shot('01-sign-in');
   await page.click('#sign-in-button');
   await messageContains('Sign-in failed', 'error');
+  await shot('01-sign-in');
   assert.ok(await page.locator('#sign-in').isVisible(), 'still on the sign-in form');
   assert.equal(await page.locator('#nav button').count(), 0, 'no section is offered before sign-in');
 
