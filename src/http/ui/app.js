@@ -54,6 +54,7 @@ async function call(path, params = {}, { method = 'GET', raw = false, authorizat
     else body[key] = value;
   }
   const headers = { Authorization: authorization ?? session?.authorization ?? '' };
+  // credentials 'omit': no cookies, and a 401 never opens the browser's own Basic prompt.
   const init = { method, headers, cache: 'no-store', credentials: 'omit' };
   if (method !== 'GET') {
     headers['Content-Type'] = 'application/json';
@@ -151,6 +152,7 @@ function signOut() {
   profiles = [];
   current = null;
   audit = { filters: {}, cursors: [], after: 0, next: null };
+  auditRequests += 1; // an audit page still on its way is dropped
   dismissSecret();
   for (const form of document.querySelectorAll('form')) form.reset();
   for (const id of ['registry-table', 'audit-table']) $(id).tBodies[0].replaceChildren();
