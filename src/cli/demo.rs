@@ -83,6 +83,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         "\npg-user-api demo is running at {base}
 PostgreSQL {}:{} (databases dev, prod; admin role {DEMO_ADMIN})
 API credentials (random, for this run only): {auth}
+Web console: {base}/ui (user demo, the password above)
 
 Try:
   curl -s -u '{auth}' '{base}/api/v1/registry'

@@ -8,10 +8,12 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod keys;
+pub mod me;
 pub mod metrics;
 pub mod openapi;
 pub mod params;
 pub mod registry;
+pub mod ui;
 pub mod users;
 
 use std::net::SocketAddr;
@@ -45,6 +47,7 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// the OpenAPI document of both (before [`openapi::document`] finishes it).
 fn routes() -> (Router<Arc<App>>, Router<Arc<App>>, utoipa::openapi::OpenApi) {
     let (api, api_doc) = OpenApiRouter::new()
+        .routes(routes!(me::me))
         .routes(routes!(registry::list))
         .routes(routes!(registry::add))
         .routes(routes!(registry::update))
@@ -97,6 +100,7 @@ pub fn router(app: Arc<App>) -> Router {
     ));
     let request_id = axum::http::HeaderName::from_static(REQUEST_ID);
     public
+        .merge(ui::routes())
         .merge(api)
         .merge(SwaggerUi::new("/docs").url("/api/openapi.json", doc))
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "no such endpoint") })

@@ -398,3 +398,46 @@ async fn registry_is_administered_over_http() {
         .await;
     assert_eq!(r.status, 403);
 }
+
+#[tokio::test]
+async fn me_names_the_caller_and_its_scopes_without_needing_one_or_auditing() {
+    let app = spawn_app().await;
+    let before = app.audit().await.len();
+
+    let r = app.get("/api/v1/me", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body,
+        serde_json::json!({
+            "principal": "tester",
+            "scopes": {
+                "environments": ["*"],
+                "operations": ALL_BUT.split(',').collect::<Vec<_>>(),
+                "profiles": ["*"],
+            },
+        })
+    );
+    assert_eq!(
+        app.post_json("/api/v1/me", serde_json::json!({}))
+            .await
+            .body,
+        r.body
+    );
+
+    // A key with the least scope there is may still ask who it is.
+    let key = app.key("dev", "read", "devqa").await;
+    let r = app.get_bearer(&key, "/api/v1/me", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.str("principal").starts_with("key:key_"), "{}", r.body);
+    assert_eq!(
+        r.body["scopes"],
+        serde_json::json!({"environments": ["dev"], "operations": ["read"], "profiles": ["devqa"]})
+    );
+
+    assert_eq!(app.get_as("/api/v1/me", None).await.status, 401);
+    assert_eq!(
+        app.audit().await.len(),
+        before,
+        "asking who one is leaves no audit record"
+    );
+}

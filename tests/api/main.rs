@@ -19,4 +19,5 @@ mod store;
 mod support;
 mod timeouts;
 mod tls;
+mod ui;
 mod users;

@@ -1,0 +1,16 @@
+//! `/api/v1/me`: who the caller is and what its scopes allow, so a client (the web console)
+//! offers only what it may do. Any authenticated caller may ask; it needs no scope and,
+//! as it changes and reveals nothing of a target, it is not audited.
+
+use axum::Json;
+use axum::extract::Extension;
+use serde_json::{Value, json};
+
+use super::openapi;
+use crate::service::keys::Principal;
+
+/// `{"principal", "scopes": {"environments", "operations", "profiles"}}`.
+#[utoipa::path(method(get, post), path = "/api/v1/me", tag = "keys", responses((status = 200, description = "the caller", body = openapi::MeBody)))]
+pub async fn me(Extension(principal): Extension<Principal>) -> Json<Value> {
+    Json(json!({ "principal": principal.name, "scopes": principal.scopes }))
+}

@@ -1,0 +1,173 @@
+//! The web console at `/ui`: its assets and headers over plain HTTP, then the whole page
+//! driven in a real headless browser (Debian's chromium through playwright-core, see
+//! `tests/ui/console.mjs`), which saves a screenshot of each page in `target/ui-screenshots`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::Command;
+
+use crate::support::spawn_app;
+
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+#[tokio::test]
+async fn console_assets_are_served_with_a_strict_policy_and_no_auth() {
+    let app = spawn_app().await;
+    for (path, content_type) in [
+        ("/ui", "text/html; charset=utf-8"),
+        ("/ui/", "text/html; charset=utf-8"),
+        ("/ui/app.js", "text/javascript; charset=utf-8"),
+        ("/ui/style.css", "text/css; charset=utf-8"),
+    ] {
+        let res = app
+            .client
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let header = |name: &str| {
+            res.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        assert_eq!(header("content-type"), content_type, "{path}");
+        assert_eq!(header("content-security-policy"), CSP, "{path}");
+        assert_eq!(header("cache-control"), "no-cache", "{path}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(header("referrer-policy"), "no-referrer", "{path}");
+        let body = res.text().await.unwrap();
+        assert!(
+            !body.contains("http://") && !body.contains("https://"),
+            "{path} links outside"
+        );
+        if content_type.starts_with("text/html") {
+            assert!(body.contains(r#"<script type="module" src="/ui/app.js"></script>"#));
+            assert!(
+                !body.contains("<script>") && !body.contains("style="),
+                "inline code in {path}"
+            );
+        }
+    }
+    let js = app
+        .client
+        .get(format!("{}/ui/app.js", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for forbidden in [
+        "innerHTML",
+        "localStorage",
+        "sessionStorage",
+        "document.cookie",
+    ] {
+        assert!(!js.contains(forbidden), "app.js uses {forbidden}");
+    }
+}
+
+fn found(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+async fn run(cmd: &mut Command, what: &str, limit: Duration) -> std::process::Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} did not start: {e}"));
+    tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{what} took longer than {limit:?}"))
+        .unwrap()
+}
+
+fn show(output: &std::process::Output) -> String {
+    format!(
+        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test]
+async fn console_works_in_a_real_browser() {
+    let chromium =
+        std::env::var("PGUA_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing: the browser test needs Debian's chromium \
+         (apt-get install chromium), or PGUA_CHROMIUM naming another Chromium"
+    );
+    assert!(
+        found("node") && found("npm"),
+        "node and npm are missing: the browser test needs Node.js (apt-get install nodejs npm)"
+    );
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let scripts = root.join("tests/ui");
+    if !scripts.join("node_modules/playwright-core").exists() {
+        let out = run(
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&scripts),
+            "npm ci",
+            Duration::from_secs(300),
+        )
+        .await;
+        assert!(out.status.success(), "npm ci failed\n{}", show(&out));
+    }
+    let shots = root.join("target/ui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    for old in std::fs::read_dir(&shots).unwrap() {
+        let old = old.unwrap().path();
+        if old.extension().is_some_and(|e| e == "png") {
+            std::fs::remove_file(old).unwrap();
+        }
+    }
+
+    let app = spawn_app().await;
+    let started = Instant::now();
+    let out = run(
+        Command::new("node")
+            .arg(scripts.join("console.mjs"))
+            .env("PGUA_UI_BASE_URL", &app.base)
+            .env("PGUA_UI_USER", &app.user)
+            .env("PGUA_UI_PASS", &app.pass)
+            .env("PGUA_UI_SCREENSHOTS", &shots)
+            .env("PGUA_CHROMIUM", &chromium)
+            .current_dir(&scripts),
+        "the browser test",
+        Duration::from_secs(180),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "the browser test failed\n{}",
+        show(&out)
+    );
+    println!("browser test took {:?}\n{}", started.elapsed(), show(&out));
+    for name in [
+        "01-sign-in",
+        "02-registry",
+        "03-create-password-shown",
+        "04-user-lookup",
+        "05-audit",
+        "06-read-only",
+    ] {
+        let png = std::fs::read(shots.join(format!("{name}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{name}.png is a PNG");
+    }
+}
