@@ -120,7 +120,7 @@ pub fn document(mut api: OpenApi, profiles: &Profiles, names: &NamePolicy) -> Op
         for profile in profiles.iter() {
             let mut item = template.clone();
             for op in operations(&mut item) {
-                op.summary = Some(format!("Create a '{}' user", profile.name));
+                op.summary = Some(format!("Create a user of profile '{}'", profile.name));
                 op.description = Some(profile.description.clone());
                 let params = op.parameters.get_or_insert_with(Vec::new);
                 params.retain(|p| param(p).is_none_or(|p| p.name != "profile"));

@@ -224,6 +224,13 @@ try {
   assert.ok(await page.locator('#sign-in').isVisible());
   assert.equal(await page.locator('#nav button').count(), 0);
 
+  step('the API documentation renders from the binary alone');
+  await page.goto(`${base}/docs/`);
+  await page.locator('.swagger-ui .info .title').filter({ hasText: 'pg-user-api' }).waitFor();
+  await page.locator('#operations-users-reset').waitFor();
+  assert.ok(await page.locator('#operations-users-create_devqa').isVisible(), 'each profile has its path');
+  await shot('07-api-docs');
+
   assert.deepEqual(problems, [], 'no script errors, CSP violations or external requests');
   step(`all checks passed; screenshots in ${shots}`);
 } finally {
