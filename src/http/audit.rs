@@ -20,7 +20,11 @@ pub const NEXT_AFTER_ID: &str = "x-next-after-id";
 
 /// Exports audit records: `format=json|csv`, filters `since`, `until`, `env`, `database`,
 /// `username`, `operation`, `principal`, paging with `after_id` and `limit`.
-#[utoipa::path(method(get, post), path = "/api/v1/audit", tag = "audit", params(openapi::AuditFilter), responses((status = 200, description = "a page of records", content((openapi::AuditBody = "application/json"), (String = "text/csv")))))]
+#[utoipa::path(
+    method(get, post), path = "/api/v1/audit", tag = "audit",
+    params(openapi::AuditFilter),
+    responses((status = 200, description = "a page of records", content((openapi::AuditBody = "application/json"), (String = "text/csv")))),
+)]
 pub async fn export(State(app): State<Arc<App>>, caller: Caller, p: Params) -> Result<Response> {
     let format = p.0.get("format").unwrap_or("json").to_ascii_lowercase();
     if format != "json" && format != "csv" {

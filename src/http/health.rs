@@ -10,7 +10,10 @@ use serde_json::{Value, json};
 use crate::service::App;
 
 /// `GET /`: the original's banner.
-#[utoipa::path(get, path = "/", tag = "service", responses((status = 200, description = "the banner", body = Object)))]
+#[utoipa::path(
+    get, path = "/", tag = "service",
+    responses((status = 200, description = "the banner", body = Object)),
+)]
 pub async fn root() -> Json<Value> {
     Json(json!({
         "service": "PostgreSQL User Management API",
@@ -20,7 +23,10 @@ pub async fn root() -> Json<Value> {
 }
 
 /// `GET /healthz`: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, description = "alive", body = Object)))]
+#[utoipa::path(
+    get, path = "/healthz", tag = "service",
+    responses((status = 200, description = "alive", body = Object)),
+)]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }

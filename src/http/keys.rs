@@ -69,7 +69,11 @@ fn shown(k: &ApiKey) -> serde_json::Value {
 
 /// Creates a key: `name`, `owner`, `environments`, `operations`, `profiles`, [`expires` |
 /// `days`]. The secret is in this response only.
-#[utoipa::path(method(get, post), path = "/api/v1/keys/create", tag = "keys", params(("profile" = String, Path, description = "The profile"), openapi::KeyFields), responses((status = 200, description = "done", body = openapi::KeyBody)))]
+#[utoipa::path(
+    method(get, post), path = "/api/v1/keys/create", tag = "keys",
+    params(("profile" = String, Path, description = "The profile"), openapi::KeyFields),
+    responses((status = 200, description = "done", body = openapi::KeyBody)),
+)]
 pub async fn create(State(app): State<Arc<App>>, caller: Caller, p: Params) -> Result<Response> {
     authorize(
         &app,
@@ -111,7 +115,10 @@ pub async fn create(State(app): State<Arc<App>>, caller: Caller, p: Params) -> R
 }
 
 /// Lists keys: names, owners, prefixes, scopes and dates; never a secret or a hash.
-#[utoipa::path(method(get, post), path = "/api/v1/keys", tag = "keys", responses((status = 200, description = "the answer", body = openapi::KeysBody)))]
+#[utoipa::path(
+    method(get, post), path = "/api/v1/keys", tag = "keys",
+    responses((status = 200, description = "the answer", body = openapi::KeysBody)),
+)]
 pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> Result<Response> {
     authorize(
         &app,
@@ -128,7 +135,11 @@ pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> Result<Respons
 }
 
 /// Revokes a key by `name`; every replica refuses it from the next call on.
-#[utoipa::path(method(get, post), path = "/api/v1/keys/revoke", tag = "keys", params(openapi::KeyName), responses((status = 200, description = "done", body = openapi::RevokedBody)))]
+#[utoipa::path(
+    method(get, post), path = "/api/v1/keys/revoke", tag = "keys",
+    params(openapi::KeyName),
+    responses((status = 200, description = "done", body = openapi::RevokedBody)),
+)]
 pub async fn revoke(State(app): State<Arc<App>>, caller: Caller, p: Params) -> Result<Response> {
     authorize(
         &app,

@@ -10,7 +10,10 @@ use super::openapi;
 use crate::service::keys::Principal;
 
 /// `{"principal", "scopes": {"environments", "operations", "profiles"}}`.
-#[utoipa::path(method(get, post), path = "/api/v1/me", tag = "keys", responses((status = 200, description = "the caller", body = openapi::MeBody)))]
+#[utoipa::path(
+    method(get, post), path = "/api/v1/me", tag = "keys",
+    responses((status = 200, description = "the caller", body = openapi::MeBody)),
+)]
 pub async fn me(Extension(principal): Extension<Principal>) -> Json<Value> {
     Json(json!({ "principal": principal.name, "scopes": principal.scopes }))
 }

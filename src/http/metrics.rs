@@ -49,7 +49,10 @@ pub async fn track(req: Request, next: Next) -> Response {
 }
 
 /// Renders every metric, with target pool gauges read at scrape time.
-#[utoipa::path(get, path = "/metrics", tag = "service", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+#[utoipa::path(
+    get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)),
+)]
 pub async fn render(State(app): State<Arc<App>>) -> Response {
     for pool in app.targets.pool_stats() {
         let target = pool.target;

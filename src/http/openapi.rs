@@ -35,7 +35,7 @@ use crate::plan::profile::{ParamKind, Profiles};
         license(name = "MIT", identifier = "MIT"),
     ),
     modifiers(&Security),
-    components(schemas(ErrorBody, TargetError, MultiBody)),
+    components(schemas(ErrorBody, TargetError, MultiBody, UserResponse, UserNotFound)),
     tags(
         (name = "users", description = "Create, find, change and drop PostgreSQL users"),
         (name = "registry", description = "The databases this service manages"),
@@ -632,6 +632,17 @@ pub enum UserResponse {
     DryRun(DryRunBody),
     /// Several targets.
     Many(MultiBody),
+}
+
+/// What a user change answers besides the common errors.
+pub struct UserChange;
+
+impl utoipa::IntoResponses for UserChange {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
+        let done = response("done, or what a dry run would do", "UserResponse");
+        let missing = response("no such registry entry, profile or user", "UserNotFound");
+        [("200".to_owned(), done), ("404".to_owned(), missing)].into()
+    }
 }
 
 /// No such registry entry or profile, or (`status: user not found`) no such user.

@@ -15,7 +15,10 @@ use crate::service::{self, App, Caller};
 
 /// Lists every registry entry, as the original: `{count, databases}`.
 /// A key scoped to some environments sees only their entries.
-#[utoipa::path(method(get, post), path = "/api/v1/registry", tag = "registry", responses((status = 200, description = "the answer", body = openapi::RegistryBody)))]
+#[utoipa::path(
+    method(get, post), path = "/api/v1/registry", tag = "registry",
+    responses((status = 200, description = "the answer", body = openapi::RegistryBody)),
+)]
 pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<Value>> {
     let none = Input::default();
     super::users::authorize(&app, &caller, Operation::Read, "registry:list", &none, None).await?;
@@ -50,25 +53,41 @@ async fn change(
 }
 
 /// Adds an entry: env, database, host, [port, notes, active, sslmode].
-#[utoipa::path(method(get, post), path = "/api/v1/registry/add", tag = "registry", params(openapi::RegistryKey, openapi::RegistryFields), responses((status = 200, description = "done", body = openapi::RegistryChangeBody)))]
+#[utoipa::path(
+    method(get, post), path = "/api/v1/registry/add", tag = "registry",
+    params(openapi::RegistryKey, openapi::RegistryFields),
+    responses((status = 200, description = "done", body = openapi::RegistryChangeBody)),
+)]
 pub async fn add(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Json<Value>> {
     change(a, c, p, "add").await
 }
 
 /// Changes host, port, notes, active or sslmode of an entry.
-#[utoipa::path(method(get, post), path = "/api/v1/registry/update", tag = "registry", params(openapi::RegistryKey, openapi::RegistryFields), responses((status = 200, description = "done", body = openapi::RegistryChangeBody)))]
+#[utoipa::path(
+    method(get, post), path = "/api/v1/registry/update", tag = "registry",
+    params(openapi::RegistryKey, openapi::RegistryFields),
+    responses((status = 200, description = "done", body = openapi::RegistryChangeBody)),
+)]
 pub async fn update(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Json<Value>> {
     change(a, c, p, "update").await
 }
 
 /// Deactivates an entry: it stays listed, nothing runs against it.
-#[utoipa::path(method(get, post), path = "/api/v1/registry/deactivate", tag = "registry", params(openapi::RegistryKey), responses((status = 200, description = "done", body = openapi::RegistryChangeBody)))]
+#[utoipa::path(
+    method(get, post), path = "/api/v1/registry/deactivate", tag = "registry",
+    params(openapi::RegistryKey),
+    responses((status = 200, description = "done", body = openapi::RegistryChangeBody)),
+)]
 pub async fn deactivate(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Json<Value>> {
     change(a, c, p, "deactivate").await
 }
 
 /// Removes an entry.
-#[utoipa::path(method(get, post), path = "/api/v1/registry/remove", tag = "registry", params(openapi::RegistryKey), responses((status = 200, description = "done", body = openapi::RegistryChangeBody)))]
+#[utoipa::path(
+    method(get, post), path = "/api/v1/registry/remove", tag = "registry",
+    params(openapi::RegistryKey),
+    responses((status = 200, description = "done", body = openapi::RegistryChangeBody)),
+)]
 pub async fn remove(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Json<Value>> {
     change(a, c, p, "remove").await
 }

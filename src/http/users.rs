@@ -238,7 +238,11 @@ where
 
 /// Creates a user of the profile the path names (`/api/v1/users/app`, …); the response
 /// keeps the v1 keys and names the profile version in `x-pgua-profile`.
-#[utoipa::path(method(get, post), path = "/api/v1/users/{profile}", tag = "users", params(("profile" = String, Path, description = "The profile"), openapi::Target, openapi::DryRun), responses((status = 200, description = "done", body = openapi::UserResponse), (status = 404, description = "no such entry, profile or user", body = openapi::UserNotFound)))]
+#[utoipa::path(
+    method(get, post), path = "/api/v1/users/{profile}", tag = "users",
+    params(("profile" = String, Path, description = "The profile"), openapi::Target, openapi::DryRun),
+    responses(openapi::UserChange),
+)]
 pub async fn create(
     State(app): State<Arc<App>>,
     Path(profile): Path<String>,
@@ -278,7 +282,10 @@ pub async fn create(
 }
 
 /// Lists the profiles: parameters, attributes, grants, settings and version.
-#[utoipa::path(get, path = "/api/v1/profiles", tag = "users", responses((status = 200, description = "the answer", body = openapi::ProfilesBody)))]
+#[utoipa::path(
+    get, path = "/api/v1/profiles", tag = "users",
+    responses((status = 200, description = "the answer", body = openapi::ProfilesBody)),
+)]
 pub async fn profiles(State(app): State<Arc<App>>, caller: Caller) -> Result<Response> {
     authorize(
         &app,
@@ -294,7 +301,13 @@ pub async fn profiles(State(app): State<Arc<App>>, caller: Caller) -> Result<Res
 }
 
 /// Gives a user a new generated password.
-#[utoipa::path(method(get, post), path = "/api/v1/users/reset", tag = "users", params(openapi::Target, openapi::Username, openapi::DryRun), responses((status = 200, description = "done", body = openapi::UserResponse), (status = 404, description = "no such entry, profile or user", body = openapi::UserNotFound)))]
+#[utoipa::path(
+    method(get, post),
+    path = "/api/v1/users/reset",
+    tag = "users",
+    params(openapi::Target, openapi::Username, openapi::DryRun),
+    responses(openapi::UserChange)
+)]
 pub async fn reset(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
     run(a, c, p, Reach::Role, "reset", |a, c, i, _| async move {
         ops::reset(&a, &c, &i).await
@@ -303,7 +316,18 @@ pub async fn reset(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Re
 }
 
 /// Sets a user's search_path in the target database.
-#[utoipa::path(method(get, post), path = "/api/v1/users/search-path", tag = "users", params(openapi::Target, openapi::Username, openapi::SearchPath, openapi::DryRun), responses((status = 200, description = "done", body = openapi::UserResponse), (status = 404, description = "no such entry, profile or user", body = openapi::UserNotFound)))]
+#[utoipa::path(
+    method(get, post),
+    path = "/api/v1/users/search-path",
+    tag = "users",
+    params(
+        openapi::Target,
+        openapi::Username,
+        openapi::SearchPath,
+        openapi::DryRun
+    ),
+    responses(openapi::UserChange)
+)]
 pub async fn search_path(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
     run(
         a,
@@ -317,7 +341,13 @@ pub async fn search_path(State(a): State<Arc<App>>, c: Caller, p: Params) -> Res
 }
 
 /// Locks a user (NOLOGIN) and ends its open sessions.
-#[utoipa::path(method(get, post), path = "/api/v1/users/lock", tag = "users", params(openapi::Target, openapi::Username, openapi::DryRun), responses((status = 200, description = "done", body = openapi::UserResponse), (status = 404, description = "no such entry, profile or user", body = openapi::UserNotFound)))]
+#[utoipa::path(
+    method(get, post),
+    path = "/api/v1/users/lock",
+    tag = "users",
+    params(openapi::Target, openapi::Username, openapi::DryRun),
+    responses(openapi::UserChange)
+)]
 pub async fn lock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
     run(a, c, p, Reach::Role, "lock", |a, c, i, _| async move {
         lifecycle::lock(&a, &c, &i).await
@@ -326,7 +356,13 @@ pub async fn lock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Res
 }
 
 /// Unlocks a user (LOGIN).
-#[utoipa::path(method(get, post), path = "/api/v1/users/unlock", tag = "users", params(openapi::Target, openapi::Username, openapi::DryRun), responses((status = 200, description = "done", body = openapi::UserResponse), (status = 404, description = "no such entry, profile or user", body = openapi::UserNotFound)))]
+#[utoipa::path(
+    method(get, post),
+    path = "/api/v1/users/unlock",
+    tag = "users",
+    params(openapi::Target, openapi::Username, openapi::DryRun),
+    responses(openapi::UserChange)
+)]
 pub async fn unlock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
     run(a, c, p, Reach::Role, "unlock", |a, c, i, _| async move {
         lifecycle::unlock(&a, &c, &i).await
@@ -335,7 +371,13 @@ pub async fn unlock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<R
 }
 
 /// Ends a user's password validity at `valid_until` (default now).
-#[utoipa::path(method(get, post), path = "/api/v1/users/expire", tag = "users", params(openapi::Target, openapi::Username, openapi::Expire, openapi::DryRun), responses((status = 200, description = "done", body = openapi::UserResponse), (status = 404, description = "no such entry, profile or user", body = openapi::UserNotFound)))]
+#[utoipa::path(
+    method(get, post),
+    path = "/api/v1/users/expire",
+    tag = "users",
+    params(openapi::Target, openapi::Username, openapi::Expire, openapi::DryRun),
+    responses(openapi::UserChange)
+)]
 pub async fn expire(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
     run(a, c, p, Reach::Role, "expire", |a, c, i, _| async move {
         lifecycle::expire(&a, &c, &i).await
@@ -344,7 +386,13 @@ pub async fn expire(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<R
 }
 
 /// Extends a user's password validity (`valid_until`, `days`, or forever).
-#[utoipa::path(method(get, post), path = "/api/v1/users/renew", tag = "users", params(openapi::Target, openapi::Username, openapi::Renew, openapi::DryRun), responses((status = 200, description = "done", body = openapi::UserResponse), (status = 404, description = "no such entry, profile or user", body = openapi::UserNotFound)))]
+#[utoipa::path(
+    method(get, post),
+    path = "/api/v1/users/renew",
+    tag = "users",
+    params(openapi::Target, openapi::Username, openapi::Renew, openapi::DryRun),
+    responses(openapi::UserChange)
+)]
 pub async fn renew(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
     run(a, c, p, Reach::Role, "renew", |a, c, i, _| async move {
         lifecycle::renew(&a, &c, &i).await
@@ -353,7 +401,13 @@ pub async fn renew(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Re
 }
 
 /// Changes a user's connection limit or alterable attributes.
-#[utoipa::path(method(get, post), path = "/api/v1/users/alter", tag = "users", params(openapi::Target, openapi::Username, openapi::Alter, openapi::DryRun), responses((status = 200, description = "done", body = openapi::UserResponse), (status = 404, description = "no such entry, profile or user", body = openapi::UserNotFound)))]
+#[utoipa::path(
+    method(get, post),
+    path = "/api/v1/users/alter",
+    tag = "users",
+    params(openapi::Target, openapi::Username, openapi::Alter, openapi::DryRun),
+    responses(openapi::UserChange)
+)]
 pub async fn alter(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
     run(a, c, p, Reach::Role, "alter", |a, c, i, _| async move {
         lifecycle::alter(&a, &c, &i).await
@@ -362,7 +416,13 @@ pub async fn alter(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Re
 }
 
 /// Drops a user: reassigns and drops what it owns in every database, ends its sessions.
-#[utoipa::path(method(get, post), path = "/api/v1/users/drop", tag = "users", params(openapi::Target, openapi::Username, openapi::Drop, openapi::DryRun), responses((status = 200, description = "done", body = openapi::UserResponse), (status = 404, description = "no such entry, profile or user", body = openapi::UserNotFound)))]
+#[utoipa::path(
+    method(get, post),
+    path = "/api/v1/users/drop",
+    tag = "users",
+    params(openapi::Target, openapi::Username, openapi::Drop, openapi::DryRun),
+    responses(openapi::UserChange)
+)]
 pub async fn drop(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
     run(a, c, p, Reach::Role, "drop", |a, c, i, _| async move {
         lifecycle::drop(&a, &c, &i).await
@@ -371,7 +431,13 @@ pub async fn drop(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Res
 }
 
 /// Grants privileges or membership to a user.
-#[utoipa::path(method(get, post), path = "/api/v1/users/grant", tag = "users", params(openapi::Target, openapi::Username, openapi::Grant, openapi::DryRun), responses((status = 200, description = "done", body = openapi::UserResponse), (status = 404, description = "no such entry, profile or user", body = openapi::UserNotFound)))]
+#[utoipa::path(
+    method(get, post),
+    path = "/api/v1/users/grant",
+    tag = "users",
+    params(openapi::Target, openapi::Username, openapi::Grant, openapi::DryRun),
+    responses(openapi::UserChange)
+)]
 pub async fn grant(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
     run(a, c, p, Reach::Database, "grant", |a, c, i, _| async move {
         grants::grant(&a, &c, &i).await
@@ -380,7 +446,13 @@ pub async fn grant(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Re
 }
 
 /// Revokes privileges or membership from a user.
-#[utoipa::path(method(get, post), path = "/api/v1/users/revoke", tag = "users", params(openapi::Target, openapi::Username, openapi::Grant, openapi::DryRun), responses((status = 200, description = "done", body = openapi::UserResponse), (status = 404, description = "no such entry, profile or user", body = openapi::UserNotFound)))]
+#[utoipa::path(
+    method(get, post),
+    path = "/api/v1/users/revoke",
+    tag = "users",
+    params(openapi::Target, openapi::Username, openapi::Grant, openapi::DryRun),
+    responses(openapi::UserChange)
+)]
 pub async fn revoke(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
     run(
         a,
@@ -394,7 +466,11 @@ pub async fn revoke(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<R
 }
 
 /// What a user can do in the target database.
-#[utoipa::path(method(get, post), path = "/api/v1/users/privileges", tag = "users", params(openapi::Target, openapi::Username), responses((status = 200, description = "done", body = openapi::PrivilegesResponse), (status = 404, description = "no such entry, profile or user", body = openapi::PrivilegesResponse)))]
+#[utoipa::path(
+    method(get, post), path = "/api/v1/users/privileges", tag = "users",
+    params(openapi::Target, openapi::Username),
+    responses((status = 200, description = "done", body = openapi::PrivilegesResponse), (status = 404, description = "no such entry, profile or user", body = openapi::PrivilegesResponse)),
+)]
 pub async fn privileges(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
     let op = |a: Arc<App>, c: Caller, i: Input| async move { grants::report(&a, &c, &i).await };
     read(a, c, p, op, |r| {
@@ -425,7 +501,11 @@ fn target_fields(entry: &RegistryEntry) -> serde_json::Map<String, serde_json::V
 }
 
 /// Looks a user up: `{found, username, attributes, hostname, database, port, env}`.
-#[utoipa::path(method(get, post), path = "/api/v1/users/find", tag = "users", params(openapi::Target, openapi::Username), responses((status = 200, description = "the answer", body = openapi::FindResponse)))]
+#[utoipa::path(
+    method(get, post), path = "/api/v1/users/find", tag = "users",
+    params(openapi::Target, openapi::Username),
+    responses((status = 200, description = "the answer", body = openapi::FindResponse)),
+)]
 pub async fn find(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
     let op = |a: Arc<App>, c: Caller, i: Input| async move { ops::find(&a, &c, &i).await };
     read(a, c, p, op, |r| {
@@ -443,7 +523,11 @@ pub async fn find(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Res
 }
 
 /// Lists the target's users: `{env, hostname, database, port, users}`.
-#[utoipa::path(method(get, post), path = "/api/v1/users/all", tag = "users", params(openapi::Target), responses((status = 200, description = "the answer", body = openapi::UsersResponse)))]
+#[utoipa::path(
+    method(get, post), path = "/api/v1/users/all", tag = "users",
+    params(openapi::Target),
+    responses((status = 200, description = "the answer", body = openapi::UsersResponse)),
+)]
 pub async fn all(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
     let op = |a: Arc<App>, c: Caller, i: Input| async move { ops::list(&a, &c, &i).await };
     read(a, c, p, op, |r| {
