@@ -31,13 +31,42 @@ impl Input {
     }
 
     /// A boolean flag: absent is false; `true/1/yes/on` and `false/0/no/off` are accepted.
+    /// An empty value is refused: `dry_run=` must not quietly mean a real change.
     pub fn flag(&self, name: &str) -> Result<bool> {
         match self.get(name).map(str::to_ascii_lowercase).as_deref() {
-            None | Some("false" | "0" | "no" | "off" | "") => Ok(false),
+            None | Some("false" | "0" | "no" | "off") => Ok(false),
             Some("true" | "1" | "yes" | "on") => Ok(true),
             Some(other) => Err(Error::Invalid(format!(
                 "{name} must be true or false, not '{other}'"
             ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flag(value: &str) -> Result<bool> {
+        Input::from_pairs([("dry_run".to_owned(), value.to_owned())]).flag("dry_run")
+    }
+
+    #[test]
+    fn flags_take_the_usual_words_and_refuse_anything_else() {
+        for yes in ["true", "1", "yes", "on", "TRUE"] {
+            assert!(flag(yes).unwrap(), "{yes}");
+        }
+        for no in ["false", "0", "no", "off"] {
+            assert!(!flag(no).unwrap(), "{no}");
+        }
+        assert!(!Input::default().flag("dry_run").unwrap());
+        for bad in ["", "maybe", "2", "t"] {
+            let err = flag(bad).unwrap_err();
+            assert_eq!(
+                err.status(),
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "{bad}"
+            );
         }
     }
 }

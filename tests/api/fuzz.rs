@@ -19,7 +19,7 @@ use crate::support::{TestApp, clusters, connect, spawn_app_with, start_prepared_
 
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
-                      response_schema_conformance,ignored_auth";
+                      response_schema_conformance,negative_data_rejection,ignored_auth";
 
 /// `st` from `target/schemathesis`, made with the machine's python3 when missing.
 fn schemathesis() -> PathBuf {
