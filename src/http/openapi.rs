@@ -159,7 +159,8 @@ pub fn document(mut api: OpenApi, profiles: &Profiles, names: &NamePolicy) -> Op
         for op in operations(item) {
             let params = op.parameters.iter_mut().flatten();
             for p in params.filter_map(|p| param_mut(p)) {
-                if p.name == "username" {
+                // The role a user endpoint acts on; elsewhere (the audit filter) any text.
+                if on_target && p.name == "username" {
                     p.schema = Some(name_schema(names).into());
                 }
             }
@@ -364,6 +365,7 @@ pub struct Renew {
     /// RFC 3339, `YYYY-MM-DD` or `infinity`.
     pub valid_until: Option<String>,
     /// Days from now.
+    #[param(minimum = 1, maximum = 36500)]
     pub days: Option<u32>,
 }
 
@@ -372,6 +374,7 @@ pub struct Renew {
 #[into_params(parameter_in = Query)]
 pub struct Alter {
     /// -1 (no limit) to 10000.
+    #[param(minimum = -1, maximum = 10000)]
     pub connection_limit: Option<i32>,
     /// Comma-separated: CREATEDB, NOCREATEDB, INHERIT, NOINHERIT.
     pub attributes: Option<String>,
@@ -458,6 +461,7 @@ pub struct RegistryFields {
     /// Server host name (required to add).
     pub host: Option<String>,
     /// Server port; default 5432.
+    #[param(minimum = 1, maximum = 65535)]
     pub port: Option<u16>,
     /// Free text.
     pub notes: Option<String>,
@@ -472,19 +476,24 @@ pub struct RegistryFields {
 #[into_params(parameter_in = Query)]
 pub struct KeyFields {
     /// Unique name.
+    #[param(pattern = r"^[A-Za-z0-9_.-]{1,63}$")]
     pub name: String,
     /// Who answers for it.
     pub owner: String,
-    /// Comma-separated environments, or `*`; default `*`.
-    pub environments: Option<String>,
+    /// Comma-separated environments, or `*`.
+    pub environments: String,
     /// Comma-separated: read, create, reset, grant, lock, drop, registry-admin, audit-read,
     /// or `*`; default `read`.
+    #[param(
+        pattern = r"^\s*(\*|read|create|reset|grant|lock|drop|registry-admin|audit-read)(\s*,\s*(\*|read|create|reset|grant|lock|drop|registry-admin|audit-read))*\s*$"
+    )]
     pub operations: Option<String>,
     /// Profiles `create` may use, comma-separated, or `*`; default `*`.
     pub profiles: Option<String>,
     /// Expiry: RFC 3339 or `YYYY-MM-DD`.
     pub expires: Option<String>,
-    /// Expiry in days from now, 1-3650.
+    /// Expiry in days from now.
+    #[param(minimum = 1, maximum = 3650)]
     pub days: Option<u32>,
 }
 
