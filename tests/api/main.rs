@@ -12,6 +12,7 @@ mod lifecycle;
 mod metrics;
 mod notify;
 mod openapi;
+mod packaging;
 mod profiles;
 mod quoting;
 mod security;
