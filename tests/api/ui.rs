@@ -166,6 +166,7 @@ async fn console_works_in_a_real_browser() {
         "04-user-lookup",
         "05-audit",
         "06-read-only",
+        "07-api-docs",
     ] {
         let png = std::fs::read(shots.join(format!("{name}.png"))).unwrap();
         assert!(png.starts_with(b"\x89PNG"), "{name}.png is a PNG");
