@@ -70,7 +70,7 @@ pub async fn run(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
                 input.set("days", d);
             }
             let scopes = Scopes::from_input(&input)?;
-            let expiry = crate::http::keys::expiry(&input)?;
+            let expiry = keys::expiry(&input)?;
             let (key, secret) =
                 keys::create(store.as_ref(), &name, &owner, &scopes, expiry).await?;
             eprintln!(

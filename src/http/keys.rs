@@ -6,7 +6,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::json;
 
 use super::openapi;
@@ -18,29 +17,6 @@ use crate::service::input::Input;
 use crate::service::keys::{self, Operation, Scopes};
 use crate::service::{App, Caller};
 use crate::store::ApiKey;
-
-/// When a new key expires: `expires` (RFC 3339 or a date) or `days` from now; neither: never.
-pub fn expiry(input: &Input) -> Result<Option<DateTime<Utc>>> {
-    match (input.get("expires"), input.get("days")) {
-        (Some(_), Some(_)) => Err(Error::Invalid("give expires or days, not both".into())),
-        (Some(raw), None) => DateTime::parse_from_rfc3339(raw.trim())
-            .map(|t| t.to_utc())
-            .or_else(|_| {
-                NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d")
-                    .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
-            })
-            .map(Some)
-            .map_err(|_| Error::Invalid(format!("expires '{raw}' must be RFC 3339 or YYYY-MM-DD"))),
-        (None, Some(days)) => days
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|d| (1..=3650).contains(d))
-            .map(|d| Some(Utc::now() + chrono::Duration::days(i64::from(d))))
-            .ok_or_else(|| Error::Invalid(format!("days '{days}' must be 1-3650"))),
-        (None, None) => Ok(None),
-    }
-}
 
 /// A key may only hand out what its creator has: no escalation through key creation.
 fn within(new: &Scopes, creator: &Scopes) -> bool {
@@ -99,7 +75,14 @@ pub async fn create(State(app): State<Arc<App>>, caller: Caller, p: Params) -> R
         }
         let name = p.0.required("name")?;
         let owner = p.0.required("owner")?;
-        keys::create(app.store.as_ref(), name, owner, &scopes, expiry(&p.0)?).await
+        keys::create(
+            app.store.as_ref(),
+            name,
+            owner,
+            &scopes,
+            keys::expiry(&p.0)?,
+        )
+        .await
     }
     .await;
     scope

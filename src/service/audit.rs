@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::Utc;
 
 use super::input::Input;
 use super::{App, Caller};
@@ -119,44 +119,17 @@ impl<'a> AuditScope<'a> {
 /// `YYYY-MM-DD`; `env`, `database`, `username`, `operation`, `principal`; `after_id`,
 /// `limit` up to [`MAX_EXPORT_PAGE`]).
 pub fn export_filter(input: &Input) -> Result<AuditFilter> {
-    let time = |name: &str| -> Result<Option<DateTime<Utc>>> {
-        input
-            .get(name)
-            .map(|raw| {
-                DateTime::parse_from_rfc3339(raw.trim())
-                    .map(|t| t.to_utc())
-                    .or_else(|_| {
-                        NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d")
-                            .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
-                    })
-                    .map_err(|_| {
-                        Error::Invalid(format!("{name} '{raw}' must be RFC 3339 or YYYY-MM-DD"))
-                    })
-            })
-            .transpose()
-    };
-    let number = |name: &str, default: i64, max: i64| -> Result<i64> {
-        match input.get(name) {
-            None => Ok(default),
-            Some(raw) => raw
-                .trim()
-                .parse::<i64>()
-                .ok()
-                .filter(|n| (0..=max).contains(n))
-                .ok_or_else(|| Error::Invalid(format!("{name} '{raw}' must be 0-{max}"))),
-        }
-    };
     let text = |name: &str| input.get(name).map(str::to_owned);
     Ok(AuditFilter {
-        since: time("since")?,
-        until: time("until")?,
+        since: input.time("since")?,
+        until: input.time("until")?,
         env: text("env"),
         database: text("database"),
         username: text("username").map(|u| u.to_ascii_lowercase()),
         operation: text("operation"),
         principal: text("principal"),
-        after_id: number("after_id", 0, i64::MAX)?,
-        limit: number("limit", 1000, MAX_EXPORT_PAGE)? as u32,
+        after_id: input.number("after_id", 0..=i64::MAX)?.unwrap_or(0),
+        limit: input.number("limit", 0..=MAX_EXPORT_PAGE)?.unwrap_or(1000) as u32,
     })
 }
 

@@ -13,6 +13,16 @@ use super::input::Input;
 use crate::error::{Error, Result};
 use crate::store::{ApiKey, Store, StoreError};
 
+/// When a new key expires: `expires` (RFC 3339 or a date) or `days` from now; neither: never.
+pub fn expiry(input: &Input) -> Result<Option<DateTime<Utc>>> {
+    if input.get("expires").is_some() && input.get("days").is_some() {
+        return Err(Error::Invalid("give expires or days, not both".into()));
+    }
+    let days = input.number("days", 1..=3650u32)?;
+    let later = days.map(|d| Utc::now() + chrono::Duration::days(i64::from(d)));
+    Ok(input.time("expires")?.or(later))
+}
+
 /// Every API key starts with this, so leaked keys are easy to recognise and scan for.
 pub const KEY_PREFIX: &str = "pgua_";
 

@@ -1,9 +1,9 @@
 //! A role's life after creation: lock, unlock, expire, renew, alter, drop.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::Utc;
 
 use super::audit::AuditScope;
-use super::input::Input;
+use super::input::{Input, parse_time};
 use super::users::{
     Change, UserResult, alter_existing, existing_role_input, lock_existing, status, status_of,
     terminate_sessions,
@@ -63,18 +63,11 @@ fn parse_valid_until(raw: &str) -> Result<ValidUntil> {
     if raw.eq_ignore_ascii_case("now") {
         return Ok(ValidUntil::At(Utc::now()));
     }
-    DateTime::parse_from_rfc3339(raw)
-        .map(|t| t.to_utc())
-        .or_else(|_| {
-            NaiveDate::parse_from_str(raw, "%Y-%m-%d")
-                .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
-        })
-        .map(ValidUntil::At)
-        .map_err(|_| {
-            Error::Invalid(format!(
-                "valid_until '{raw}' must be an RFC 3339 time, a YYYY-MM-DD date, now or infinity"
-            ))
-        })
+    parse_time(raw).map(ValidUntil::At).ok_or_else(|| {
+        Error::Invalid(format!(
+            "valid_until '{raw}' must be an RFC 3339 time, a YYYY-MM-DD date, now or infinity"
+        ))
+    })
 }
 
 /// The password stops working at `valid_until` (default: now). Open sessions stay.
@@ -98,14 +91,10 @@ pub async fn renew(app: &App, caller: &Caller, input: &Input) -> Result<UserResu
     let until = match (input.get("valid_until"), input.get("days")) {
         (Some(_), Some(_)) => Err(Error::Invalid("give valid_until or days, not both".into())),
         (Some(raw), None) => parse_valid_until(raw),
-        (None, Some(days)) => days
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|d| (1..=36_500).contains(d))
-            .map(|d| ValidUntil::At(Utc::now() + chrono::Duration::days(i64::from(d))))
-            .ok_or_else(|| Error::Invalid(format!("days '{days}' must be a number 1-36500"))),
-        (None, None) => Ok(ValidUntil::Infinity),
+        (None, _) => input.number("days", 1..=36_500u32).map(|days| match days {
+            Some(d) => ValidUntil::At(Utc::now() + chrono::Duration::days(i64::from(d))),
+            None => ValidUntil::Infinity,
+        }),
     };
     let success = match &until {
         Ok(u) => format!("user renewed until {}", u.sql_value()),

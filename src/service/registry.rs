@@ -270,13 +270,8 @@ pub struct RegistryChange {
 fn entry_from_input(input: &Input, current: Option<&RegistryEntry>) -> Result<NewEntry> {
     let env = input.required("env")?.to_owned();
     let db_name = input.required("database")?.to_owned();
-    let port = match input.get("port") {
-        Some(p) => p
-            .trim()
-            .parse()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| Error::Invalid(format!("port '{p}' must be a number 1-65535")))?,
+    let port = match input.number("port", 1..=u16::MAX)? {
+        Some(p) => p,
         None => current.map_or(5432, |c| c.port),
     };
     let hostname = match (input.get("host").or(input.get("hostname")), current) {
