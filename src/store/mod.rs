@@ -272,6 +272,24 @@ pub enum StoreError {
     Other(#[from] anyhow::Error),
 }
 
+impl StoreError {
+    /// An insert's failure: `duplicate` when it broke a unique constraint, else `Other`.
+    fn on_insert(err: sqlx::Error, duplicate: impl FnOnce() -> Self) -> Self {
+        match err {
+            sqlx::Error::Database(db) if db.is_unique_violation() => duplicate(),
+            other => Self::Other(other.into()),
+        }
+    }
+
+    /// A registry entry that exists already.
+    fn duplicate(e: &NewEntry) -> Self {
+        Self::Duplicate {
+            env: e.env.clone(),
+            db_name: e.db_name.clone(),
+        }
+    }
+}
+
 /// The persistence the service needs; SQLite today, PostgreSQL to scale out.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

@@ -533,16 +533,8 @@ impl Store for PostgresStore {
         .bind(e.sslmode.as_str())
         .fetch_one(&self.pool)
         .await;
-        match result {
-            Ok(row) => Ok(registry_row(&row)?),
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                Err(StoreError::Duplicate {
-                    env: e.env.clone(),
-                    db_name: e.db_name.clone(),
-                })
-            }
-            Err(other) => Err(StoreError::Other(other.into())),
-        }
+        let row = result.map_err(|err| StoreError::on_insert(err, || StoreError::duplicate(e)))?;
+        Ok(registry_row(&row)?)
     }
 
     async fn registry_set_active(
@@ -674,13 +666,9 @@ impl Store for PostgresStore {
         .bind(k.expires_at)
         .fetch_one(&self.pool)
         .await;
-        match result {
-            Ok(row) => Ok(key_row(&row)?),
-            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                Err(StoreError::DuplicateKey(k.name.clone()))
-            }
-            Err(other) => Err(StoreError::Other(other.into())),
-        }
+        let duplicate = || StoreError::DuplicateKey(k.name.clone());
+        let row = result.map_err(|err| StoreError::on_insert(err, duplicate))?;
+        Ok(key_row(&row)?)
     }
 
     async fn key_list(&self) -> anyhow::Result<Vec<ApiKey>> {
