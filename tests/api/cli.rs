@@ -1,7 +1,6 @@
 //! The command line, run as the real binary.
 
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 
@@ -306,14 +305,7 @@ fn sigterm_stops_the_server_gracefully() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::support::wait_for_port(port);
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();

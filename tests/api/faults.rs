@@ -12,6 +12,7 @@ use sqlx::Connection;
 
 use crate::support::{
     clusters, spawn_app, spawn_app_with, spawn_app_with_store, start_prepared_cluster, unique,
+    wait_for_port,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_pg-user-api");
@@ -161,14 +162,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_port(port);
         Self {
             child,
             base: format!("http://127.0.0.1:{port}"),

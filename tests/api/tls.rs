@@ -5,7 +5,7 @@ use pgua::config::Config;
 use pgua::store::{NewEntry, SslMode};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
-use crate::support::{clusters, spawn_app_with, start_prepared, unique};
+use crate::support::{ClusterInfo, clusters, spawn_app_with, start_prepared, unique};
 
 struct Pki {
     ca_pem: String,
@@ -29,13 +29,12 @@ fn pki() -> Pki {
     }
 }
 
-#[tokio::test]
-async fn sslmode_is_honoured_per_registry_entry() {
+/// A prepared cluster serving TLS with a certificate for `localhost` from a new private
+/// CA, whose certificate is written to `ca_path`.
+fn tls_cluster(ca_path: &std::path::Path) -> ClusterInfo {
     let pki = pki();
-    let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("ca.pem");
-    std::fs::write(&ca_path, &pki.ca_pem).unwrap();
-    let tls = start_prepared(
+    std::fs::write(ca_path, &pki.ca_pem).unwrap();
+    start_prepared(
         ClusterOptions {
             settings: vec![
                 ("ssl".into(), "on".into()),
@@ -48,7 +47,14 @@ async fn sslmode_is_honoured_per_registry_entry() {
             ],
         },
         &clusters().dev.admin_password,
-    );
+    )
+}
+
+#[tokio::test]
+async fn sslmode_is_honoured_per_registry_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    let tls = tls_cluster(&ca_path);
     let mut config = Config::default();
     config.targets.ssl_root_cert = Some(ca_path);
     let app = spawn_app_with(config).await;
@@ -116,24 +122,9 @@ async fn sslmode_is_honoured_per_registry_entry() {
 
 #[tokio::test]
 async fn postgres_store_verifies_the_server_certificate_when_asked() {
-    let pki = pki();
     let dir = tempfile::tempdir().unwrap();
     let ca_path = dir.path().join("ca.pem");
-    std::fs::write(&ca_path, &pki.ca_pem).unwrap();
-    let tls = start_prepared(
-        ClusterOptions {
-            settings: vec![
-                ("ssl".into(), "on".into()),
-                ("ssl_cert_file".into(), "server.crt".into()),
-                ("ssl_key_file".into(), "server.key".into()),
-            ],
-            files: vec![
-                ("server.crt".into(), pki.cert_pem.into_bytes()),
-                ("server.key".into(), pki.key_pem.into_bytes()),
-            ],
-        },
-        &clusters().dev.admin_password,
-    );
+    let tls = tls_cluster(&ca_path);
     let url = |host: &str| {
         format!(
             "postgres://postgres:{}@{host}:{}/postgres?sslmode=verify-full&sslrootcert={}",
