@@ -43,6 +43,8 @@ pub fn prepare_cluster(cluster: &TempCluster, admin_password: &str) -> anyhow::R
 
 /// Runs the demo until Ctrl-C, then removes everything it made.
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
+    // From here on Ctrl-C stops the demo cleanly, even while it is still starting.
+    let shutdown = shutdown_signal()?;
     reap_stale_clusters();
     PgBinaries::locate()?;
     println!("starting a throw-away PostgreSQL cluster…");
@@ -98,7 +100,7 @@ Press Ctrl-C to stop; the cluster and the store are removed.",
         cluster.host(),
         cluster.port()
     );
-    server.run_until(shutdown_signal()).await?;
+    server.run_until(shutdown).await?;
     drop(cluster);
     drop(dir);
     println!("demo stopped; everything removed");

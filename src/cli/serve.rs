@@ -7,6 +7,7 @@ use crate::target::AdminCredentials;
 
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     // The compatibility Basic user is required unless configuration turns it off (then
     // callers use API keys or the Basic users of `[auth]`).
     let api = if config.auth.basic_enabled {
@@ -17,7 +18,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let admin = AdminCredentials::from_env()?;
     let server = Application::build(&config, api, admin).await?;
     tracing::info!(listen = %config.listen, port = server.port(), store = %redact_url(&config.store), "serving");
-    server.run_until(shutdown_signal()).await?;
+    server.run_until(shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
