@@ -1,13 +1,19 @@
 //! `pg-user-api seed` and `pg-user-api registry …`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::bail;
 use clap::Subcommand;
 
 use crate::config::Config;
+use crate::error::Error;
+use crate::service::input::Input;
+use crate::service::keys::Scopes;
 use crate::service::registry::{self as ops, SeedOutcome};
-use crate::store::{NewEntry, SslMode, StoreError};
+use crate::service::{App, Caller};
+use crate::store::{NewEntry, SslMode, Store};
+use crate::target::AdminCredentials;
 
 /// Registry commands.
 #[derive(Subcommand, Debug)]
@@ -86,16 +92,24 @@ pub async fn seed(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs a registry command.
+/// Runs a registry command. Changes go through the service functions HTTP uses, so each is
+/// audited once, as `cli:<OS user>`.
 pub async fn run(cmd: RegistryCommand, config: &Config) -> anyhow::Result<()> {
-    let store = crate::store::open(&config.store).await?;
+    let app = cli_app(config, crate::store::open(&config.store).await?)?;
+    let caller = cli_caller();
+    let key = |env: &str, database: &str| {
+        Input::from_pairs([
+            ("env".to_owned(), env.to_owned()),
+            ("database".to_owned(), database.to_owned()),
+        ])
+    };
     match cmd {
         RegistryCommand::List => {
             println!(
                 "{:>4} {:<6} {:<24} {:<32} {:>5} {:<6} {:<11} notes",
                 "id", "env", "database", "host", "port", "active", "sslmode"
             );
-            for e in store.registry_list().await? {
+            for e in app.store.registry_list().await? {
                 println!(
                     "{:>4} {:<6} {:<24} {:<32} {:>5} {:<6} {:<11} {}",
                     e.id,
@@ -127,41 +141,83 @@ pub async fn run(cmd: RegistryCommand, config: &Config) -> anyhow::Result<()> {
                 notes,
                 sslmode,
             };
-            if let Err(why) = entry.validate() {
-                bail!("{why}");
-            }
-            match store.registry_add(&entry).await {
-                Ok(e) => println!(
-                    "added #{} {} {} {}:{}",
-                    e.id, e.env, e.db_name, e.hostname, e.port
+            let e = match ops::change(&app, &caller, "add", &ops::input_of(&entry)).await {
+                Ok(c) => c.entry,
+                Err(Error::Conflict(_)) => bail!(
+                    "env='{}' database='{}' is already registered",
+                    entry.env,
+                    entry.db_name
                 ),
-                Err(StoreError::Duplicate { env, db_name }) => {
-                    bail!("env='{env}' database='{db_name}' is already registered")
-                }
-                Err(other) => return Err(other.into()),
-            }
+                Err(other) => bail!("{other}"),
+            };
+            println!(
+                "added #{} {} {} {}:{}",
+                e.id, e.env, e.db_name, e.hostname, e.port
+            );
         }
         RegistryCommand::SetActive {
             env,
             database,
             active,
         } => {
-            if !store.registry_set_active(&env, &database, active).await? {
-                bail!("no registry entry for env='{env}' database='{database}'");
-            }
+            // As over HTTP: deactivating is `deactivate`, activating an `update`.
+            let mut input = key(&env, &database);
+            let action = if active {
+                input.set("active", "1");
+                "update"
+            } else {
+                "deactivate"
+            };
+            ops::change(&app, &caller, action, &input).await?;
             println!("env='{env}' database='{database}' active={active}");
         }
         RegistryCommand::Remove { env, database } => {
-            if !store.registry_remove(&env, &database).await? {
-                bail!("no registry entry for env='{env}' database='{database}'");
-            }
+            ops::change(&app, &caller, "remove", &key(&env, &database)).await?;
             println!("removed env='{env}' database='{database}'");
         }
         RegistryCommand::Import { file } => {
             let entries = ops::read_import_file(&file)?;
-            ops::import(store.as_ref(), &entries).await?;
+            ops::import(&app, &caller, &entries).await?;
             println!("imported {} entries from {}", entries.len(), file.display());
         }
     }
     Ok(())
+}
+
+/// The service as the command line runs it: store and audit trail, no target is contacted.
+fn cli_app(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<App> {
+    let mut config = config.clone();
+    // Registry changes notify nobody; channel secrets need not be set for the CLI.
+    config.notify = Default::default();
+    let admin = AdminCredentials {
+        user: String::new(),
+        password: None,
+    };
+    App::new(&config, store, None, admin)
+}
+
+/// Who runs the command: `cli:<OS user>`, with every scope (the store is theirs already).
+fn cli_caller() -> Caller {
+    Caller {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        principal: format!("cli:{}", os_user()),
+        client_addr: "local".into(),
+        scopes: Some(Scopes::all()),
+    }
+}
+
+/// The name of the real user running this process, from the password database (`$USER` is
+/// whatever the environment says), else `uid<N>`.
+fn os_user() -> String {
+    // SAFETY: getuid cannot fail; getpwuid returns null or a valid entry that stays valid
+    // until the next call, and nothing else in this process looks users up meanwhile.
+    let uid = unsafe { libc::getuid() };
+    let pw = unsafe { libc::getpwuid(uid) };
+    if !pw.is_null() {
+        let name = unsafe { std::ffi::CStr::from_ptr((*pw).pw_name) };
+        if let Ok(name) = name.to_str() {
+            return name.to_owned();
+        }
+    }
+    format!("uid{uid}")
 }

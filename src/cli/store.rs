@@ -7,7 +7,9 @@ use clap::Subcommand;
 
 use crate::store::postgres::{Import, PostgresStore};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{RegistryEntry, Store, is_postgres_url, redact_url, sqlite_path};
+use crate::store::{
+    ApiKey, AuditRecord, RegistryEntry, Store, chain, is_postgres_url, redact_url, sqlite_path,
+};
 
 /// Audit records read and written per round trip; bounds memory whatever the log's size.
 const PAGE: u32 = 1000;
@@ -53,9 +55,14 @@ async fn migrate(from: &str, to: &str) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("copying into {}", redact_url(to)))?;
 
-    let registry = source.registry_list().await?;
+    let registry = stored_registry(&source).await?;
     import.add_registry(&registry).await?;
-    let mut keys = source.key_list().await?;
+    let mut keys: Vec<ApiKey> = source
+        .key_list()
+        .await?
+        .iter()
+        .map(ApiKey::to_stored)
+        .collect();
     keys.sort_by_key(|k| k.id);
     import.add_keys(&keys).await?;
     if let Some(checkpoint) = source.audit_checkpoint_latest().await? {
@@ -64,7 +71,7 @@ async fn migrate(from: &str, to: &str) -> anyhow::Result<()> {
     let mut copied = 0;
     let mut last = i64::MIN;
     loop {
-        let page = source.audit_after(last, PAGE).await?;
+        let page = audit_page(&source, last).await?;
         let Some(tail) = page.last() else { break };
         last = tail.id;
         copied += page.len();
@@ -99,8 +106,21 @@ fn by_id(mut entries: Vec<RegistryEntry>) -> Vec<RegistryEntry> {
     entries
 }
 
+/// The source's registry as PostgreSQL must hold it: an entry added by hand may hold a NUL
+/// or another control character, which the copy keeps escaped as the service stores text.
+async fn stored_registry(source: &SqliteStore) -> anyhow::Result<Vec<RegistryEntry>> {
+    let entries = source.registry_list().await?;
+    Ok(entries.iter().map(RegistryEntry::to_stored).collect())
+}
+
+/// A page of the source's audit log as the copy must hold it ([`chain::for_migration`]).
+async fn audit_page(source: &SqliteStore, after_id: i64) -> anyhow::Result<Vec<AuditRecord>> {
+    let page = source.audit_after(after_id, PAGE).await?;
+    Ok(page.iter().map(chain::for_migration).collect())
+}
+
 async fn verify_registry(source: &SqliteStore, import: &mut Import) -> anyhow::Result<usize> {
-    let want = by_id(source.registry_list().await?);
+    let want = by_id(stored_registry(source).await?);
     let got = by_id(import.registry_list().await?);
     if want.len() != got.len() {
         bail!(
@@ -121,7 +141,7 @@ async fn verify_audit(source: &SqliteStore, import: &mut Import) -> anyhow::Resu
     let mut checked = 0;
     let mut last = i64::MIN;
     loop {
-        let want = source.audit_after(last, PAGE).await?;
+        let want = audit_page(source, last).await?;
         let got = import.audit_after(last, PAGE).await?;
         for (w, g) in want.iter().zip(&got) {
             if w != g {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -14,27 +14,77 @@ use crate::error::{Error, Result};
 use crate::store::{NewEntry, RegistryEntry, Store, StoreError};
 
 /// How long a registry snapshot is used before it is read again. Changes made through this
-/// process are seen at once; changes by another process (the CLI, another replica) within this.
+/// process are seen at once; a name the snapshot lacks (or has inactive) is read from the
+/// store before the answer is 404, so additions by another process (the CLI, another
+/// replica, `sqlite3 … INSERT`) are seen at once too; removals and deactivations within this.
 pub const REGISTRY_CACHE_TTL: Duration = Duration::from_secs(2);
 
-type Snapshot = Arc<HashMap<(String, String), RegistryEntry>>;
+/// How long a name just read and missing answers 404 without another read.
+const MISS_TTL: Duration = Duration::from_millis(100);
+
+/// Store reads for missing names per second at most, whatever the names: a flood of unknown
+/// names costs the store this much, then answers from the snapshot.
+const MISS_READS_PER_SECOND: u32 = 50;
+
+type Key = (String, String);
+type Snapshot = Arc<HashMap<Key, RegistryEntry>>;
 
 /// The registry as last read from the store; every request needs it, so it is not read
 /// from the store every time.
 #[derive(Default)]
 pub struct RegistryCache {
     snapshot: RwLock<Option<(Instant, Snapshot)>>,
+    misses: Mutex<Misses>,
+}
+
+/// The bound on store reads for names the snapshot lacks.
+#[derive(Default)]
+struct Misses {
+    /// Names read and missing, and when.
+    recent: HashMap<Key, Instant>,
+    /// Start of the current one-second window, and reads in it.
+    window: Option<(Instant, u32)>,
+}
+
+impl Misses {
+    /// Whether `key`, missing from the snapshot, may be read from the store now; counts it.
+    fn may_read(&mut self, key: &Key, now: Instant) -> bool {
+        if self
+            .recent
+            .get(key)
+            .is_some_and(|at| now.duration_since(*at) < MISS_TTL)
+        {
+            return false;
+        }
+        let reads = match &mut self.window {
+            Some((start, reads)) if now.duration_since(*start) < Duration::from_secs(1) => reads,
+            window => {
+                // At most a window's reads are remembered: the map stays small.
+                self.recent
+                    .retain(|_, at| now.duration_since(*at) < MISS_TTL);
+                &mut window.insert((now, 0)).1
+            }
+        };
+        if *reads >= MISS_READS_PER_SECOND {
+            return false;
+        }
+        *reads += 1;
+        true
+    }
 }
 
 impl RegistryCache {
-    /// The entry for env and database, from a snapshot at most [`REGISTRY_CACHE_TTL`] old.
-    /// While the store cannot be read, the last snapshot is used, so reads keep working.
+    /// The entry for env and database, active or not, from a snapshot at most
+    /// [`REGISTRY_CACHE_TTL`] old, or from the store when the snapshot lacks it or has it
+    /// inactive. While the store cannot be read, the last snapshot is used, so reads keep
+    /// working.
     pub async fn get(
         &self,
         store: &dyn Store,
         env: &str,
         db_name: &str,
     ) -> anyhow::Result<Option<RegistryEntry>> {
+        let key = (env.to_owned(), db_name.to_owned());
         let (fresh, last) = {
             let guard = self.snapshot.read().expect("registry cache poisoned");
             let fresh = guard
@@ -43,33 +93,63 @@ impl RegistryCache {
                 .map(|(_, s)| s.clone());
             (fresh, guard.as_ref().map(|(_, s)| s.clone()))
         };
-        let snapshot = match fresh {
-            Some(s) => s,
-            None => {
-                let started = Instant::now();
-                let read = store.registry_list().await;
-                metrics::histogram!("pgua_store_read_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                let entries = match (read, last) {
-                    (Ok(entries), _) => entries,
-                    (Err(e), Some(last)) => {
-                        tracing::warn!(error = %e, "store unreadable; using the last registry snapshot");
-                        return Ok(last.get(&(env.to_owned(), db_name.to_owned())).cloned());
-                    }
-                    (Err(e), None) => return Err(e),
-                };
-                let map: Snapshot = Arc::new(
-                    entries
-                        .into_iter()
-                        .map(|e| ((e.env.clone(), e.db_name.clone()), e))
-                        .collect(),
-                );
-                *self.snapshot.write().expect("registry cache poisoned") =
-                    Some((Instant::now(), map.clone()));
-                map
-            }
+        let Some(snapshot) = fresh else {
+            let started = Instant::now();
+            let read = store.registry_list().await;
+            metrics::histogram!("pgua_store_read_seconds").record(started.elapsed().as_secs_f64());
+            let entries = match (read, last) {
+                (Ok(entries), _) => entries,
+                (Err(e), Some(last)) => {
+                    tracing::warn!(error = %e, "store unreadable; using the last registry snapshot");
+                    return Ok(last.get(&key).cloned());
+                }
+                (Err(e), None) => return Err(e),
+            };
+            let map: Snapshot = Arc::new(
+                entries
+                    .into_iter()
+                    .map(|e| ((e.env.clone(), e.db_name.clone()), e))
+                    .collect(),
+            );
+            *self.snapshot.write().expect("registry cache poisoned") =
+                Some((Instant::now(), map.clone()));
+            return Ok(map.get(&key).cloned());
         };
-        Ok(snapshot.get(&(env.to_owned(), db_name.to_owned())).cloned())
+        let cached = snapshot.get(&key);
+        if cached.is_some_and(|e| e.active) {
+            return Ok(cached.cloned());
+        }
+        let may_read = self
+            .misses
+            .lock()
+            .expect("registry cache poisoned")
+            .may_read(&key, Instant::now());
+        if !may_read {
+            return Ok(cached.cloned());
+        }
+        match store.registry_get(env, db_name).await {
+            Ok(Some(found)) => {
+                self.remember(&key, found.clone());
+                Ok(Some(found))
+            }
+            Ok(None) => {
+                let mut misses = self.misses.lock().expect("registry cache poisoned");
+                misses.recent.insert(key, Instant::now());
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "store unreadable; using the registry snapshot");
+                Ok(cached.cloned())
+            }
+        }
+    }
+
+    /// Puts an entry read from the store into the snapshot, which keeps its age.
+    fn remember(&self, key: &Key, entry: RegistryEntry) {
+        let mut guard = self.snapshot.write().expect("registry cache poisoned");
+        if let Some((_, snapshot)) = guard.as_mut() {
+            Arc::make_mut(snapshot).insert(key.clone(), entry);
+        }
     }
 
     /// Whether `env` names a registered environment (metrics label only those).
@@ -229,8 +309,9 @@ pub fn read_import_file(path: &Path) -> anyhow::Result<Vec<NewEntry>> {
     Ok(entries)
 }
 
-/// Imports entries all or nothing: every bad or duplicate row is reported and none is added.
-pub async fn import(store: &dyn Store, entries: &[NewEntry]) -> anyhow::Result<()> {
+/// Imports entries all or nothing: every bad or duplicate row is reported and none is added;
+/// then each is added as [`change`] adds one, audited as `registry:add`.
+pub async fn import(app: &App, caller: &Caller, entries: &[NewEntry]) -> anyhow::Result<()> {
     let mut errors = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (i, e) in entries.iter().enumerate() {
@@ -242,7 +323,7 @@ pub async fn import(store: &dyn Store, entries: &[NewEntry]) -> anyhow::Result<(
                 "entry {n}: env='{}' database='{}' appears twice in the file",
                 e.env, e.db_name
             ));
-        } else if store.registry_get(&e.env, &e.db_name).await?.is_some() {
+        } else if app.store.registry_get(&e.env, &e.db_name).await?.is_some() {
             errors.push(format!(
                 "entry {n}: env='{}' database='{}' is already registered",
                 e.env, e.db_name
@@ -253,9 +334,24 @@ pub async fn import(store: &dyn Store, entries: &[NewEntry]) -> anyhow::Result<(
         bail!("nothing imported:\n  {}", errors.join("\n  "));
     }
     for e in entries {
-        store.registry_add(e).await?;
+        change(app, caller, "add", &input_of(e)).await?;
     }
     Ok(())
+}
+
+/// The call parameters that add `e` through [`change`].
+pub fn input_of(e: &NewEntry) -> Input {
+    let mut input = Input::default();
+    input.set("env", e.env.clone());
+    input.set("database", e.db_name.clone());
+    input.set("host", e.hostname.clone());
+    input.set("port", e.port.to_string());
+    input.set("active", if e.active { "1" } else { "0" });
+    input.set("sslmode", e.sslmode.as_str());
+    if let Some(notes) = &e.notes {
+        input.set("notes", notes.clone());
+    }
+    input
 }
 
 /// What a registry change did.
@@ -367,4 +463,43 @@ pub async fn change(
         .outcome(&result, |c: &RegistryChange| c.status.into())
         .await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(db: &str) -> Key {
+        ("dev".into(), db.into())
+    }
+
+    #[test]
+    fn a_missing_name_is_read_again_only_after_the_miss_ttl() {
+        let mut m = Misses::default();
+        let t0 = Instant::now();
+        assert!(m.may_read(&key("a"), t0));
+        m.recent.insert(key("a"), t0);
+        assert!(!m.may_read(&key("a"), t0 + MISS_TTL / 2));
+        assert!(
+            m.may_read(&key("b"), t0 + MISS_TTL / 2),
+            "other names are read"
+        );
+        assert!(m.may_read(&key("a"), t0 + MISS_TTL));
+    }
+
+    #[test]
+    fn a_flood_of_unknown_names_reads_the_store_a_bounded_number_of_times() {
+        let mut m = Misses::default();
+        let t0 = Instant::now();
+        let reads = (0..10_000)
+            .filter(|n| m.may_read(&key(&format!("flood{n}")), t0))
+            .count();
+        assert_eq!(reads, MISS_READS_PER_SECOND as usize);
+        assert!(m.may_read(&key("next"), t0 + Duration::from_secs(1)));
+        for n in 0..1000 {
+            m.recent.insert(key(&format!("old{n}")), t0);
+        }
+        m.may_read(&key("later"), t0 + Duration::from_secs(2));
+        assert!(m.recent.is_empty(), "stale misses are forgotten");
+    }
 }

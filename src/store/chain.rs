@@ -102,10 +102,12 @@ pub fn link(prev: &str, r: &AuditRecord) -> String {
 }
 
 /// Chains `records` after the record whose hash is `last` (None: the log has no chained
-/// record yet), filling `prev_hash` and `hash`.
+/// record yet), filling `prev_hash` and `hash`; their text becomes what is stored
+/// ([`super::stored_text`]), so the hash covers exactly that.
 pub fn chain(last: Option<String>, records: &mut [AuditRecord]) {
     let mut prev = last.unwrap_or_else(|| GENESIS.to_owned());
     for r in records {
+        super::store_texts(r.texts_mut());
         r.performed_at = micros(r.performed_at);
         r.prev_hash = prev.clone();
         r.hash = link(&prev, r);
@@ -209,7 +211,7 @@ pub async fn verify(store: &dyn Store, key: Option<&[u8]>) -> anyhow::Result<Ver
                     "it does not link to the record before it: a record was removed or inserted"
                         .to_owned(),
                 ),
-                _ if link(&r.prev_hash, &r) != r.hash => {
+                _ if !hash_matches(&r) => {
                     Some("its contents do not match its hash: it was altered".to_owned())
                 }
                 _ => None,
@@ -222,6 +224,75 @@ pub async fn verify(store: &dyn Store, key: Option<&[u8]>) -> anyhow::Result<Ver
             prev = Some(r.hash);
         }
     }
+}
+
+/// Whether a record's hash covers its contents, as stored or as they were before
+/// [`for_migration`] escaped them.
+fn hash_matches(r: &AuditRecord) -> bool {
+    link(&r.prev_hash, r) == r.hash
+        || before_migration(r).is_some_and(|o| link(&o.prev_hash, &o) == r.hash)
+}
+
+/// How `store migrate` copies a record that holds raw control characters (written before
+/// stored text was escaped; PostgreSQL refuses NUL): every text field escaped reversibly,
+/// backslashes doubled as well as control characters written as `\uXXXX`. The record keeps
+/// its hash, over the original; [`verify`] undoes the escape to check it. Any other record is
+/// copied as it is.
+pub fn for_migration(r: &AuditRecord) -> AuditRecord {
+    let mut r = r.clone();
+    if r.texts_mut().any(|t| t.contains(char::is_control)) {
+        for t in r.texts_mut() {
+            *t = escape_reversibly(t);
+        }
+    }
+    r
+}
+
+/// [`super::stored_text`] after doubling every backslash: an escape that can be undone.
+fn escape_reversibly(s: &str) -> String {
+    super::stored_text(&s.replace('\\', r"\\")).into_owned()
+}
+
+/// The text [`escape_reversibly`] made `s` from, if it made exactly `s`.
+fn unescape_reversibly(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next()? {
+                '\\' => out.push('\\'),
+                'u' => {
+                    let hex: String = chars.by_ref().take(4).collect();
+                    if hex.len() != 4
+                        || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                    {
+                        return None;
+                    }
+                    let c = char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?;
+                    if !c.is_control() {
+                        return None;
+                    }
+                    out.push(c);
+                }
+                _ => return None,
+            },
+            c if c.is_control() => return None,
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// The record as it was before [`for_migration`] escaped it, if `r` is such a copy: only a
+/// record that held a control character was escaped, so only such an original counts, and
+/// a record written by the service cannot pass for an escaped one.
+fn before_migration(r: &AuditRecord) -> Option<AuditRecord> {
+    let mut original = r.clone();
+    for t in original.texts_mut() {
+        *t = unescape_reversibly(t)?;
+    }
+    let held_control = original.texts_mut().any(|t| t.contains(char::is_control));
+    held_control.then_some(original)
 }
 
 #[cfg(test)]
@@ -271,5 +342,41 @@ mod tests {
         let stored = a[0].clone();
         assert_eq!(link(&stored.prev_hash, &stored), stored.hash);
         assert_eq!(stored.performed_at.timestamp_subsec_nanos() % 1000, 0);
+    }
+
+    #[test]
+    fn text_is_stored_escaped_and_hashed_as_stored() {
+        let mut rs = vec![record(1)];
+        rs[0].pg_username = "acc\0x\u{1b}[2J\\".into();
+        chain(None, &mut rs);
+        assert_eq!(rs[0].pg_username, r"acc\u0000x\u001b[2J\");
+        assert!(hash_matches(&rs[0]));
+    }
+
+    #[test]
+    fn a_migrated_record_keeps_its_original_hash_and_only_it_verifies() {
+        // Written before stored text was escaped: raw controls, a backslash, a literal escape.
+        let mut old = record(1);
+        old.pg_username = "acc\0x".into();
+        old.detail = r"a\b and \u0001".into();
+        old.prev_hash = GENESIS.into();
+        old.hash = link(GENESIS, &old);
+        let mut copy = for_migration(&old);
+        assert!(copy.texts_mut().all(|t| !t.contains(char::is_control)));
+        assert_eq!(copy.detail, r"a\\b and \\u0001");
+        assert_eq!(copy.hash, old.hash);
+        assert!(hash_matches(&copy));
+        let mut altered = copy.clone();
+        altered.detail = r"a\\b and \\u0002".into();
+        assert!(!hash_matches(&altered));
+
+        // A record without controls is copied as it is, and cannot pass for an escaped one.
+        let mut rs = vec![record(2)];
+        rs[0].detail = r"C:\temp".into();
+        chain(None, &mut rs);
+        assert_eq!(for_migration(&rs[0]), rs[0]);
+        let mut respelled = rs[0].clone();
+        respelled.detail = r"C:\\temp".into();
+        assert!(!hash_matches(&respelled));
     }
 }

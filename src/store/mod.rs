@@ -8,7 +8,8 @@ pub mod chain;
 pub mod postgres;
 pub mod sqlite;
 
-use std::fmt;
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -132,7 +133,9 @@ fn default_true() -> bool {
 impl NewEntry {
     /// Checks what PostgreSQL and the registry need; the message names the bad field.
     pub fn validate(&self) -> Result<(), String> {
-        let name_ok = |s: &str| !s.is_empty() && s.len() <= 63 && !s.contains('\0');
+        // A control character would be stored escaped (see [`stored_text`]) and the entry
+        // could then not be found by the name it was given.
+        let name_ok = |s: &str| !s.is_empty() && s.len() <= 63 && !s.chars().any(char::is_control);
         if !name_ok(&self.env) || self.env.chars().any(char::is_whitespace) {
             return Err(format!(
                 "env '{}' must be 1-63 bytes without spaces",
@@ -141,7 +144,7 @@ impl NewEntry {
         }
         if !name_ok(&self.db_name) {
             return Err(format!(
-                "database '{}' must be 1-63 bytes without NUL",
+                "database '{}' must be 1-63 bytes without control characters",
                 self.db_name
             ));
         }
@@ -344,6 +347,113 @@ pub trait Store: Send + Sync + 'static {
             ..AuditFilter::default()
         })
         .await
+    }
+}
+
+/// Every text the store keeps, as it keeps it: each control character (NUL, the other C0
+/// controls, DEL and the C1 controls) written as `\uXXXX`, everything else as given.
+/// PostgreSQL cannot hold NUL, and a log read in a terminal or a spreadsheet must not carry
+/// escape sequences or line breaks; the escape still shows what was sent. Backslashes are
+/// kept as they are: so the rule is idempotent (text stored once is never escaped again,
+/// whichever version wrote it), at the price of `\u0000` reading the same whether a NUL or
+/// those six characters were sent. Both backends apply it to every text they write and to
+/// every text they look up by, so a name is found by the spelling it was given.
+pub fn stored_text(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if c.is_control() {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// [`stored_text`] in place, on each of `fields`.
+fn store_texts<'a>(fields: impl IntoIterator<Item = &'a mut String>) {
+    for s in fields {
+        if let Cow::Owned(escaped) = stored_text(s) {
+            *s = escaped;
+        }
+    }
+}
+
+impl AuditRecord {
+    /// The fields that hold text from callers or targets (not the hex hashes).
+    pub fn texts_mut(&mut self) -> impl Iterator<Item = &mut String> {
+        [
+            &mut self.request_id,
+            &mut self.principal,
+            &mut self.client_addr,
+            &mut self.env,
+            &mut self.db_name,
+            &mut self.pg_username,
+            &mut self.operation,
+            &mut self.profile,
+            &mut self.status,
+            &mut self.detail,
+        ]
+        .into_iter()
+        .chain(self.error.as_mut())
+    }
+
+    /// This record as the store keeps it ([`stored_text`]).
+    pub fn to_stored(&self) -> Self {
+        let mut r = self.clone();
+        store_texts(r.texts_mut());
+        r
+    }
+}
+
+impl NewEntry {
+    /// This entry as the store keeps it ([`stored_text`]).
+    pub fn to_stored(&self) -> Self {
+        let mut e = self.clone();
+        store_texts([&mut e.env, &mut e.db_name, &mut e.hostname]);
+        store_texts(e.notes.as_mut());
+        e
+    }
+}
+
+impl RegistryEntry {
+    /// This entry as the store keeps it ([`stored_text`]).
+    pub fn to_stored(&self) -> Self {
+        let mut e = self.clone();
+        store_texts([&mut e.env, &mut e.db_name, &mut e.hostname]);
+        store_texts(e.notes.as_mut());
+        e
+    }
+}
+
+impl ApiKey {
+    /// This key as the store keeps it ([`stored_text`]).
+    pub fn to_stored(&self) -> Self {
+        let mut k = self.clone();
+        store_texts([&mut k.name, &mut k.owner, &mut k.prefix, &mut k.scopes]);
+        k
+    }
+}
+
+impl AuditFilter {
+    /// This filter spelled as the store keeps text ([`stored_text`]).
+    pub fn to_stored(&self) -> Self {
+        let mut f = self.clone();
+        store_texts(
+            [
+                &mut f.env,
+                &mut f.database,
+                &mut f.username,
+                &mut f.operation,
+                &mut f.principal,
+            ]
+            .into_iter()
+            .flatten(),
+        );
+        f
     }
 }
 

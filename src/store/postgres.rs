@@ -15,7 +15,8 @@ use sqlx::postgres::{PgConnectOptions, PgExecutor, PgPool, PgPoolOptions, PgRow}
 use sqlx::{Postgres, Row, Transaction};
 
 use super::{
-    ApiKey, AuditFilter, AuditRecord, NewEntry, RegistryEntry, Store, StoreError, chain, redact_url,
+    ApiKey, AuditFilter, AuditRecord, NewEntry, RegistryEntry, Store, StoreError, chain,
+    redact_url, stored_text,
 };
 
 /// Ordered migrations; each runs once, all in one transaction under [`MIGRATION_LOCK`].
@@ -464,6 +465,7 @@ async fn audit_query<'e>(
     db: impl PgExecutor<'e>,
     f: &AuditFilter,
 ) -> anyhow::Result<Vec<AuditRecord>> {
+    let f = &f.to_stored();
     let rows = sqlx::query(
         "SELECT id, env, db_name, pg_username, operation, status, performed_at, request_id,
                 principal, client_addr, detail, error, duration_ms, profile, prev_hash, hash
@@ -511,14 +513,15 @@ impl Store for PostgresStore {
             "SELECT id, env, db_name, hostname, port, active, notes, created_at, sslmode
              FROM db_registry WHERE env = $1 AND db_name = $2",
         )
-        .bind(env)
-        .bind(db_name)
+        .bind(stored_text(env))
+        .bind(stored_text(db_name))
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| registry_row(&r)).transpose()
     }
 
     async fn registry_add(&self, e: &NewEntry) -> Result<RegistryEntry, StoreError> {
+        let e = &e.to_stored();
         let result = sqlx::query(
             "INSERT INTO db_registry (env, db_name, hostname, port, active, notes, sslmode)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -546,14 +549,15 @@ impl Store for PostgresStore {
         let done =
             sqlx::query("UPDATE db_registry SET active = $1 WHERE env = $2 AND db_name = $3")
                 .bind(active)
-                .bind(env)
-                .bind(db_name)
+                .bind(stored_text(env))
+                .bind(stored_text(db_name))
                 .execute(&self.pool)
                 .await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn registry_update(&self, e: &NewEntry) -> anyhow::Result<bool> {
+        let e = &e.to_stored();
         let done = sqlx::query(
             "UPDATE db_registry SET hostname = $1, port = $2, active = $3, notes = $4, sslmode = $5
              WHERE env = $6 AND db_name = $7",
@@ -652,6 +656,7 @@ impl Store for PostgresStore {
     }
 
     async fn key_add(&self, k: &ApiKey) -> Result<ApiKey, StoreError> {
+        let k = &k.to_stored();
         let result = sqlx::query(
             "INSERT INTO api_keys (name, owner, prefix, hash, scopes, created_at, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -696,7 +701,7 @@ impl Store for PostgresStore {
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL",
         )
-        .bind(name)
+        .bind(stored_text(name))
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
@@ -704,8 +709,8 @@ impl Store for PostgresStore {
 
     async fn registry_remove(&self, env: &str, db_name: &str) -> anyhow::Result<bool> {
         let done = sqlx::query("DELETE FROM db_registry WHERE env = $1 AND db_name = $2")
-            .bind(env)
-            .bind(db_name)
+            .bind(stored_text(env))
+            .bind(stored_text(db_name))
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)

@@ -16,7 +16,10 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use super::{ApiKey, AuditFilter, AuditRecord, NewEntry, RegistryEntry, Store, StoreError, chain};
+use super::{
+    ApiKey, AuditFilter, AuditRecord, NewEntry, RegistryEntry, Store, StoreError, chain,
+    stored_text,
+};
 
 /// Ordered migrations; each runs once, in its own transaction.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -100,8 +103,8 @@ impl SqliteStore {
         db_name: &str,
     ) -> anyhow::Result<Option<RegistryEntry>> {
         let row = sqlx::query(sql)
-            .bind(env)
-            .bind(db_name)
+            .bind(stored_text(env))
+            .bind(stored_text(db_name))
             .fetch_optional(&self.reader)
             .await?;
         row.map(|r| registry_row(&r)).transpose()
@@ -145,9 +148,14 @@ fn key_row(row: &SqliteRow) -> anyhow::Result<ApiKey> {
 
 fn audit_row(row: &SqliteRow) -> anyhow::Result<AuditRecord> {
     let at: String = row.try_get("performed_at")?;
-    let text = |col: &str| -> anyhow::Result<String> {
-        Ok(row.try_get::<Option<String>, _>(col)?.unwrap_or_default())
+    // SQLite keeps whatever bytes a hand-written INSERT gave it, UTF-8 or not; a record
+    // must still be read (and can be migrated), showing U+FFFD for what is not UTF-8.
+    let lossy = |col: &str| -> anyhow::Result<Option<String>> {
+        Ok(row
+            .try_get::<Option<Vec<u8>>, _>(col)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
     };
+    let text = |col: &str| -> anyhow::Result<String> { Ok(lossy(col)?.unwrap_or_default()) };
     Ok(AuditRecord {
         id: row.try_get("id")?,
         performed_at: parse_time(&at),
@@ -163,7 +171,7 @@ fn audit_row(row: &SqliteRow) -> anyhow::Result<AuditRecord> {
         hash: text("hash")?,
         status: text("status")?,
         detail: text("detail")?,
-        error: row.try_get("error")?,
+        error: lossy("error")?,
         duration_ms: row.try_get("duration_ms")?,
     })
 }
@@ -215,6 +223,7 @@ impl Store for SqliteStore {
     }
 
     async fn registry_add(&self, e: &NewEntry) -> Result<RegistryEntry, StoreError> {
+        let e = &e.to_stored();
         let result = sqlx::query(
             "INSERT INTO db_registry (env, db_name, hostname, port, active, notes, sslmode)
              VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -241,14 +250,15 @@ impl Store for SqliteStore {
     ) -> anyhow::Result<bool> {
         let done = sqlx::query("UPDATE db_registry SET active = ? WHERE env = ? AND db_name = ?")
             .bind(i64::from(active))
-            .bind(env)
-            .bind(db_name)
+            .bind(stored_text(env))
+            .bind(stored_text(db_name))
             .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn registry_update(&self, e: &NewEntry) -> anyhow::Result<bool> {
+        let e = &e.to_stored();
         let done = sqlx::query(
             "UPDATE db_registry SET hostname = ?, port = ?, active = ?, notes = ?, sslmode = ?
              WHERE env = ? AND db_name = ?",
@@ -346,6 +356,7 @@ impl Store for SqliteStore {
     }
 
     async fn key_add(&self, k: &ApiKey) -> Result<ApiKey, StoreError> {
+        let k = &k.to_stored();
         let result = sqlx::query(
             "INSERT INTO api_keys (name, owner, prefix, hash, scopes, created_at, expires_at)
              VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -390,7 +401,7 @@ impl Store for SqliteStore {
         let done =
             sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL")
                 .bind(format_time(&Utc::now()))
-                .bind(name)
+                .bind(stored_text(name))
                 .execute(&self.writer)
                 .await?;
         Ok(done.rows_affected() > 0)
@@ -398,8 +409,8 @@ impl Store for SqliteStore {
 
     async fn registry_remove(&self, env: &str, db_name: &str) -> anyhow::Result<bool> {
         let done = sqlx::query("DELETE FROM db_registry WHERE env = ? AND db_name = ?")
-            .bind(env)
-            .bind(db_name)
+            .bind(stored_text(env))
+            .bind(stored_text(db_name))
             .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() > 0)
@@ -469,6 +480,7 @@ impl Store for SqliteStore {
     }
 
     async fn audit_query(&self, f: &AuditFilter) -> anyhow::Result<Vec<AuditRecord>> {
+        let f = &f.to_stored();
         let rows = sqlx::query(
             "SELECT id, env, db_name, pg_username, operation, status, performed_at, request_id,
                     principal, client_addr, detail, error, duration_ms, profile, prev_hash, hash

@@ -318,7 +318,7 @@ fn sigterm_stops_the_server_gracefully() {
     );
 }
 
-fn run_store_migrate(from: &str, to: &str) -> Output {
+pub fn run_store_migrate(from: &str, to: &str) -> Output {
     Command::new(BIN)
         .args(["store", "migrate", "--from", from, "--to", to])
         .env_remove("PGUA_STORE")
@@ -642,5 +642,208 @@ fn completions_and_man_page_come_from_the_cli_definition() {
     assert!(
         text.contains(".TH pg-user-api 1") && text.contains("serve"),
         "{text}"
+    );
+}
+
+#[tokio::test]
+async fn store_migrate_copies_rows_with_raw_nul_and_control_bytes_and_the_chain_verifies() {
+    use pgua::store::{AuditRecord, chain};
+
+    let dir = tempfile::tempdir().unwrap();
+    let from = format!("sqlite://{}", dir.path().join("old.db").display());
+    let source = pgua::store::open(&from).await.unwrap();
+    // A chained record as pg-user-api wrote it before stored text was escaped: raw NUL and
+    // control bytes, a backslash and a literal "\u0001", its hash over exactly those bytes.
+    let at = chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap();
+    let mut old = AuditRecord {
+        id: 0,
+        performed_at: at,
+        request_id: "req\u{1b}[2J".into(),
+        principal: "tester".into(),
+        client_addr: "127.0.0.1".into(),
+        env: "dev".into(),
+        db_name: "dev".into(),
+        pg_username: "acc\0x".into(),
+        operation: "find".into(),
+        profile: String::new(),
+        prev_hash: chain::GENESIS.into(),
+        hash: String::new(),
+        status: "failure".into(),
+        detail: "422".into(),
+        error: Some(r"invalid name 'acc\x' or \u0001 and a raw ".to_owned() + "\u{1}\u{7f}"),
+        duration_ms: Some(3),
+    };
+    old.hash = chain::link(&old.prev_hash, &old);
+    let mut db = sqlx::SqliteConnection::connect(&from).await.unwrap();
+    // Rows written by hand the old way, before the chain began: NUL, ESC and bytes that are not UTF-8.
+    sqlx::raw_sql(
+        "INSERT INTO audit_log (env, db_name, pg_username, operation, status)
+             VALUES ('dev', 'legacy' || char(0), CAST(X'ff41' AS TEXT), 'create', 'success');
+         INSERT INTO db_registry (env, db_name, hostname, port, active, notes)
+             VALUES ('dev', 'nul' || char(0) || 'db', 'h', 5432, 1, 'n' || char(0) || char(27));",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO audit_log (env, db_name, pg_username, operation, status, performed_at,
+             request_id, principal, client_addr, detail, error, duration_ms, profile,
+             prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&old.env)
+    .bind(&old.db_name)
+    .bind(&old.pg_username)
+    .bind(&old.operation)
+    .bind(&old.status)
+    .bind(at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    .bind(&old.request_id)
+    .bind(&old.principal)
+    .bind(&old.client_addr)
+    .bind(&old.detail)
+    .bind(&old.error)
+    .bind(old.duration_ms)
+    .bind(&old.profile)
+    .bind(&old.prev_hash)
+    .bind(&old.hash)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    db.close().await.unwrap();
+    // The service goes on after the old record, chaining to it.
+    let mut next = old.clone();
+    next.pg_username = "after".into();
+    next.error = None;
+    source.audit_append(&[next]).await.unwrap();
+    assert_eq!(
+        chain::verify(source.as_ref(), None).await.unwrap().broken,
+        None
+    );
+
+    let to = crate::support::fresh_postgres_store_url().await;
+    let out = run_store_migrate(&from, &to);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("1 registry entries, 0 API keys and 3 audit records"),
+        "{}",
+        stdout(&out)
+    );
+    let verify = Command::new(BIN)
+        .args(["audit", "verify", "--store", &to])
+        .env_remove("PGUA_CONFIG")
+        .env_remove("PGUA_AUDIT_KEY")
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", stderr(&verify));
+    assert!(
+        stdout(&verify).contains("2 records chained; 1 older"),
+        "{}",
+        stdout(&verify)
+    );
+
+    let target = pgua::store::open(&to).await.unwrap();
+    let copied = target.audit_after(i64::MIN, 10).await.unwrap();
+    assert_eq!(copied[0].db_name, r"legacy\u0000");
+    assert_eq!(copied[0].pg_username, "\u{fffd}A");
+    assert_eq!(copied[1].pg_username, r"acc\u0000x");
+    assert_eq!(copied[1].request_id, r"req\u001b[2J");
+    assert_eq!(copied[1].hash, old.hash, "the copy keeps the original hash");
+    let entry = &target.registry_list().await.unwrap()[0];
+    assert_eq!(
+        (entry.db_name.as_str(), entry.notes.as_deref()),
+        (r"nul\u0000db", Some(r"n\u0000\u001b"))
+    );
+}
+
+#[tokio::test]
+async fn every_registry_subcommand_leaves_one_audit_record_as_http_does() {
+    use pgua::store::AuditRecord;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("audited.db");
+    let os_user = Command::new("id").arg("-un").output().unwrap();
+    let principal = format!("cli:{}", String::from_utf8_lossy(&os_user.stdout).trim());
+    let key = ["--env", "dev", "--database", "cli_db"];
+    let import = dir.path().join("one.csv");
+    std::fs::write(
+        &import,
+        "env,db_name,hostname,port,notes\ndev,imported,h2,5434,from csv\n",
+    )
+    .unwrap();
+    let steps: [Vec<&str>; 5] = [
+        [
+            "registry", "add", "--host", "h1", "--port", "5433", "--notes", "n",
+        ]
+        .into(),
+        ["registry", "set-active", "--active", "false"].into(),
+        ["registry", "set-active", "--active", "true"].into(),
+        ["registry", "remove"].into(),
+        ["registry", "import", import.to_str().unwrap()].into(),
+    ];
+    let url = format!("sqlite://{}", store.display());
+    let mut cli_records = Vec::new();
+    for (n, step) in steps.iter().enumerate() {
+        let mut args = step.clone();
+        if n < 4 {
+            args.extend(key);
+        }
+        let out = run(&store, &args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let s = pgua::store::open(&url).await.unwrap();
+        let all = s.audit_after(i64::MIN, 100).await.unwrap();
+        assert_eq!(
+            all.len(),
+            n + 1,
+            "{args:?} leaves exactly one record: {all:#?}"
+        );
+        cli_records.push(all[n].clone());
+    }
+    assert!(
+        cli_records.iter().all(|r| r.principal == principal),
+        "{cli_records:#?}"
+    );
+
+    // The same changes through HTTP leave the same records but for who and from where.
+    let app = crate::support::spawn_app().await;
+    let key = [("env", "dev"), ("database", "cli_db")];
+    let http_steps: [(&str, Vec<(&str, &str)>); 5] = [
+        (
+            "add",
+            vec![("host", "h1"), ("port", "5433"), ("notes", "n")],
+        ),
+        ("deactivate", vec![]),
+        ("update", vec![("active", "1")]),
+        ("remove", vec![]),
+        (
+            "add",
+            vec![("host", "h2"), ("port", "5434"), ("notes", "from csv")],
+        ),
+    ];
+    let before = app.audit().await.len();
+    for (n, (action, mut params)) in http_steps.into_iter().enumerate() {
+        if n < 4 {
+            params.extend(key);
+        } else {
+            params.extend([("env", "dev"), ("database", "imported")]);
+        }
+        let res = app
+            .get(&format!("/api/v1/registry/{action}"), &params)
+            .await;
+        assert_eq!(res.status, 200, "{action}: {}", res.body);
+    }
+    let http_records = app.audit().await.split_off(before);
+    let what = |r: &AuditRecord| {
+        (
+            r.operation.clone(),
+            r.status.clone(),
+            r.env.clone(),
+            r.db_name.clone(),
+            r.pg_username.clone(),
+            r.detail.clone(),
+            r.error.clone(),
+        )
+    };
+    assert_eq!(
+        cli_records.iter().map(what).collect::<Vec<_>>(),
+        http_records.iter().map(what).collect::<Vec<_>>()
     );
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use pgua::store::{AuditRecord, NewEntry, SslMode, Store, StoreError, chain};
 use serde_json::json;
 
-use crate::support::{fresh_postgres_store_url, spawn_app_with_store, unique};
+use crate::support::{TestApp, fresh_postgres_store_url, spawn_app_with_store, unique};
 
 /// A store under test and the URL to open it again.
 struct TestStore {
@@ -86,7 +86,12 @@ on_both_backends!(
     audit_after_pages_through_the_whole_log,
     audit_log_is_an_append_only_verifiable_chain,
     pruning_leaves_a_signed_checkpoint_and_a_verifiable_chain,
+    hostile_text_is_stored_escaped_found_by_its_raw_spelling_and_chained,
+    hostile_bytes_in_every_parameter_are_audited_and_the_log_migrates_and_verifies,
 );
+
+/// Bytes a hostile caller sends: NUL, C0 and C1 controls, ESC, DEL, quotes, backslashes.
+const HOSTILE: &str = "n\0l\u{1}e\u{1b}[31md\u{7f}c\u{85}'q\"b\\s";
 
 async fn pruning_leaves_a_signed_checkpoint_and_a_verifiable_chain(t: TestStore) {
     let s = &t.store;
@@ -519,4 +524,274 @@ async fn service_works_end_to_end_on_a_shared_postgres_store() {
     assert_eq!(phases[2].0, "intent");
     assert_eq!(phases[3], ("success", "user already exists"));
     assert!(mine.iter().all(|r| r.principal == "tester"));
+}
+
+/// [`HOSTILE`] as every store keeps it: each control character as `\uXXXX`, the rest as sent.
+const HOSTILE_STORED: &str = r#"n\u0000l\u0001e\u001b[31md\u007fc\u0085'q"b\s"#;
+
+async fn hostile_text_is_stored_escaped_found_by_its_raw_spelling_and_chained(t: TestStore) {
+    let s = &t.store;
+    let mut r = record(1, at(1, 1));
+    for field in [
+        &mut r.request_id,
+        &mut r.principal,
+        &mut r.client_addr,
+        &mut r.env,
+        &mut r.db_name,
+        &mut r.pg_username,
+        &mut r.operation,
+        &mut r.profile,
+        &mut r.status,
+        &mut r.detail,
+    ] {
+        *field = HOSTILE.to_owned();
+    }
+    r.error = Some(HOSTILE.to_owned());
+    s.audit_append(&[r.clone(), record(2, at(2, 2))])
+        .await
+        .expect("a record with NUL is stored, not lost");
+    let stored = s.audit_after(i64::MIN, 10).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    let got = &stored[0];
+    for field in [
+        &got.request_id,
+        &got.principal,
+        &got.client_addr,
+        &got.env,
+        &got.db_name,
+        &got.pg_username,
+        &got.operation,
+        &got.profile,
+        &got.status,
+        &got.detail,
+    ] {
+        assert_eq!(field, HOSTILE_STORED);
+    }
+    assert_eq!(got.error.as_deref(), Some(HOSTILE_STORED));
+    let v = chain::verify(s.as_ref(), None).await.unwrap();
+    assert_eq!(
+        (v.chained, v.broken),
+        (2, None),
+        "the hash covers what is stored"
+    );
+    // A filter spelled as the caller sent it finds the record.
+    let found = s
+        .audit_query(&pgua::store::AuditFilter {
+            username: Some(HOSTILE.into()),
+            principal: Some(HOSTILE.into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+
+    let mut e = entry("dev", "notes");
+    e.notes = Some(HOSTILE.into());
+    assert_eq!(
+        s.registry_add(&e).await.unwrap().notes.as_deref(),
+        Some(HOSTILE_STORED)
+    );
+    e.notes = Some(format!("again {HOSTILE}"));
+    assert!(s.registry_update(&e).await.unwrap());
+    let got = s.registry_get("dev", "notes").await.unwrap().unwrap();
+    assert_eq!(got.notes, Some(format!("again {HOSTILE_STORED}")));
+    // Looking up a name PostgreSQL could not hold answers "none", not an error.
+    assert_eq!(s.registry_get(HOSTILE, HOSTILE).await.unwrap(), None);
+    assert!(!s.registry_remove(HOSTILE, HOSTILE).await.unwrap());
+    assert!(!s.registry_set_active(HOSTILE, "x", true).await.unwrap());
+
+    let scopes = pgua::service::keys::Scopes::all();
+    let (key, _) = pgua::service::keys::create(s.as_ref(), "hostile", HOSTILE, &scopes, None)
+        .await
+        .unwrap();
+    assert_eq!(key.owner, HOSTILE_STORED);
+    assert_eq!(s.key_list().await.unwrap()[0].owner, HOSTILE_STORED);
+}
+
+/// Parameter values as a client sends them, percent-encoded: NUL, a C0 control, ESC, DEL,
+/// invalid UTF-8, quotes, a backslash.
+const HOSTILE_PARAMS: [&str; 7] = [
+    "acc%00x",
+    "a%01b",
+    "e%1B%5B31m",
+    "d%7Fl",
+    "bad%FF%FEutf8",
+    "q%27%22uote",
+    "back%5Cslash",
+];
+
+/// Sends every hostile value in every parameter of a few endpoints; the request ids.
+async fn send_hostile_requests(app: &TestApp) -> Vec<String> {
+    let mut sent = Vec::new();
+    let mut send = async |path: &str, query: String| {
+        let res = app
+            .client
+            .get(format!("{}{path}?{query}", app.base))
+            .basic_auth(&app.user, Some(&app.pass))
+            .send()
+            .await
+            .unwrap();
+        sent.push(res.headers()["x-request-id"].to_str().unwrap().to_owned());
+    };
+    for path in [
+        "/api/v1/users/find",
+        "/api/v1/users/devqa",
+        "/api/v1/users/reset",
+    ] {
+        for param in ["env", "database", "username"] {
+            for bad in HOSTILE_PARAMS {
+                let query = [
+                    ("env", "dev"),
+                    ("database", "dev"),
+                    ("username", "hostile_ok"),
+                ]
+                .map(|(k, v)| format!("{k}={}", if k == param { bad } else { v }))
+                .join("&");
+                send(path, query).await;
+            }
+        }
+    }
+    for bad in HOSTILE_PARAMS {
+        let fields = format!("env=dev&database={bad}&host=127.0.0.1&port=5432");
+        send("/api/v1/registry/add", format!("{fields}&sslmode={bad}")).await;
+        send("/api/v1/registry/remove", fields).await;
+        let notes = format!("env=dev&database={}&host=h&notes={bad}", unique("notes"));
+        send("/api/v1/registry/add", notes).await;
+    }
+    // A JSON string holds a NUL as well.
+    let res = app
+        .post_json(
+            "/api/v1/users/find",
+            json!({"env": "dev", "database": "dev", "username": "json\0nul"}),
+        )
+        .await;
+    assert_eq!(res.status, 422, "{}", res.body);
+    sent.push(res.headers["x-request-id"].to_str().unwrap().to_owned());
+    sent
+}
+
+async fn hostile_bytes_in_every_parameter_are_audited_and_the_log_migrates_and_verifies(
+    t: TestStore,
+) {
+    let app = spawn_app_with_store(pgua::config::Config::default(), &t.url).await;
+    let sent = send_hostile_requests(&app).await;
+    let records = app.audit().await;
+    for id in &sent {
+        assert!(
+            records
+                .iter()
+                .any(|r| &r.request_id == id && r.status != "intent"),
+            "request {id} has its outcome's audit record"
+        );
+    }
+    let shown = |r: &AuditRecord| {
+        [&r.env, &r.db_name, &r.pg_username, &r.detail]
+            .into_iter()
+            .chain(&r.error)
+            .any(|f| f.contains(r"acc\u0000x"))
+    };
+    assert!(records.iter().any(shown), "the record shows what was sent");
+    assert!(
+        records.iter().all(|r| {
+            [&r.env, &r.db_name, &r.pg_username, &r.detail]
+                .into_iter()
+                .chain(&r.error)
+                .all(|f| !f.chars().any(char::is_control))
+        }),
+        "no control character is stored"
+    );
+    let entries = app.store.registry_list().await.unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.notes.as_deref() == Some(r"acc\u0000x"))
+    );
+    assert!(entries.iter().all(|e| {
+        !e.notes
+            .as_deref()
+            .unwrap_or_default()
+            .contains(char::is_control)
+    }));
+
+    let verify = |url: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pg-user-api"))
+            .args(["audit", "verify", "--store", url])
+            .env_remove("PGUA_CONFIG")
+            .env_remove("PGUA_AUDIT_KEY")
+            .output()
+            .unwrap()
+    };
+    let out = verify(&t.url);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if let Backend::Sqlite = t.backend {
+        let to = fresh_postgres_store_url().await;
+        let out = crate::cli::run_store_migrate(&t.url, &to);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = verify(&to);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let copied = pgua::store::open(&to).await.unwrap();
+        assert_eq!(
+            copied.audit_latest(100_000).await.unwrap().len(),
+            records.len()
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_entry_inserted_with_plain_sql_while_the_server_runs_is_found_at_once() {
+    use sqlx::Connection;
+    let app = crate::support::spawn_app().await;
+    let db = unique("bysql");
+    let su = app.clusters.dev.superuser("postgres").await;
+    su.batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    let find = [
+        ("env", "dev"),
+        ("database", db.as_str()),
+        ("username", "nobody_here"),
+    ];
+    // The first call reads the registry into the snapshot.
+    let warm = [
+        ("env", "dev"),
+        ("database", "dev"),
+        ("username", "nobody_here"),
+    ];
+    assert_eq!(app.get("/api/v1/users/find", &warm).await.status, 200);
+
+    // The original's documented way: sqlite3 pg_registry.db "INSERT INTO db_registry …".
+    let mut c = sqlx::SqliteConnection::connect(&app.store_url)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO db_registry (env, db_name, hostname, port, active, notes, sslmode)
+         VALUES ('dev', ?, '127.0.0.1', ?, 1, 'by hand', 'disable')",
+    )
+    .bind(&db)
+    .bind(i64::from(app.clusters.dev.port))
+    .execute(&mut c)
+    .await
+    .unwrap();
+    c.close().await.unwrap();
+
+    let after = app.get("/api/v1/users/find", &find).await;
+    assert_eq!(
+        after.status, 200,
+        "found without waiting for the snapshot: {}",
+        after.body
+    );
+    assert_eq!(after.body["found"], json!(false), "{}", after.body);
 }
