@@ -111,17 +111,27 @@ impl SqliteStore {
     }
 }
 
+/// A text column as UTF-8, U+FFFD for what is not: SQLite keeps whatever bytes a
+/// hand-written INSERT gave it, and such a row must still be read (and migrated).
+fn lossy_text(row: &SqliteRow, col: &str) -> anyhow::Result<Option<String>> {
+    Ok(row
+        .try_get::<Option<Vec<u8>>, _>(col)?
+        .map(|b| String::from_utf8_lossy(&b).into_owned()))
+}
+
 fn registry_row(row: &SqliteRow) -> anyhow::Result<RegistryEntry> {
     let port: i64 = row.try_get("port")?;
     let sslmode: String = row.try_get("sslmode")?;
+    let text =
+        |col: &str| -> anyhow::Result<String> { Ok(lossy_text(row, col)?.unwrap_or_default()) };
     Ok(RegistryEntry {
         id: row.try_get("id")?,
-        env: row.try_get("env")?,
-        db_name: row.try_get("db_name")?,
-        hostname: row.try_get("hostname")?,
+        env: text("env")?,
+        db_name: text("db_name")?,
+        hostname: text("hostname")?,
         port: u16::try_from(port).context("registry port out of range")?,
         active: row.try_get::<i64, _>("active")? != 0,
-        notes: row.try_get("notes")?,
+        notes: lossy_text(row, "notes")?,
         created_at: row.try_get("created_at")?,
         sslmode: sslmode.parse().map_err(anyhow::Error::msg)?,
     })
@@ -148,13 +158,7 @@ fn key_row(row: &SqliteRow) -> anyhow::Result<ApiKey> {
 
 fn audit_row(row: &SqliteRow) -> anyhow::Result<AuditRecord> {
     let at: String = row.try_get("performed_at")?;
-    // SQLite keeps whatever bytes a hand-written INSERT gave it, UTF-8 or not; a record
-    // must still be read (and can be migrated), showing U+FFFD for what is not UTF-8.
-    let lossy = |col: &str| -> anyhow::Result<Option<String>> {
-        Ok(row
-            .try_get::<Option<Vec<u8>>, _>(col)?
-            .map(|b| String::from_utf8_lossy(&b).into_owned()))
-    };
+    let lossy = |col: &str| lossy_text(row, col);
     let text = |col: &str| -> anyhow::Result<String> { Ok(lossy(col)?.unwrap_or_default()) };
     Ok(AuditRecord {
         id: row.try_get("id")?,

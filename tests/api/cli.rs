@@ -680,7 +680,7 @@ async fn store_migrate_copies_rows_with_raw_nul_and_control_bytes_and_the_chain_
         "INSERT INTO audit_log (env, db_name, pg_username, operation, status)
              VALUES ('dev', 'legacy' || char(0), CAST(X'ff41' AS TEXT), 'create', 'success');
          INSERT INTO db_registry (env, db_name, hostname, port, active, notes)
-             VALUES ('dev', 'nul' || char(0) || 'db', 'h', 5432, 1, 'n' || char(0) || char(27));",
+             VALUES ('dev', 'nul' || char(0) || 'db', 'h', 5432, 1, 'n' || char(0) || char(27) || CAST(X'ff' AS TEXT));",
     )
     .execute(&mut db)
     .await
@@ -750,7 +750,7 @@ async fn store_migrate_copies_rows_with_raw_nul_and_control_bytes_and_the_chain_
     let entry = &target.registry_list().await.unwrap()[0];
     assert_eq!(
         (entry.db_name.as_str(), entry.notes.as_deref()),
-        (r"nul\u0000db", Some(r"n\u0000\u001b"))
+        (r"nul\u0000db", Some("n\\u0000\\u001b\u{fffd}"))
     );
 }
 
