@@ -20,55 +20,188 @@ const SUPERUSER: &str = "postgres";
 
 /// Where the PostgreSQL server binaries are.
 pub struct PgBinaries {
-    /// Directory holding `initdb`, `postgres`, `pg_isready` and `psql`.
+    /// Directory holding `initdb` and `postgres`.
     pub bin_dir: PathBuf,
+    /// Directory holding `psql` and `pg_isready`: `bin_dir` when it has them, otherwise the
+    /// system's (server-only builds, such as the npm ones the test matrix uses, ship none;
+    /// any recent client speaks to any server version).
+    pub client_dir: PathBuf,
 }
 
 impl PgBinaries {
     /// Finds them: `PGUA_PG_BIN`, the newest `/usr/lib/postgresql/*/bin`,
     /// `/usr/local/pgsql/bin`, or the directory of `initdb` on `PATH`.
     pub fn locate() -> anyhow::Result<Self> {
-        let has_initdb = |d: &Path| d.join("initdb").is_file() && d.join("postgres").is_file();
-        if let Some(dir) = std::env::var_os("PGUA_PG_BIN").map(PathBuf::from) {
-            if has_initdb(&dir) {
-                return Ok(Self { bin_dir: dir });
-            }
-            bail!("PGUA_PG_BIN={} holds no initdb and postgres", dir.display());
-        }
-        let mut versioned: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let version = e.file_name().to_str()?.parse().ok()?;
-                Some((version, e.path().join("bin")))
-            })
-            .filter(|(_, dir)| has_initdb(dir))
-            .collect();
-        versioned.sort();
-        let on_path = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-            .unwrap_or_default();
-        versioned
-            .pop()
-            .map(|(_, dir)| dir)
-            .into_iter()
-            .chain([PathBuf::from("/usr/local/pgsql/bin")])
-            .chain(on_path)
-            .find(|d| has_initdb(d))
-            .map(|bin_dir| Self { bin_dir })
-            .context(
-                "no PostgreSQL server binaries (initdb, postgres) found. Install them: \
-                 Debian/Ubuntu `apt-get install postgresql`, Fedora/RHEL `dnf install \
-                 postgresql-server`, macOS `brew install postgresql@16`; or set PGUA_PG_BIN \
-                 to the directory that holds initdb",
-            )
+        Self::find(std::env::var_os("PGUA_PG_BIN").map(PathBuf::from))
+    }
+
+    /// Like [`PgBinaries::locate`], with `bin_dir` in place of `PGUA_PG_BIN`.
+    pub fn find(bin_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        let has = |d: &Path, tools: &[&str]| tools.iter().all(|t| d.join(t).is_file());
+        let candidates = system_bin_dirs();
+        let bin_dir = match bin_dir {
+            Some(dir) if has(&dir, SERVER_TOOLS) => dir,
+            Some(dir) => bail!("{} holds no initdb and postgres", dir.display()),
+            None => candidates
+                .iter()
+                .find(|d| has(d, SERVER_TOOLS))
+                .cloned()
+                .context(
+                    "no PostgreSQL server binaries (initdb, postgres) found. Install them: \
+                     Debian/Ubuntu `apt-get install postgresql`, Fedora/RHEL `dnf install \
+                     postgresql-server`, macOS `brew install postgresql@16`; or set PGUA_PG_BIN \
+                     to the directory that holds initdb",
+                )?,
+        };
+        let client_dir = std::iter::once(&bin_dir)
+            .chain(&candidates)
+            .find(|d| has(d, CLIENT_TOOLS))
+            .cloned()
+            .with_context(|| {
+                format!(
+                    "no PostgreSQL client tools (psql, pg_isready) in {} or on this machine. \
+                     Install them: Debian/Ubuntu `apt-get install postgresql-client`",
+                    bin_dir.display()
+                )
+            })?;
+        Ok(Self {
+            bin_dir,
+            client_dir,
+        })
     }
 
     /// The path of one tool.
     pub fn path(&self, tool: &str) -> PathBuf {
-        self.bin_dir.join(tool)
+        if CLIENT_TOOLS.contains(&tool) {
+            self.client_dir.join(tool)
+        } else {
+            self.bin_dir.join(tool)
+        }
     }
+
+    /// The server's version line, e.g. `postgres (PostgreSQL) 18.4`.
+    pub fn version(&self) -> anyhow::Result<String> {
+        let out = Command::new(self.path("postgres"))
+            .arg("--version")
+            .output()
+            .with_context(|| format!("running {}", self.path("postgres").display()))?;
+        if !out.status.success() {
+            bail!(
+                "{} --version failed: {}",
+                self.path("postgres").display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// These binaries, where `user` can run them. As root the server runs as `postgres`,
+    /// which cannot enter a tree under another user's home (an npm install in a clone under
+    /// `/root`, say): such a tree is copied once to the temp dir, readable by everyone, and
+    /// the copy is shared by later runs.
+    fn runnable_by(self, user: &RunAs) -> anyhow::Result<Self> {
+        let runs = |bins: &Self| {
+            user.command(&bins.path("postgres"))
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if runs(&self) {
+            return Ok(self);
+        }
+        // The whole installation moves, as the binaries find lib/ and share/ beside bin/.
+        let bin = fs::canonicalize(&self.bin_dir)?;
+        let (Some(root), Some(bin_name)) = (bin.parent(), bin.file_name()) else {
+            bail!("{} has no parent directory to copy", bin.display());
+        };
+        // Named after the build, not the path, so copies of one tree share one copy.
+        let meta = fs::metadata(bin.join("postgres"))?;
+        let key = format!(
+            "{}\n{}\n{:?}",
+            self.version()?,
+            meta.len(),
+            meta.modified()?
+        );
+        let copy = std::env::temp_dir().join(format!("pgua-pg-{:016x}", fnv1a(key.as_bytes())));
+        let copied = Self {
+            bin_dir: copy.join(bin_name),
+            client_dir: self.client_dir.clone(),
+        };
+        if !runs(&copied) {
+            let staging = tempfile::Builder::new()
+                .prefix("pgua-pg-copy-")
+                .tempdir_in(std::env::temp_dir())?;
+            let tree = staging.path().join("tree");
+            let status = Command::new("cp")
+                .arg("-a")
+                .arg(root)
+                .arg(&tree)
+                .status()
+                .context("running cp")?;
+            if !status.success() {
+                bail!("copying {} to {} failed", root.display(), tree.display());
+            }
+            let status = Command::new("chmod")
+                .args(["-R", "a+rX"])
+                .arg(&tree)
+                .status()
+                .context("running chmod")?;
+            if !status.success() {
+                bail!("making {} readable failed", tree.display());
+            }
+            // Another process may have won the race; its copy is as good as ours.
+            if fs::rename(&tree, &copy).is_err() && !copy.is_dir() {
+                bail!(
+                    "could not move the copy of {} to {}",
+                    root.display(),
+                    copy.display()
+                );
+            }
+        }
+        if !runs(&copied) {
+            bail!(
+                "the `postgres` OS user cannot run {} (nor a copy in {})",
+                self.path("postgres").display(),
+                copy.display()
+            );
+        }
+        Ok(copied)
+    }
+}
+
+const SERVER_TOOLS: &[&str] = &["initdb", "postgres"];
+const CLIENT_TOOLS: &[&str] = &["psql", "pg_isready"];
+
+/// Where PostgreSQL binaries usually live, the newest Debian version first.
+fn system_bin_dirs() -> Vec<PathBuf> {
+    let mut versioned: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            Some((version, e.path().join("bin")))
+        })
+        .collect();
+    versioned.sort_by(|a, b| b.cmp(a));
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    versioned
+        .into_iter()
+        .map(|(_, dir)| dir)
+        .chain([PathBuf::from("/usr/local/pgsql/bin")])
+        .chain(on_path)
+        .collect()
+}
+
+/// A stable (across processes and builds) hash for naming the shared copy.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Options for a new cluster.
@@ -79,12 +212,26 @@ pub struct ClusterOptions {
     /// Files written into the data directory before the server starts, readable only by
     /// the server's user (TLS keys, for example); settings can name them by relative path.
     pub files: Vec<(String, Vec<u8>)>,
+    /// The server binaries' directory, in place of `PGUA_PG_BIN` or the system's.
+    pub bin_dir: Option<PathBuf>,
 }
 
 /// The OS user to run PostgreSQL as, when we are root.
 struct RunAs {
     uid: u32,
     gid: u32,
+}
+
+impl RunAs {
+    /// `program` run as this user: `setpriv` execs it, so signals reach it directly.
+    fn command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new("setpriv");
+        cmd.arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .arg("--init-groups")
+            .arg(program);
+        cmd
+    }
 }
 
 fn run_as() -> anyhow::Result<Option<RunAs>> {
@@ -143,8 +290,15 @@ pub struct TempCluster {
 impl TempCluster {
     /// Runs `initdb` and starts the server on a free port; waits until it accepts connections.
     pub fn start(opts: ClusterOptions) -> anyhow::Result<Self> {
-        let bins = PgBinaries::locate()?;
         let run_as = run_as()?;
+        let bins = match opts.bin_dir {
+            Some(dir) => PgBinaries::find(Some(dir))?,
+            None => PgBinaries::locate()?,
+        };
+        let bins = match &run_as {
+            Some(u) => bins.runnable_by(u)?,
+            None => bins,
+        };
         let dir = tempfile::Builder::new()
             .prefix(DIR_PREFIX)
             .tempdir_in(std::env::temp_dir())?;
@@ -221,14 +375,7 @@ impl TempCluster {
 
     fn command(&self, tool: &str) -> Command {
         let mut cmd = match &self.run_as {
-            Some(u) => {
-                let mut cmd = Command::new("setpriv");
-                cmd.arg(format!("--reuid={}", u.uid))
-                    .arg(format!("--regid={}", u.gid))
-                    .arg("--init-groups")
-                    .arg(self.bins.path(tool));
-                cmd
-            }
+            Some(u) => u.command(&self.bins.path(tool)),
             None => Command::new(self.bins.path(tool)),
         };
         without_pg_env(&mut cmd);

@@ -45,6 +45,7 @@ fn tls_cluster(ca_path: &std::path::Path) -> ClusterInfo {
                 ("server.crt".into(), pki.cert_pem.into_bytes()),
                 ("server.key".into(), pki.key_pem.into_bytes()),
             ],
+            ..Default::default()
         },
         &clusters().dev.admin_password,
     )

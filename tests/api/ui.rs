@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 
-use crate::support::spawn_app;
+use crate::support::{found, spawn_app};
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
@@ -70,15 +70,6 @@ async fn console_assets_are_served_with_a_strict_policy_and_no_auth() {
     ] {
         assert!(!js.contains(forbidden), "app.js uses {forbidden}");
     }
-}
-
-fn found(program: &str) -> bool {
-    std::process::Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 async fn run(cmd: &mut Command, what: &str, limit: Duration) -> std::process::Output {

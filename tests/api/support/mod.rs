@@ -41,6 +41,16 @@ impl ClusterInfo {
             .await
             .expect("superuser connects")
     }
+
+    /// `server_version_num`, e.g. 180004: what a test expects may depend on it.
+    pub async fn server_version_num(&self) -> i32 {
+        self.superuser("postgres")
+            .await
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
 }
 
 /// Clusters are stopped and removed when the test process exits.
@@ -125,6 +135,16 @@ pub fn wait_for_port(port: u16) {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// Whether `program --version` runs and succeeds.
+pub fn found(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// A role name no other test uses.
