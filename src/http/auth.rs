@@ -165,10 +165,14 @@ async fn audit_refusal(
 /// failures. A valid API key is never held back; other claims wait or are refused before
 /// their credentials are checked, so neither the pause nor the 429 depends on them.
 pub async fn require_auth(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
-    let ip: Option<IpAddr> = req.extensions().get::<ClientAddr>().map(|c| c.0);
+    // Set by the router; the unspecified address stands in when served without connect info.
+    let ip = req
+        .extensions()
+        .get::<ClientAddr>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0);
     let creds = credentials(&req);
     let mut key_name = None;
-    let mut refusal = "no credentials";
+    let mut refusal = "wrong user or password";
     if let Credentials::Bearer(token) = &creds {
         // 256 random bits: nobody guesses a key, so a valid one never waits for a lock.
         match keys::authenticate(app.store.as_ref(), token).await {
@@ -205,7 +209,6 @@ pub async fn require_auth(State(app): State<Arc<App>>, mut req: Request, next: N
         .unwrap_or_default()
         .to_owned();
     let refuse = async |locked: bool, message: String| {
-        let Some(ip) = ip else { return };
         write_summaries(&app).await;
         if app.throttle.record_each(ip, &claim, locked) {
             audit_refusal(
@@ -218,7 +221,7 @@ pub async fn require_auth(State(app): State<Arc<App>>, mut req: Request, next: N
             .await;
         }
     };
-    match ip.map_or(keys::Gate::Open, |ip| app.throttle.gate(ip, &claim)) {
+    match app.throttle.gate(ip, &claim) {
         keys::Gate::Locked(wait) => {
             tracing::info!("authentication refused: locked out");
             metrics::counter!("pgua_auth_failures_total").increment(1);
@@ -243,21 +246,16 @@ pub async fn require_auth(State(app): State<Arc<App>>, mut req: Request, next: N
         keys::Gate::Slow(pause) => tokio::time::sleep(pause).await,
         keys::Gate::Open => {}
     }
-    if let Credentials::Basic(user, pass) = &creds {
-        if let Some(principal) = basic_principal(&app, user, pass) {
-            if let Some(ip) = ip {
-                app.throttle.succeeded(ip, &claim);
-            }
-            req.extensions_mut().insert(principal);
-            return next.run(req).await;
-        }
-        refusal = "wrong user or password";
+    if let Credentials::Basic(user, pass) = &creds
+        && let Some(principal) = basic_principal(&app, user, pass)
+    {
+        app.throttle.succeeded(ip, &claim);
+        req.extensions_mut().insert(principal);
+        return next.run(req).await;
     }
     tracing::info!(reason = refusal, "authentication failed");
     metrics::counter!("pgua_auth_failures_total").increment(1);
-    if let Some(ip) = ip {
-        app.throttle.failed(ip, &claim);
-    }
+    app.throttle.failed(ip, &claim);
     refuse(false, format!("authentication failed: {refusal}")).await;
     challenge()
 }
