@@ -81,12 +81,47 @@ pub struct AuthConfig {
     pub basic_enabled: bool,
     /// Extra Basic users with argon2 hashes (`pg-user-api hash-password`) and scopes.
     pub users: Vec<BasicUser>,
-    /// Failures from one address before answers slow down.
+    /// Failures of one claimed principal from one address before its attempts slow down.
     pub slowdown_after_failures: u32,
-    /// Failures from one address before it gets 429.
+    /// Failures of one claimed principal from one address before it gets 429 there.
     pub lockout_after_failures: u32,
+    /// Failures of one claimed principal from any address before it gets 429 everywhere.
+    pub principal_lockout_after_failures: u32,
     /// How long a lockout lasts, and the window failures are counted in, in seconds.
     pub lockout_secs: u64,
+    /// Seconds per window of refusal records: past the first few, refusals are summed into
+    /// one record per address and window.
+    pub failure_summary_secs: u64,
+    /// Proxies (CIDRs or addresses) whose client-address header is believed.
+    pub trusted_proxies: Vec<String>,
+    /// The header trusted proxies name the client in.
+    pub client_address_header: ClientAddressHeader,
+}
+
+/// Where trusted proxies put the client's address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAddressHeader {
+    /// `X-Forwarded-For: client, proxy1, …` (nginx, HAProxy, cloud load balancers).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    Forwarded,
+}
+
+impl AuthConfig {
+    /// The trusted proxies as networks; a bare address is a network of one.
+    pub fn proxies(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        self.trusted_proxies
+            .iter()
+            .map(|p| {
+                let p = p.trim();
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| anyhow::anyhow!("auth.trusted_proxies: '{p}' is not a CIDR"))
+            })
+            .collect()
+    }
 }
 
 impl Default for AuthConfig {
@@ -96,7 +131,11 @@ impl Default for AuthConfig {
             users: Vec::new(),
             slowdown_after_failures: 5,
             lockout_after_failures: 20,
+            principal_lockout_after_failures: 100,
             lockout_secs: 300,
+            failure_summary_secs: 60,
+            trusted_proxies: Vec::new(),
+            client_address_header: ClientAddressHeader::default(),
         }
     }
 }
@@ -238,6 +277,7 @@ impl Config {
         if self.targets.connect_timeout_secs == 0 {
             bail!("targets.connect_timeout_secs must be at least 1");
         }
+        self.auth.proxies()?;
         self.notify.validate()?;
         Ok(())
     }

@@ -40,7 +40,12 @@ impl Application {
     ) -> anyhow::Result<Self> {
         install_crypto_provider();
         crate::http::metrics::handle();
-        let app = Arc::new(App::new(config, store, api, admin)?);
+        let fingerprint_key = store
+            .fingerprint_key(&crate::service::keys::new_fingerprint_key())
+            .await
+            .context("reading the store's fingerprint key")?;
+        let app = Arc::new(App::new(config, store, api, admin, fingerprint_key)?);
+        crate::http::auth::spawn_failure_summaries(&app);
         if let Some(days) = config.audit.retention_days {
             spawn_pruning(app.store.clone(), days, crate::config::audit_key()?);
         }

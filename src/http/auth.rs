@@ -1,11 +1,12 @@
 //! Authentication: API keys (`Authorization: Bearer pgua_…`), the compatibility Basic user
 //! (`PG_API_USER` / `PG_API_PASS`, all scopes) and extra Basic users with argon2 hashes.
-//! Repeated failures from one address are slowed down, then refused with 429 for a while.
+//! Repeated failures of one claimed principal are slowed down, then refused with 429 for a
+//! while (see [`keys::Throttle`]); refusals are audited, past the first few as summaries.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -15,10 +16,11 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::ClientAddr;
 use super::error::json_error;
 use crate::service::audit::AuditScope;
 use crate::service::input::Input;
-use crate::service::keys::{self, KEY_PREFIX, Principal, Scopes};
+use crate::service::keys::{self, Principal, Scopes};
 use crate::service::{App, Caller};
 
 /// Compares digests so neither content nor length leaks through timing.
@@ -78,46 +80,114 @@ fn basic_principal(app: &App, user: &str, pass: &str) -> Option<Principal> {
     })
 }
 
-/// Who tried, for the audit record: never the secret.
-fn attempted(c: &Credentials) -> String {
+/// Who an attempt claims to be, as recorded and counted: a configured user name as is, a
+/// key by its name or public prefix, and anything that might be a secret (an unknown user
+/// name may be a password typed in the wrong field) only as a keyed fingerprint.
+fn claimed(app: &App, c: &Credentials, key_name: Option<&str>) -> String {
     match c {
-        Credentials::Basic(user, _) => user.chars().take(64).collect(),
-        Credentials::Bearer(t) if t.starts_with(KEY_PREFIX) => {
-            format!("key:{}…", &t[..t.len().min(KEY_PREFIX.len() + 6)])
+        Credentials::Basic(user, _) => {
+            let compat = app
+                .api
+                .as_ref()
+                .is_some_and(|api| same(user.as_bytes(), api.user.as_bytes()));
+            if compat || app.basic_users.knows(user) {
+                user.clone()
+            } else {
+                app.fingerprints.label("unknown-user", user)
+            }
         }
-        Credentials::Bearer(_) => "bearer token".into(),
+        Credentials::Bearer(token) => match (key_name, keys::key_prefix(token)) {
+            (Some(name), _) => format!("key:{name}"),
+            (None, Some(prefix)) => format!("key:{prefix}…"),
+            (None, None) => app.fingerprints.label("bearer", token),
+        },
         Credentials::None => String::new(),
     }
 }
 
-/// Rejects the request with 401 unless it carries valid credentials, and with 429 while its
-/// address is locked out after repeated failures.
-pub async fn require_auth(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
-    let ip: Option<IpAddr> = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    if let Some(wait) = ip.and_then(|ip| app.throttle.locked(ip)) {
-        let mut res = json_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many failed authentication attempts; try again later",
+/// Writes the summaries of finished windows of refusals (see [`keys::Throttle::record_each`]).
+async fn write_summaries(app: &App) {
+    for s in app.throttle.due_summaries() {
+        let addr = s.addr.map_or_else(|| "*".to_owned(), |a| a.to_string());
+        let message = format!(
+            "{} more authentication refusals from {} since {} not recorded one by one",
+            s.count,
+            if s.addr.is_some() {
+                "this address"
+            } else {
+                "other addresses"
+            },
+            s.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         );
-        res.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(wait.as_secs().max(1)),
-        );
-        return res;
+        audit_refusal(app, String::new(), "-".into(), addr, message).await;
     }
-    let creds = credentials(&req);
-    let outcome = match &creds {
-        Credentials::Basic(user, pass) => {
-            basic_principal(&app, user, pass).ok_or("wrong user or password")
+}
+
+/// Writes summaries as their windows end, also when the refusals that filled them stopped.
+pub fn spawn_failure_summaries(app: &Arc<App>) {
+    let app = Arc::downgrade(app);
+    let every = app
+        .upgrade()
+        .map(|a| a.throttle.summary_every())
+        .unwrap_or_default();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(app) = app.upgrade() else { return };
+            write_summaries(&app).await;
         }
-        Credentials::Bearer(token) => match keys::authenticate(app.store.as_ref(), token).await {
-            Ok(Ok(p)) => Ok(p),
-            Ok(Err((keys::KeyRefusal::Revoked, _))) => Err("API key revoked"),
-            Ok(Err((keys::KeyRefusal::Expired, _))) => Err("API key expired"),
-            Ok(Err((keys::KeyRefusal::Unknown, _))) => Err("unknown API key"),
+    });
+}
+
+/// Stores the `auth` failure record of one refusal (or of a summary of refusals).
+async fn audit_refusal(
+    app: &App,
+    request_id: String,
+    principal: String,
+    client_addr: String,
+    message: String,
+) {
+    let caller = Caller {
+        request_id,
+        principal,
+        client_addr,
+        scopes: None,
+    };
+    let scope = AuditScope::new(app, &caller, "auth", &Input::default());
+    let failed: crate::error::Result<()> = Err(crate::error::Error::Forbidden(message));
+    scope.outcome(&failed, |_| String::new()).await;
+}
+
+/// Rejects the request with 401 unless it carries valid credentials, and with 429 while the
+/// principal it claims is locked out (from its address, or everywhere) after repeated
+/// failures. A valid API key is never held back; other claims wait or are refused before
+/// their credentials are checked, so neither the pause nor the 429 depends on them.
+pub async fn require_auth(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    // Set by the router; the unspecified address stands in when served without connect info.
+    let ip = req
+        .extensions()
+        .get::<ClientAddr>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0);
+    let creds = credentials(&req);
+    let mut key_name = None;
+    let mut refusal = "wrong user or password";
+    if let Credentials::Bearer(token) = &creds {
+        // 256 random bits: nobody guesses a key, so a valid one never waits for a lock.
+        match keys::authenticate(app.store.as_ref(), token).await {
+            Ok(Ok(principal)) => {
+                req.extensions_mut().insert(principal);
+                return next.run(req).await;
+            }
+            Ok(Err((why, name))) => {
+                refusal = match why {
+                    keys::KeyRefusal::Revoked => "API key revoked",
+                    keys::KeyRefusal::Expired => "API key expired",
+                    keys::KeyRefusal::Unknown => "unknown API key",
+                };
+                key_name = Some(name).filter(|n| !n.is_empty());
+            }
             Err(e) => {
                 tracing::error!(error = %e, "store unavailable for key lookup");
                 return json_error(
@@ -125,43 +195,77 @@ pub async fn require_auth(State(app): State<Arc<App>>, mut req: Request, next: N
                     "authentication unavailable",
                 );
             }
-        },
-        Credentials::None => Err("no credentials"),
-    };
-    match outcome {
-        Ok(principal) => {
-            req.extensions_mut().insert(principal);
-            next.run(req).await
-        }
-        Err(reason) => {
-            tracing::info!(reason, "authentication failed");
-            metrics::counter!("pgua_auth_failures_total").increment(1);
-            let delay = ip.map(|ip| app.throttle.failed(ip)).unwrap_or_default();
-            if !matches!(creds, Credentials::None) {
-                let caller = Caller {
-                    request_id: req
-                        .headers()
-                        .get(super::REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_owned(),
-                    principal: attempted(&creds),
-                    client_addr: ip.map(|i| i.to_string()).unwrap_or_default(),
-                    scopes: None,
-                };
-                let scope = AuditScope::new(&app, &caller, "auth", &Input::default());
-                let failed: crate::error::Result<()> = Err(crate::error::Error::Forbidden(
-                    format!("authentication failed: {reason}"),
-                ));
-                scope.outcome(&failed, |_| String::new()).await;
-            }
-            tokio::time::sleep(delay).await;
-            let mut res = json_error(StatusCode::UNAUTHORIZED, "authentication required");
-            res.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"pg-user-api\", charset=\"UTF-8\""),
-            );
-            res
         }
     }
+    if matches!(creds, Credentials::None) {
+        // Not an attempt but the first step of Basic: browsers ask before they send.
+        return challenge();
+    }
+    let claim = claimed(&app, &creds, key_name.as_deref());
+    let request_id = req
+        .headers()
+        .get(super::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let refuse = async |locked: bool, message: String| {
+        write_summaries(&app).await;
+        if app.throttle.record_each(ip, &claim, locked) {
+            audit_refusal(
+                &app,
+                request_id.clone(),
+                claim.clone(),
+                ip.to_string(),
+                message,
+            )
+            .await;
+        }
+    };
+    match app.throttle.gate(ip, &claim) {
+        keys::Gate::Locked(wait) => {
+            tracing::info!("authentication refused: locked out");
+            metrics::counter!("pgua_auth_failures_total").increment(1);
+            refuse(
+                true,
+                format!(
+                    "authentication refused: locked out for {} s after repeated failures",
+                    wait.as_secs().max(1)
+                ),
+            )
+            .await;
+            let mut res = json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed authentication attempts; try again later",
+            );
+            res.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(wait.as_secs().max(1)),
+            );
+            return res;
+        }
+        keys::Gate::Slow(pause) => tokio::time::sleep(pause).await,
+        keys::Gate::Open => {}
+    }
+    if let Credentials::Basic(user, pass) = &creds
+        && let Some(principal) = basic_principal(&app, user, pass)
+    {
+        app.throttle.succeeded(ip, &claim);
+        req.extensions_mut().insert(principal);
+        return next.run(req).await;
+    }
+    tracing::info!(reason = refusal, "authentication failed");
+    metrics::counter!("pgua_auth_failures_total").increment(1);
+    app.throttle.failed(ip, &claim);
+    refuse(false, format!("authentication failed: {refusal}")).await;
+    challenge()
+}
+
+/// 401 with the Basic challenge.
+fn challenge() -> Response {
+    let mut res = json_error(StatusCode::UNAUTHORIZED, "authentication required");
+    res.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"pg-user-api\", charset=\"UTF-8\""),
+    );
+    res
 }

@@ -16,14 +16,15 @@ pub mod registry;
 pub mod ui;
 pub mod users;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::middleware;
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -34,6 +35,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::config::ClientAddressHeader;
 use crate::plan::NamePolicy;
 use crate::plan::profile::Profiles;
 use crate::service::keys::Principal;
@@ -111,6 +113,7 @@ pub fn router(app: Arc<App>) -> Router {
             )
         })
         .layer(middleware::from_fn(metrics::track))
+        .layer(middleware::from_fn_with_state(app.clone(), client_addr))
         .with_state(app)
         .layer(
             ServiceBuilder::new()
@@ -138,6 +141,81 @@ fn request_span(req: &Request) -> tracing::Span {
     tracing::info_span!("request", method = %req.method(), route, request_id = id)
 }
 
+/// The address a request comes from: the TCP peer, or the client a trusted proxy names.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub IpAddr);
+
+/// Finds the request's [`ClientAddr`] once, for authentication and the audit alike.
+async fn client_addr(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    if let Some(peer) = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+    {
+        let (proxies, header) = &app.proxies;
+        let addr = forwarded_client(peer, req.headers(), proxies, *header);
+        req.extensions_mut().insert(ClientAddr(addr));
+    }
+    next.run(req).await
+}
+
+/// The client behind a chain of trusted proxies: walking the header's hops from the right
+/// (the one the nearest proxy added), the first address that is not a trusted proxy. The
+/// header counts only when the peer itself is trusted; an unreadable hop ends the walk at
+/// the last address known, since anything left of it may be the client's invention.
+fn forwarded_client(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    proxies: &[ipnet::IpNet],
+    header: ClientAddressHeader,
+) -> IpAddr {
+    let trusted = |ip: &IpAddr| proxies.iter().any(|net| net.contains(ip));
+    if !trusted(&peer) {
+        return peer;
+    }
+    let name = match header {
+        ClientAddressHeader::XForwardedFor => "x-forwarded-for",
+        ClientAddressHeader::Forwarded => "forwarded",
+    };
+    let hops: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let addr = match header {
+            ClientAddressHeader::XForwardedFor => hop_addr(hop),
+            ClientAddressHeader::Forwarded => hop
+                .split(';')
+                .filter_map(|pair| pair.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("for"))
+                .and_then(|(_, v)| hop_addr(v)),
+        };
+        let Some(addr) = addr else { break };
+        client = addr;
+        if !trusted(&addr) {
+            break;
+        }
+    }
+    client
+}
+
+/// An address as proxies write it: `192.0.2.1`, `192.0.2.1:80`, `2001:db8::1`,
+/// `[2001:db8::1]:80`, optionally quoted.
+fn hop_addr(s: &str) -> Option<IpAddr> {
+    let s = s.trim().trim_matches('"');
+    s.parse::<IpAddr>()
+        .ok()
+        .or_else(|| s.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            s.strip_prefix('[')
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|r| r.parse().ok())
+        })
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = std::convert::Infallible;
 
@@ -160,9 +238,60 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
                 .map(|p| p.scopes.clone()),
             client_addr: parts
                 .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip().to_string())
+                .get::<ClientAddr>()
+                .map(|c| c.0.to_string())
                 .unwrap_or_default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(name: &'static str, values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(name, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_client_is_the_right_most_untrusted_hop_behind_a_trusted_peer() {
+        let proxies: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let xff = ClientAddressHeader::XForwardedFor;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let h = headers("x-forwarded-for", &["6.6.6.6, 192.0.2.7", "10.1.1.1"]);
+        assert_eq!(
+            forwarded_client(ip("10.0.0.2"), &h, &proxies, xff),
+            ip("192.0.2.7")
+        );
+        // An untrusted peer's header is its own invention.
+        assert_eq!(
+            forwarded_client(ip("192.0.2.9"), &h, &proxies, xff),
+            ip("192.0.2.9")
+        );
+        let junk = headers("x-forwarded-for", &["6.6.6.6, nonsense, 10.2.2.2"]);
+        assert_eq!(
+            forwarded_client(ip("10.0.0.2"), &junk, &proxies, xff),
+            ip("10.2.2.2")
+        );
+        let fwd = headers(
+            "forwarded",
+            &["for=6.6.6.6, for=\"[2001:db8::17]:4711\";proto=https, for=10.3.3.3"],
+        );
+        let got = forwarded_client(
+            ip("10.0.0.2"),
+            &fwd,
+            &proxies,
+            ClientAddressHeader::Forwarded,
+        );
+        assert_eq!(got, ip("2001:db8::17"));
+        // The other header is not read: a proxy passes on what the client made up there.
+        assert_eq!(
+            forwarded_client(ip("10.0.0.2"), &fwd, &proxies, xff),
+            ip("10.0.0.2")
+        );
     }
 }

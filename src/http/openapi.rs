@@ -97,7 +97,7 @@ const API_ERRORS: [(u16, &str); 10] = [
     (422, "a name or value that fails validation"),
     (
         429,
-        "too many failed authentication attempts from this address",
+        "too many failed authentication attempts as the principal the credentials name",
     ),
     (502, "the target refused the statement"),
     (

@@ -1,6 +1,11 @@
 //! Who may call what: scopes, API keys (stored as SHA-256 only) and the principals that
 //! authentication produces.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
@@ -202,13 +207,62 @@ pub fn hash_secret(secret: &str) -> String {
         .collect()
 }
 
-/// A new key secret: the prefix and 256 bits from the OS CSPRNG.
-fn new_secret() -> String {
+/// 256 bits from the OS CSPRNG.
+fn random_bytes() -> [u8; 32] {
     let mut bytes = [0u8; 32];
     OsRng
         .try_fill_bytes(&mut bytes)
         .expect("the operating system's random source failed");
-    format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
+    bytes
+}
+
+/// A new key secret: the prefix and 256 random bits.
+fn new_secret() -> String {
+    format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(random_bytes()))
+}
+
+/// How much of a key secret is public (stored and listed as its prefix): `pgua_` and 6 more.
+const SHOWN_LEN: usize = KEY_PREFIX.len() + 6;
+
+/// The public prefix of a token shaped like a key secret; none for anything else, of which
+/// nothing may be shown.
+pub fn key_prefix(token: &str) -> Option<&str> {
+    let rest = token.strip_prefix(KEY_PREFIX)?;
+    let shaped = rest.len() == 43
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+    shaped.then(|| &token[..SHOWN_LEN])
+}
+
+/// A new random key for a store's fingerprints.
+pub fn new_fingerprint_key() -> [u8; 32] {
+    random_bytes()
+}
+
+/// Short keyed fingerprints of caller text that might be a secret (an unknown user name, a
+/// malformed token): equal texts get equal fingerprints, but without the store's key
+/// nothing of the text can be learnt from them, not even by trying candidates.
+pub struct Fingerprints(Vec<u8>);
+
+impl Fingerprints {
+    /// Fingerprints under the store's key.
+    pub fn new(key: Vec<u8>) -> Self {
+        Self(key)
+    }
+
+    /// `marker#` and 8 hex digits of HMAC-SHA256 over `text`; the marker is hashed too, so
+    /// different kinds of text never share a fingerprint.
+    pub fn label(&self, marker: &str, text: &str) -> String {
+        use hmac::{KeyInit, Mac};
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&self.0).expect("any key length");
+        mac.update(marker.as_bytes());
+        mac.update(&[0]);
+        mac.update(text.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{marker}#{hex}")
+    }
 }
 
 /// Creates a key; returns it and its secret, which is never stored nor shown again.
@@ -237,7 +291,7 @@ pub async fn create(
         id: 0,
         name: name.to_owned(),
         owner: owner.trim().to_owned(),
-        prefix: secret[..KEY_PREFIX.len() + 6].to_owned(),
+        prefix: secret[..SHOWN_LEN].to_owned(),
         hash: hash_secret(&secret),
         scopes: serde_json::to_string(scopes).map_err(|e| Error::Internal(e.into()))?,
         created_at: Utc::now(),
@@ -325,6 +379,114 @@ mod tests {
         assert!(e.to_string().contains("profile 'dba'"));
     }
 
+    fn throttle(slowdown: u32, lockout: u32, principal: u32) -> Throttle {
+        Throttle::new(&crate::config::AuthConfig {
+            slowdown_after_failures: slowdown,
+            lockout_after_failures: lockout,
+            principal_lockout_after_failures: principal,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn failures_hold_back_only_the_principal_they_claim() {
+        let t = throttle(2, 4, 10);
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        for _ in 0..2 {
+            t.failed(a, "portal");
+        }
+        assert_eq!(t.gate(a, "portal"), Gate::Open);
+        t.failed(a, "portal");
+        assert_eq!(t.gate(a, "portal"), Gate::Slow(SLOWDOWN_STEP));
+        t.failed(a, "portal");
+        assert!(matches!(t.gate(a, "portal"), Gate::Locked(_)));
+        assert_eq!(
+            t.gate(a, "ops"),
+            Gate::Open,
+            "another name at the same address"
+        );
+        assert_eq!(t.gate(b, "portal"), Gate::Open, "the same name elsewhere");
+        // Enough failures from anywhere lock the principal everywhere.
+        for i in 0..6u8 {
+            t.failed(IpAddr::from([198, 51, 100, i]), "portal");
+        }
+        assert!(matches!(t.gate(b, "portal"), Gate::Locked(_)));
+        assert_eq!(t.gate(b, "ops"), Gate::Open);
+        // A success forgets the failures of its own pair only.
+        let t = throttle(1, 9, 99);
+        t.failed(a, "ops");
+        t.failed(a, "ops");
+        t.succeeded(a, "ops");
+        assert_eq!(t.gate(a, "ops"), Gate::Open);
+    }
+
+    #[test]
+    fn counters_stay_bounded_under_a_spray_and_keep_their_locks() {
+        let t = throttle(1, 2, 1_000_000);
+        let victim: IpAddr = "192.0.2.1".parse().unwrap();
+        t.failed(victim, "portal");
+        t.failed(victim, "portal");
+        for i in 0..(MAX_COUNTERS as u32 + 10) {
+            t.failed(IpAddr::from(i.to_be_bytes()), "sprayed");
+        }
+        assert!(t.pairs.lock().unwrap().len() <= MAX_COUNTERS);
+        assert!(
+            matches!(t.gate(victim, "portal"), Gate::Locked(_)),
+            "a spray cannot lift a lock"
+        );
+    }
+
+    #[test]
+    fn refusals_past_the_first_few_are_summed_per_address() {
+        let t = throttle(5, 20, 100);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let own = (0..50)
+            .filter(|_| t.record_each(a, "portal", false))
+            .count();
+        assert_eq!(own, RECORDED_PER_PAIR as usize);
+        assert!(
+            t.record_each(a, "portal", true),
+            "the first 429 gets its own record"
+        );
+        let spray = (0..1000)
+            .filter(|i| t.record_each(a, &format!("unknown-user#{i}"), false))
+            .count();
+        assert_eq!(own + 1 + spray, RECORDED_PER_WINDOW as usize);
+        for i in 0..(SUMMED_ADDRESSES as u32 + 5) {
+            t.record_each(IpAddr::from(i.to_be_bytes()), "x", false);
+        }
+        assert!(t.due_summaries().is_empty(), "not before the window ends");
+        t.records.lock().unwrap().start -= t.summary_every;
+        let summaries = t.due_summaries();
+        assert_eq!(summaries.len(), SUMMED_ADDRESSES + 1);
+        let of_a = summaries.iter().find(|s| s.addr == Some(a)).unwrap();
+        assert_eq!(of_a.count, 50 + 1 + 1000 - RECORDED_PER_WINDOW);
+        let total: u32 = summaries.iter().map(|s| s.count).sum();
+        assert_eq!(
+            total,
+            1051 + SUMMED_ADDRESSES as u32 + 5 - RECORDED_PER_WINDOW
+        );
+        assert!(t.due_summaries().is_empty(), "a new window");
+        assert!(t.record_each(a, "portal", false));
+    }
+
+    #[test]
+    fn only_key_shaped_tokens_show_a_prefix_and_fingerprints_are_keyed() {
+        let secret = new_secret();
+        assert_eq!(key_prefix(&secret), Some(&secret[..SHOWN_LEN]));
+        assert_eq!(key_prefix("pgua_hunter2"), None);
+        let f = Fingerprints::new(vec![7; 32]);
+        let label = f.label("unknown-user", "hunter2");
+        assert!(label.starts_with("unknown-user#") && label.len() == "unknown-user#".len() + 8);
+        assert_eq!(label, f.label("unknown-user", "hunter2"));
+        assert_ne!(label, f.label("unknown-user", "hunter3"));
+        assert_ne!(label[13..], f.label("bearer", "hunter2")[7..]);
+        assert_ne!(
+            label,
+            Fingerprints::new(vec![8; 32]).label("unknown-user", "hunter2")
+        );
+    }
+
     #[test]
     fn scopes_from_parameters() {
         let s = Scopes::from_input(&input(&[
@@ -345,74 +507,247 @@ mod tests {
 }
 
 /// Added to the answer per failure beyond the slow-down threshold (at most 8 steps).
-const SLOWDOWN_STEP: std::time::Duration = std::time::Duration::from_millis(250);
+const SLOWDOWN_STEP: Duration = Duration::from_millis(250);
 
-/// Failed authentication per client address: after `slowdown_after` failures within the
-/// window each further failure is answered more slowly; after `lockout_after` the address
-/// gets 429 for `lockout` (kept per replica: a shared limit would need the store on every
-/// failure, which is what an attacker would want).
+/// Failure counters kept per map at most; a spray of addresses or names cannot grow past it.
+const MAX_COUNTERS: usize = 100_000;
+
+/// Refusals of one (address, claimed principal) pair recorded one by one per window.
+const RECORDED_PER_PAIR: u32 = 5;
+
+/// Failures recorded one by one per window, whatever their address.
+const RECORDED_PER_WINDOW: u32 = 100;
+
+/// Addresses whose further failures are summed per window; the rest share one sum.
+const SUMMED_ADDRESSES: usize = 1_000;
+
+/// What an attempt's own counters allow before its credentials are looked at.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// Check the credentials now.
+    Open,
+    /// Check them after this pause.
+    Slow(Duration),
+    /// Refuse without checking them, for this long still.
+    Locked(Duration),
+}
+
+/// Failed authentication, counted per (client address, claimed principal) and per claimed
+/// principal, never per address alone: failures under one name do not hold back another
+/// name, and a valid API key is never held back at all. After `slowdown_after` failures of a
+/// pair within the window its attempts wait before being checked; after `lockout_after` (or
+/// `principal_lockout_after` of a principal from anywhere) they get 429 for `lockout`.
+/// Kept per replica: a shared limit would need the store on every failure, which is what an
+/// attacker would want.
 pub struct Throttle {
     slowdown_after: u32,
     lockout_after: u32,
-    lockout: std::time::Duration,
-    state: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, Failures>>,
+    principal_lockout_after: u32,
+    lockout: Duration,
+    summary_every: Duration,
+    pairs: Mutex<HashMap<(IpAddr, String), Failures>>,
+    principals: Mutex<HashMap<String, Failures>>,
+    records: Mutex<RecordWindow>,
 }
 
 #[derive(Clone, Copy)]
 struct Failures {
     count: u32,
-    since: std::time::Instant,
-    locked_until: Option<std::time::Instant>,
+    since: Instant,
+    locked_until: Option<Instant>,
 }
 
-impl Throttle {
-    /// A throttle with these limits; `lockout` is also the window failures are counted in.
-    pub fn new(slowdown_after: u32, lockout_after: u32, lockout: std::time::Duration) -> Self {
-        Self {
-            slowdown_after,
-            lockout_after,
-            lockout,
-            state: Default::default(),
-        }
-    }
-
-    /// How long the address is still locked out, if it is.
-    pub fn locked(&self, ip: std::net::IpAddr) -> Option<std::time::Duration> {
-        let now = std::time::Instant::now();
-        let state = self.state.lock().expect("throttle poisoned");
-        state
-            .get(&ip)
-            .and_then(|f| f.locked_until)
+impl Failures {
+    fn locked(&self, now: Instant) -> Option<Duration> {
+        self.locked_until
             .filter(|until| *until > now)
             .map(|until| until - now)
     }
+}
 
-    /// Counts a failure; returns how long to hold the answer back.
-    pub fn failed(&self, ip: std::net::IpAddr) -> std::time::Duration {
-        let now = std::time::Instant::now();
-        let mut state = self.state.lock().expect("throttle poisoned");
-        if state.len() > 100_000 {
-            // Bounded memory under a spray of addresses: forget quiet ones.
-            state.retain(|_, f| now.duration_since(f.since) < self.lockout);
+/// Counts a failure under `key`, locking it at `limit`. When the map is full, quiet
+/// counters go first, then unlocked ones; if only locks are left the failure goes uncounted.
+fn count<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, Failures>,
+    key: K,
+    limit: u32,
+    window: Duration,
+    now: Instant,
+) -> u32 {
+    if map.len() >= MAX_COUNTERS && !map.contains_key(&key) {
+        map.retain(|_, f| now.duration_since(f.since) < window || f.locked(now).is_some());
+        if map.len() >= MAX_COUNTERS {
+            map.retain(|_, f| f.locked(now).is_some());
         }
-        let f = state.entry(ip).or_insert(Failures {
+        if map.len() >= MAX_COUNTERS {
+            return 0;
+        }
+    }
+    let f = map.entry(key).or_insert(Failures {
+        count: 0,
+        since: now,
+        locked_until: None,
+    });
+    if now.duration_since(f.since) > window && f.locked(now).is_none() {
+        *f = Failures {
             count: 0,
             since: now,
             locked_until: None,
-        });
-        if now.duration_since(f.since) > self.lockout {
-            *f = Failures {
-                count: 0,
-                since: now,
-                locked_until: None,
-            };
+        };
+    }
+    f.count += 1;
+    if f.count >= limit && f.locked_until.is_none_or(|until| until <= now) {
+        f.locked_until = Some(now + window);
+    }
+    f.count
+}
+
+/// Which refusals of the current window got a record of their own and which were summed.
+struct RecordWindow {
+    start: Instant,
+    started_at: DateTime<Utc>,
+    /// Records of their own per (address, claimed principal, locked out).
+    recorded: HashMap<(IpAddr, String, bool), u32>,
+    total: u32,
+    /// Refusals summed per address, and beyond [`SUMMED_ADDRESSES`] addresses in one sum.
+    summed: HashMap<IpAddr, u32>,
+    overflow: u32,
+}
+
+impl RecordWindow {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            started_at: Utc::now(),
+            recorded: HashMap::new(),
+            total: 0,
+            summed: HashMap::new(),
+            overflow: 0,
         }
-        f.count += 1;
-        if f.count >= self.lockout_after {
-            f.locked_until = Some(now + self.lockout);
+    }
+}
+
+/// Failures of a finished window that got no record of their own.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FailureSummary {
+    /// Their client address; none for the addresses beyond those summed one by one.
+    pub addr: Option<IpAddr>,
+    /// How many.
+    pub count: u32,
+    /// When the window began.
+    pub since: DateTime<Utc>,
+}
+
+impl Throttle {
+    /// A throttle with the configured limits.
+    pub fn new(config: &crate::config::AuthConfig) -> Self {
+        Self {
+            slowdown_after: config.slowdown_after_failures,
+            lockout_after: config.lockout_after_failures,
+            principal_lockout_after: config.principal_lockout_after_failures,
+            lockout: Duration::from_secs(config.lockout_secs),
+            summary_every: Duration::from_secs(config.failure_summary_secs.max(1)),
+            pairs: Default::default(),
+            principals: Default::default(),
+            records: Mutex::new(RecordWindow::new()),
         }
-        let over = f.count.saturating_sub(self.slowdown_after);
-        SLOWDOWN_STEP * over.min(8)
+    }
+
+    /// What the counters of `claim` from `ip` allow now.
+    pub fn gate(&self, ip: IpAddr, claim: &str) -> Gate {
+        let now = Instant::now();
+        let pair = self
+            .pairs
+            .lock()
+            .expect("throttle poisoned")
+            .get(&(ip, claim.to_owned()))
+            .copied();
+        let principal = self
+            .principals
+            .lock()
+            .expect("throttle poisoned")
+            .get(claim)
+            .and_then(|f| f.locked(now));
+        if let Some(wait) = pair.and_then(|f| f.locked(now)).max(principal) {
+            return Gate::Locked(wait);
+        }
+        let recent = pair.filter(|f| now.duration_since(f.since) <= self.lockout);
+        match recent.map_or(0, |f| f.count.saturating_sub(self.slowdown_after)) {
+            0 => Gate::Open,
+            over => Gate::Slow(SLOWDOWN_STEP * over.min(8)),
+        }
+    }
+
+    /// Counts a failure of `claim` from `ip`.
+    pub fn failed(&self, ip: IpAddr, claim: &str) {
+        let now = Instant::now();
+        let mut pairs = self.pairs.lock().expect("throttle poisoned");
+        let key = (ip, claim.to_owned());
+        count(&mut pairs, key, self.lockout_after, self.lockout, now);
+        drop(pairs);
+        let mut principals = self.principals.lock().expect("throttle poisoned");
+        let limit = self.principal_lockout_after;
+        count(&mut principals, claim.to_owned(), limit, self.lockout, now);
+    }
+
+    /// Forgets the failures of `claim` from `ip` once it proved itself there.
+    pub fn succeeded(&self, ip: IpAddr, claim: &str) {
+        let mut pairs = self.pairs.lock().expect("throttle poisoned");
+        pairs.remove(&(ip, claim.to_owned()));
+    }
+
+    /// Whether a refusal of `claim` from `ip` gets an audit record of its own: the first
+    /// [`RECORDED_PER_PAIR`] 401s and the first as many 429s of each pair per window do, up
+    /// to [`RECORDED_PER_WINDOW`] in all; the rest are counted into the window's
+    /// [`FailureSummary`]s.
+    pub fn record_each(&self, ip: IpAddr, claim: &str, locked: bool) -> bool {
+        let mut guard = self.records.lock().expect("throttle poisoned");
+        let w = &mut *guard;
+        let key = (ip, claim.to_owned(), locked);
+        let own = w.recorded.get(&key).copied().unwrap_or(0);
+        if own < RECORDED_PER_PAIR && w.total < RECORDED_PER_WINDOW {
+            *w.recorded.entry(key).or_default() += 1;
+            w.total += 1;
+            return true;
+        }
+        if w.summed.len() < SUMMED_ADDRESSES || w.summed.contains_key(&ip) {
+            *w.summed.entry(ip).or_default() += 1;
+        } else {
+            w.overflow += 1;
+        }
+        false
+    }
+
+    /// The summaries of the window once it is over (and a new window), else nothing.
+    pub fn due_summaries(&self) -> Vec<FailureSummary> {
+        let mut w = self.records.lock().expect("throttle poisoned");
+        if w.start.elapsed() < self.summary_every {
+            return Vec::new();
+        }
+        let done = std::mem::replace(&mut *w, RecordWindow::new());
+        let since = done.started_at;
+        let mut summaries: Vec<FailureSummary> = done
+            .summed
+            .into_iter()
+            .map(|(ip, count)| FailureSummary {
+                addr: Some(ip),
+                count,
+                since,
+            })
+            .collect();
+        if done.overflow > 0 {
+            summaries.push(FailureSummary {
+                addr: None,
+                count: done.overflow,
+                since,
+            });
+        }
+        summaries
+    }
+
+    /// How often summaries fall due.
+    pub fn summary_every(&self) -> Duration {
+        self.summary_every
     }
 }
 
@@ -442,6 +777,11 @@ impl BasicUsers {
                 .collect(),
             verified: Default::default(),
         })
+    }
+
+    /// Whether a user of that name is configured.
+    pub fn knows(&self, user: &str) -> bool {
+        self.users.iter().any(|(n, _, _)| n == user)
     }
 
     /// The user's scopes when the password is right.

@@ -61,8 +61,12 @@ pub struct App {
     pub api: Option<ApiCredentials>,
     /// Extra Basic users from configuration.
     pub basic_users: keys::BasicUsers,
-    /// Failed-authentication limits per client address.
+    /// Failed-authentication limits per client address and claimed principal.
     pub throttle: keys::Throttle,
+    /// Fingerprints under the store's key, recorded instead of what might be a secret.
+    pub fingerprints: keys::Fingerprints,
+    /// Peers whose client-address header is believed, and that header.
+    pub proxies: (Vec<ipnet::IpNet>, crate::config::ClientAddressHeader),
     /// User profiles: built-in and configured.
     pub profiles: Profiles,
     /// Servers worked on at once by a call with several targets.
@@ -78,6 +82,7 @@ impl App {
         store: Arc<dyn Store>,
         api: Option<ApiCredentials>,
         admin: AdminCredentials,
+        fingerprint_key: Vec<u8>,
     ) -> anyhow::Result<Self> {
         let names = NamePolicy::new(&config.policy.name_pattern)?;
         let profiles = config.profiles().map_err(anyhow::Error::msg)?;
@@ -96,11 +101,9 @@ impl App {
             },
             api: api.filter(|_| config.auth.basic_enabled),
             basic_users: keys::BasicUsers::new(&config.auth.users)?,
-            throttle: keys::Throttle::new(
-                config.auth.slowdown_after_failures,
-                config.auth.lockout_after_failures,
-                std::time::Duration::from_secs(config.auth.lockout_secs),
-            ),
+            throttle: keys::Throttle::new(&config.auth),
+            fingerprints: keys::Fingerprints::new(fingerprint_key),
+            proxies: (config.auth.proxies()?, config.auth.client_address_header),
             profiles,
             fan_out_parallelism: config.targets.fan_out_parallelism.max(1),
             notifier: Notifier::new(&config.notify)?,

@@ -318,6 +318,9 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_append(&self, records: &[AuditRecord]) -> anyhow::Result<()>;
     /// The latest records, newest first.
     async fn audit_latest(&self, limit: u32) -> anyhow::Result<Vec<AuditRecord>>;
+    /// The store's random key for fingerprints of what callers sent that might be a secret;
+    /// `new` becomes it when the store has none yet.
+    async fn fingerprint_key(&self, new: &[u8]) -> anyhow::Result<Vec<u8>>;
     /// Stores a new API key; `Duplicate` when the name is taken.
     async fn key_add(&self, key: &ApiKey) -> Result<ApiKey, StoreError>;
     /// Every key, revoked ones included, by name.

@@ -28,6 +28,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("migrations/postgres_004_audit_retention.sql"),
     ),
+    (
+        5,
+        include_str!("migrations/postgres_005_fingerprint_key.sql"),
+    ),
 ];
 
 /// Advisory lock key ("pguachai") held while appending to the audit chain.
@@ -228,6 +232,20 @@ impl Import {
             .execute(&mut *self.tx)
             .await
             .context("copying audit records")?;
+        Ok(())
+    }
+
+    /// Makes `key` the copy's fingerprint key, so fingerprints in copied records still
+    /// match new ones.
+    pub async fn set_fingerprint_key(&mut self, key: &[u8]) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO fingerprint_key (id, key) VALUES (1, $1)
+             ON CONFLICT (id) DO UPDATE SET key = excluded.key",
+        )
+        .bind(key)
+        .execute(&mut *self.tx)
+        .await
+        .context("copying the fingerprint key")?;
         Ok(())
     }
 
@@ -653,6 +671,19 @@ impl Store for PostgresStore {
             })
         })
         .transpose()
+    }
+
+    async fn fingerprint_key(&self, new: &[u8]) -> anyhow::Result<Vec<u8>> {
+        // Two statements: the read's snapshot then sees a key another replica made meanwhile.
+        sqlx::query("INSERT INTO fingerprint_key (id, key) VALUES (1, $1) ON CONFLICT DO NOTHING")
+            .bind(new)
+            .execute(&self.pool)
+            .await?;
+        Ok(
+            sqlx::query_scalar("SELECT key FROM fingerprint_key WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     async fn key_add(&self, k: &ApiKey) -> Result<ApiKey, StoreError> {

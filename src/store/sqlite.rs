@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/sqlite_004_audit_chain.sql")),
     (5, include_str!("migrations/sqlite_005_api_keys.sql")),
     (6, include_str!("migrations/sqlite_006_audit_retention.sql")),
+    (7, include_str!("migrations/sqlite_007_fingerprint_key.sql")),
 ];
 
 /// The SQLite store.
@@ -357,6 +358,18 @@ impl Store for SqliteStore {
             })
         })
         .transpose()
+    }
+
+    async fn fingerprint_key(&self, new: &[u8]) -> anyhow::Result<Vec<u8>> {
+        sqlx::query("INSERT INTO fingerprint_key (id, key) VALUES (1, ?) ON CONFLICT DO NOTHING")
+            .bind(new)
+            .execute(&self.writer)
+            .await?;
+        Ok(
+            sqlx::query_scalar("SELECT key FROM fingerprint_key WHERE id = 1")
+                .fetch_one(&self.writer)
+                .await?,
+        )
     }
 
     async fn key_add(&self, k: &ApiKey) -> Result<ApiKey, StoreError> {

@@ -4,7 +4,13 @@
 use pgua::config::{BasicUser, Config};
 use pgua::service::keys::{Operation, Scopes, hash_password};
 
-use crate::support::{TestApp, spawn_app, spawn_app_with, unique};
+use std::time::{Duration, Instant};
+
+use pgua::store::AuditRecord;
+
+use crate::support::{
+    TestApp, fresh_postgres_store_url, spawn_app, spawn_app_with, spawn_app_with_store, unique,
+};
 
 const ALL_BUT: &str = "read,create,reset,grant,lock,drop,registry-admin,audit-read";
 
@@ -297,8 +303,9 @@ async fn repeated_failures_are_slowed_then_refused_and_audited() {
     assert!(r.headers.contains_key("retry-after"));
     let audit = app.audit().await;
     let failures: Vec<_> = audit.iter().filter(|a| a.operation == "auth").collect();
-    assert_eq!(failures.len(), 3);
+    assert_eq!(failures.len(), 4, "three failures and the 429");
     assert_eq!(failures[0].principal, "tester");
+    assert!(failures[3].error.as_deref().unwrap().contains("locked out"));
     assert!(
         !format!("{audit:?}").contains("guess-123"),
         "no attempted secret in the audit log"
@@ -440,4 +447,258 @@ async fn me_names_the_caller_and_its_scopes_without_needing_one_or_auditing() {
         before,
         "asking who one is leaves no audit record"
     );
+}
+
+/// GET `/api/v1/registry` as if from `from` (behind a trusted proxy) with this
+/// `Authorization`; the status.
+async fn from_addr(app: &TestApp, from: &str, authorization: &str) -> u16 {
+    app.client
+        .get(format!("{}/api/v1/registry", app.base))
+        .header("x-forwarded-for", from)
+        .header("authorization", authorization)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn basic(user: &str, pass: &str) -> String {
+    use base64::Engine;
+    let pair = format!("{user}:{pass}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+/// How many refusals the `auth` records of `addr` stand for: one each, or a summary's count.
+fn refusals_recorded(audit: &[AuditRecord], addr: &str) -> (usize, u64) {
+    let mine = audit
+        .iter()
+        .filter(|a| a.operation == "auth" && a.client_addr == addr);
+    let rows = mine.clone().count();
+    let stood_for = mine
+        .map(|a| match a.principal.as_str() {
+            "-" => a
+                .error
+                .as_deref()
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap(),
+            _ => 1,
+        })
+        .sum();
+    (rows, stood_for)
+}
+
+#[tokio::test]
+async fn failures_from_one_address_hold_back_only_what_they_claim_and_are_audited_in_few_rows() {
+    let mut config = Config::default();
+    config.auth.trusted_proxies = vec!["127.0.0.1".into()];
+    config.auth.failure_summary_secs = 2;
+    // Few password checks before the lockout: argon2 is slow by design (and unoptimised here).
+    config.auth.slowdown_after_failures = 3;
+    config.auth.lockout_after_failures = 5;
+    config.auth.users = vec![BasicUser {
+        name: "portal".into(),
+        password_hash: hash_password("portal pass").unwrap(),
+        scopes: Scopes::all(),
+    }];
+    let app = spawn_app_with(config).await;
+    let key = app.key("*", "read", "*").await;
+    let (a, b) = ("203.0.113.7", "198.51.100.9");
+
+    // 1,000 failures from one address: wrong passwords of a configured user, unknown names,
+    // an unknown key guessed at, tokens that are no keys.
+    let attempts: Vec<String> = (0..1000)
+        .map(|i| match i % 4 {
+            0 => basic("portal", &format!("guess-{i}")),
+            1 => basic(&format!("name-{i}"), "x"),
+            2 => format!("Bearer pgua_AAAAAA{:037}", i),
+            _ => format!("Bearer not-a-key-{i}"),
+        })
+        .collect();
+    let started = Instant::now();
+    for chunk in attempts.chunks(25) {
+        let answers =
+            futures_util::future::join_all(chunk.iter().map(|h| from_addr(&app, a, h))).await;
+        assert!(
+            answers.iter().all(|s| *s == 401 || *s == 429),
+            "{answers:?}"
+        );
+    }
+    let flood = started.elapsed();
+
+    // Valid credentials from the same address get through at once.
+    for authorization in [basic(&app.user, &app.pass), format!("Bearer {key}")] {
+        let t = Instant::now();
+        assert_eq!(from_addr(&app, a, &authorization).await, 200);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+    // The user whose password was guessed at is locked out there (refused, and audited),
+    // not elsewhere; nothing else is held back at the second address.
+    let portal = basic("portal", "portal pass");
+    assert_eq!(from_addr(&app, a, &portal).await, 429);
+    assert_eq!(from_addr(&app, b, &portal).await, 200);
+    assert_eq!(from_addr(&app, b, &basic(&app.user, &app.pass)).await, 200);
+    assert_eq!(from_addr(&app, b, &basic("portal", "wrong")).await, 401);
+
+    // Every refusal is accounted for, most of them in summaries written as windows end.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (rows, stood_for) = loop {
+        let got = refusals_recorded(&app.audit().await, a);
+        if got.1 >= 1001 || Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(stood_for, 1001, "1,000 failures and one 429 ({rows} rows)");
+    // At most 100 records of their own and a summary per 2 s window.
+    let windows = flood.as_secs() as usize / 2 + 2;
+    assert!(
+        rows <= windows * 101 && rows < 1000,
+        "{rows} rows in {flood:?}"
+    );
+    let audit = app.audit().await;
+    let locked = audit.iter().find(|r| {
+        r.client_addr == a
+            && r.principal == "portal"
+            && r.error.as_deref().unwrap().contains("locked out")
+    });
+    assert!(locked.is_some(), "the lockout of a named user is audited");
+    assert_eq!(refusals_recorded(&audit, b), (1, 1));
+}
+
+#[tokio::test]
+async fn the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy() {
+    for (trusted, expected) in [("10.0.0.0/8", "127.0.0.1"), ("127.0.0.0/8", "192.0.2.44")] {
+        let mut config = Config::default();
+        config.auth.trusted_proxies = vec![trusted.into(), "2001:db8::/32".into()];
+        let app = spawn_app_with(config).await;
+        assert_eq!(
+            from_addr(&app, "6.6.6.6, 192.0.2.44", &basic("tester", "nope")).await,
+            401
+        );
+        let r = app
+            .client
+            .get(format!("{}/api/v1/audit", app.base))
+            .basic_auth(&app.user, Some(&app.pass))
+            .header("x-forwarded-for", "6.6.6.6, 192.0.2.44, 127.0.0.2")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let audit = app.audit().await;
+        let addrs: Vec<&str> = audit.iter().map(|a| a.client_addr.as_str()).collect();
+        assert_eq!(addrs, [expected, expected], "{trusted}: {audit:?}");
+    }
+    let mut config = Config::default();
+    config.auth.trusted_proxies = vec!["not-a-network".into()];
+    let err = config.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("auth.trusted_proxies") && err.contains("not-a-network"),
+        "{err}"
+    );
+}
+
+/// Everything the store holds, as text, to search for what must not be there.
+async fn raw_store(app: &TestApp) -> String {
+    use sqlx::Connection;
+    if app.store_url.starts_with("sqlite://") {
+        let path = app.store_url.trim_start_matches("sqlite://");
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes.extend(std::fs::read(format!("{path}-wal")).unwrap_or_default());
+        return String::from_utf8_lossy(&bytes).into_owned();
+    }
+    let mut c = sqlx::PgConnection::connect(&app.store_url).await.unwrap();
+    sqlx::query_scalar("SELECT string_agg(a::text, ' ') FROM audit_log a")
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+}
+
+async fn no_secret_in_the_audit_log(app: TestApp) {
+    let password = format!("Sw4pped-{}", unique("pw"));
+    let token = format!("hunter2-{}", unique("tok"));
+    let key_tail = "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQ";
+    let key = format!("pgua_Zx9Zx9{key_tail}");
+    for _ in 0..2 {
+        // The fields swapped: the password where the user name goes.
+        assert_eq!(
+            app.get_as("/api/v1/registry", Some((&password, &app.user)))
+                .await
+                .status,
+            401
+        );
+    }
+    assert_eq!(
+        app.get_as("/api/v1/registry", Some((&app.user, &password)))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        app.get_bearer(&token, "/api/v1/registry", &[]).await.status,
+        401
+    );
+    assert_eq!(
+        app.get_bearer(&key, "/api/v1/registry", &[]).await.status,
+        401
+    );
+
+    let audit = app.audit().await;
+    let principals: Vec<&str> = audit
+        .iter()
+        .filter(|a| a.operation == "auth")
+        .map(|a| a.principal.as_str())
+        .collect();
+    assert_eq!(principals.len(), 5, "{principals:?}");
+    assert!(principals[0].starts_with("unknown-user#") && principals[0].len() == 21);
+    assert_eq!(
+        principals[0], principals[1],
+        "equal attempts share a fingerprint"
+    );
+    assert_eq!(principals[2], "tester", "a configured user is named");
+    assert!(principals[3].starts_with("bearer#"), "{}", principals[3]);
+    assert_eq!(principals[4], "key:pgua_Zx9Zx9…");
+
+    let json = app.get("/api/v1/audit", &[]).await.body.to_string();
+    let csv = app
+        .client
+        .get(format!("{}/api/v1/audit", app.base))
+        .basic_auth(&app.user, Some(&app.pass))
+        .query(&[("format", "csv")])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(json.contains(principals[0]) && csv.contains(principals[0]));
+    let raw = raw_store(&app).await;
+    for (place, text) in [
+        ("records", &format!("{audit:?}")),
+        ("JSON", &json),
+        ("CSV", &csv),
+        ("store", &raw),
+    ] {
+        for secret in [password.as_str(), token.as_str(), key_tail] {
+            assert!(!text.contains(secret), "{secret} in the {place}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_attempted_secret_reaches_the_audit_log_on_sqlite() {
+    no_secret_in_the_audit_log(spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn no_attempted_secret_reaches_the_audit_log_on_postgres() {
+    let url = fresh_postgres_store_url().await;
+    no_secret_in_the_audit_log(spawn_app_with_store(Config::default(), &url).await).await;
 }

@@ -387,6 +387,8 @@ async fn store_migrate_copies_sqlite_to_postgres_exactly_and_only_into_an_empty_
         .unwrap();
     assert!(source.key_revoke("old").await.unwrap());
 
+    let fingerprints = source.fingerprint_key(&[1; 32]).await.unwrap();
+
     let to = crate::support::fresh_postgres_store_url().await;
     let password = crate::support::clusters().prod.superuser_password.clone();
     let out = run_store_migrate(&from, &to);
@@ -420,6 +422,11 @@ async fn store_migrate_copies_sqlite_to_postgres_exactly_and_only_into_an_empty_
         .unwrap()
         .unwrap();
     assert_eq!(who.name, "key:ci", "keys keep working after the move");
+    assert_eq!(
+        target.fingerprint_key(&[2; 32]).await.unwrap(),
+        fingerprints,
+        "fingerprints in copied records match new ones"
+    );
 
     // New rows continue after the copied ids.
     let max_id = source

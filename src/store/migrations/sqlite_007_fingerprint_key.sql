@@ -1,0 +1,6 @@
+-- The key of the fingerprints the audit log shows instead of what might be a secret (an
+-- unknown user name, a malformed token): random, made once per store, never shown.
+CREATE TABLE fingerprint_key (
+    id  INTEGER PRIMARY KEY CHECK (id = 1),
+    key BLOB    NOT NULL
+);
