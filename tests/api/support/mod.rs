@@ -58,7 +58,12 @@ static OWNED: Mutex<Vec<TempCluster>> = Mutex::new(Vec::new());
 
 extern "C" fn stop_clusters() {
     if let Ok(mut owned) = OWNED.lock() {
-        owned.clear();
+        // Side by side: removing a data directory of a hundred test databases takes seconds.
+        std::thread::scope(|s| {
+            for cluster in owned.drain(..) {
+                s.spawn(move || drop(cluster));
+            }
+        });
     }
 }
 
