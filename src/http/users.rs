@@ -16,9 +16,10 @@ use super::openapi;
 use super::params::Params;
 use crate::error::Result;
 use crate::service::audit::AuditScope;
-use crate::service::fanout::{self, Outcome, Reach};
+use crate::service::fanout::{self, Outcome};
 use crate::service::input::Input;
 use crate::service::keys::Operation;
+use crate::service::ops::UserOp;
 use crate::service::users::{self as ops, UserResult, V1Role, status};
 use crate::service::{App, Caller};
 use crate::service::{grants, lifecycle};
@@ -202,11 +203,19 @@ pub(super) async fn authorize(
     input: &Input,
     profile: Option<&str>,
 ) -> Result<()> {
-    let result = caller.authorize(op, input, profile);
-    if result.is_err() {
+    audit_refusal(caller.authorize(op, input, profile), || {
         AuditScope::new(app, caller, operation, input)
-            .outcome(&result, |_| String::new())
-            .await;
+    })
+    .await
+}
+
+/// Stores the outcome of a refused authorization in the scope `audit` starts.
+async fn audit_refusal<'a>(
+    result: Result<()>,
+    audit: impl FnOnce() -> AuditScope<'a>,
+) -> Result<()> {
+    if result.is_err() {
+        audit().outcome(&result, |_| String::new()).await;
     }
     result
 }
@@ -251,23 +260,18 @@ async fn run<F, Fut>(
     app: Arc<App>,
     caller: Caller,
     params: Params,
-    reach: Reach,
-    operation: &str,
+    operation: UserOp,
     op: F,
 ) -> Result<Response>
 where
     F: Fn(Arc<App>, Caller, Input, bool) -> Fut,
     Fut: Future<Output = Result<UserResult>>,
 {
-    let scope = match operation {
-        "reset" => Operation::Reset,
-        "lock" | "unlock" | "expire" | "renew" => Operation::Lock,
-        "drop" => Operation::Drop,
-        o if o.starts_with("create:") => Operation::Create,
-        _ => Operation::Grant,
-    };
-    let profile = operation.strip_prefix("create:");
-    authorize(&app, &caller, scope, operation, &params.0, profile).await?;
+    let allowed = caller.authorize(operation.scope(), &params.0, operation.profile());
+    audit_refusal(allowed, || {
+        AuditScope::for_op(&app, &caller, &operation, &params.0)
+    })
+    .await?;
     match fanout::split(&params.0) {
         None => {
             let (code, body, pw) = user_body(&op(app, caller, params.0, false).await?);
@@ -275,7 +279,7 @@ where
         }
         Some(inputs) => {
             let each = |input, same_server| op(app.clone(), caller.clone(), input, same_server);
-            let outcomes = fanout::run(&app, &caller, inputs, reach, operation, each).await;
+            let outcomes = fanout::run(&app, &caller, inputs, &operation, each).await;
             Ok(multi_response(rendered(outcomes)))
         }
     }
@@ -301,24 +305,17 @@ pub async fn create(
         ));
     };
     let label = profile.label();
-    let operation = format!("create:{}", profile.name);
-    let mut res = run(
-        app,
-        caller,
-        params,
-        Reach::Create,
-        &operation,
-        move |a, c, i, same| {
-            let profile = profile.clone();
-            async move {
-                if same {
-                    ops::create_on_same_server(&a, &c, &profile, &i).await
-                } else {
-                    ops::create(&a, &c, &profile, &i).await
-                }
+    let operation = UserOp::Create(profile.name.clone());
+    let mut res = run(app, caller, params, operation, move |a, c, i, same| {
+        let profile = profile.clone();
+        async move {
+            if same {
+                ops::create_on_same_server(&a, &c, &profile, &i).await
+            } else {
+                ops::create(&a, &c, &profile, &i).await
             }
-        },
-    )
+        }
+    })
     .await?;
     if let Ok(v) = HeaderValue::from_str(&label) {
         res.headers_mut().insert(PROFILE_HEADER, v);
@@ -354,7 +351,7 @@ pub async fn profiles(State(app): State<Arc<App>>, caller: Caller) -> Result<Res
     responses(openapi::UserChange)
 )]
 pub async fn reset(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, Reach::Role, "reset", |a, c, i, _| async move {
+    run(a, c, p, UserOp::Reset, |a, c, i, _| async move {
         ops::reset(&a, &c, &i).await
     })
     .await
@@ -374,14 +371,9 @@ pub async fn reset(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Re
     responses(openapi::SearchPathChange)
 )]
 pub async fn search_path(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(
-        a,
-        c,
-        p,
-        Reach::Database,
-        "search-path",
-        |a, c, i, _| async move { ops::search_path(&a, &c, &i).await },
-    )
+    run(a, c, p, UserOp::SearchPath, |a, c, i, _| async move {
+        ops::search_path(&a, &c, &i).await
+    })
     .await
 }
 
@@ -394,7 +386,7 @@ pub async fn search_path(State(a): State<Arc<App>>, c: Caller, p: Params) -> Res
     responses(openapi::UserChange)
 )]
 pub async fn lock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, Reach::Role, "lock", |a, c, i, _| async move {
+    run(a, c, p, UserOp::Lock, |a, c, i, _| async move {
         lifecycle::lock(&a, &c, &i).await
     })
     .await
@@ -409,7 +401,7 @@ pub async fn lock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Res
     responses(openapi::UserChange)
 )]
 pub async fn unlock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, Reach::Role, "unlock", |a, c, i, _| async move {
+    run(a, c, p, UserOp::Unlock, |a, c, i, _| async move {
         lifecycle::unlock(&a, &c, &i).await
     })
     .await
@@ -424,7 +416,7 @@ pub async fn unlock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<R
     responses(openapi::UserChange)
 )]
 pub async fn expire(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, Reach::Role, "expire", |a, c, i, _| async move {
+    run(a, c, p, UserOp::Expire, |a, c, i, _| async move {
         lifecycle::expire(&a, &c, &i).await
     })
     .await
@@ -439,7 +431,7 @@ pub async fn expire(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<R
     responses(openapi::UserChange)
 )]
 pub async fn renew(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, Reach::Role, "renew", |a, c, i, _| async move {
+    run(a, c, p, UserOp::Renew, |a, c, i, _| async move {
         lifecycle::renew(&a, &c, &i).await
     })
     .await
@@ -454,7 +446,7 @@ pub async fn renew(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Re
     responses(openapi::UserChange)
 )]
 pub async fn alter(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, Reach::Role, "alter", |a, c, i, _| async move {
+    run(a, c, p, UserOp::Alter, |a, c, i, _| async move {
         lifecycle::alter(&a, &c, &i).await
     })
     .await
@@ -469,7 +461,7 @@ pub async fn alter(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Re
     responses(openapi::UserChange)
 )]
 pub async fn drop(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, Reach::Role, "drop", |a, c, i, _| async move {
+    run(a, c, p, UserOp::Drop, |a, c, i, _| async move {
         lifecycle::drop(&a, &c, &i).await
     })
     .await
@@ -484,7 +476,7 @@ pub async fn drop(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Res
     responses(openapi::UserChange)
 )]
 pub async fn grant(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, Reach::Database, "grant", |a, c, i, _| async move {
+    run(a, c, p, UserOp::Grant, |a, c, i, _| async move {
         grants::grant(&a, &c, &i).await
     })
     .await
@@ -499,14 +491,9 @@ pub async fn grant(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Re
     responses(openapi::UserChange)
 )]
 pub async fn revoke(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(
-        a,
-        c,
-        p,
-        Reach::Database,
-        "revoke",
-        |a, c, i, _| async move { grants::revoke(&a, &c, &i).await },
-    )
+    run(a, c, p, UserOp::Revoke, |a, c, i, _| async move {
+        grants::revoke(&a, &c, &i).await
+    })
     .await
 }
 

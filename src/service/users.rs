@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use super::audit::AuditScope;
 use super::input::Input;
+use super::ops::UserOp;
 use super::{App, Caller};
 use crate::error::{Error, Result};
 use crate::plan::grants::{GrantOn, schema_scope};
@@ -306,7 +307,8 @@ async fn create_as(
     input: &Input,
     same_server: bool,
 ) -> Result<UserResult> {
-    let mut scope = AuditScope::new(app, caller, &format!("create:{}", profile.name), input);
+    let op = UserOp::Create(profile.name.clone());
+    let mut scope = AuditScope::for_op(app, caller, &op, input);
     scope.set_profile(&profile.label());
     let result = create_in(app, &mut scope, profile, input, same_server).await;
     scope.outcome(&result, status_of).await;
@@ -488,7 +490,7 @@ pub(super) async fn terminate_sessions(
 
 /// Gives an existing user a new generated password; the old one stops working at once.
 pub async fn reset(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
-    let mut scope = AuditScope::new(app, caller, "reset", input);
+    let mut scope = AuditScope::for_op(app, caller, &UserOp::Reset, input);
     let result = async {
         let (password, verifier) = new_password().await?;
         let build = |role: &RoleName, _: &RegistryEntry| Ok(plan::reset_password(role, &verifier));
@@ -507,7 +509,7 @@ pub async fn reset(app: &App, caller: &Caller, input: &Input) -> Result<UserResu
 
 /// Sets an existing user's search_path in the target database (default `public`).
 pub async fn search_path(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
-    let mut scope = AuditScope::new(app, caller, "search-path", input);
+    let mut scope = AuditScope::for_op(app, caller, &UserOp::SearchPath, input);
     let result = async {
         let path = app
             .policy
