@@ -7,8 +7,9 @@
 //! this configuration is a path of its own with its own parameters.
 //!
 //! The types below describe parameters and bodies; handlers read parameters through
-//! [`super::params::Params`] and shape bodies with `json!`, and the committed `openapi.json`
-//! plus the schemathesis run in CI check that the two agree.
+//! [`super::params::Params`] and shape most bodies with `json!` (find, all and search-path
+//! answer with the very types documented, in `super::users`), and the committed
+//! `openapi.json` plus the schemathesis run in CI check that the two agree.
 #![allow(dead_code)] // described, never built
 
 use serde::Serialize;
