@@ -41,6 +41,25 @@ pub fn prepare_cluster(cluster: &TempCluster, admin_password: &str) -> anyhow::R
     Ok(())
 }
 
+/// The demo's address: `preferred` (by default the original's 127.0.0.1:5000) when it is
+/// free, otherwise any free port on the same host, so a second demo or a busy port 5000
+/// never stops it.
+async fn listen_address(preferred: &str) -> String {
+    // Bound as the server binds (SO_REUSEADDR), so a port in TIME_WAIT counts as free.
+    match tokio::net::TcpListener::bind(preferred).await {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let host = preferred
+                .rsplit_once(':')
+                .map_or(preferred, |(host, _)| host);
+            println!("{preferred} is in use; the demo listens on a free port instead");
+            format!("{host}:0")
+        }
+        // Free: released here and bound again by the server (an error then is reported as
+        // for any address); any other error is the server's to report.
+        _ => preferred.to_owned(),
+    }
+}
+
 /// Runs the demo until Ctrl-C, then removes everything it made.
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
     // From here on Ctrl-C stops the demo cleanly, even while it is still starting.
@@ -78,6 +97,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         user: DEMO_ADMIN.into(),
         password: Some(SecretString::from(admin_password.expose().to_owned())),
     };
+    config.listen = listen_address(&config.listen).await;
     let server = Application::with_store(&config, store, Some(api), admin).await?;
     let base = format!("http://127.0.0.1:{}", server.port());
     let auth = format!("demo:{}", api_password.expose());
@@ -105,4 +125,22 @@ Press Ctrl-C to stop; the cluster and the store are removed.",
     drop(dir);
     println!("demo stopped; everything removed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_taken_address_gives_way_to_a_free_port_on_the_same_host() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = held.local_addr().unwrap().to_string();
+        assert_eq!(listen_address(&taken).await, "127.0.0.1:0");
+        drop(held);
+        assert_eq!(
+            listen_address(&taken).await,
+            taken,
+            "a free address is used as given"
+        );
+    }
 }

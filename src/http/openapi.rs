@@ -7,8 +7,9 @@
 //! this configuration is a path of its own with its own parameters.
 //!
 //! The types below describe parameters and bodies; handlers read parameters through
-//! [`super::params::Params`] and shape bodies with `json!`, and the committed `openapi.json`
-//! plus the schemathesis run in CI check that the two agree.
+//! [`super::params::Params`] and shape most bodies with `json!` (find, all and search-path
+//! answer with the very types documented, in `super::users`), and the committed
+//! `openapi.json` plus the schemathesis run in CI check that the two agree.
 #![allow(dead_code)] // described, never built
 
 use serde::Serialize;
@@ -35,7 +36,7 @@ use crate::plan::profile::{ParamKind, Profiles};
         license(name = "MIT", identifier = "MIT"),
     ),
     modifiers(&Security),
-    components(schemas(ErrorBody, TargetError, MultiBody, UserResponse, UserNotFound)),
+    components(schemas(ErrorBody, TargetError, MultiBody, UserResponse, UserNotFound, SearchPathResponse, SearchPathNotFound)),
     tags(
         (name = "users", description = "Create, find, change and drop PostgreSQL users"),
         (name = "registry", description = "The databases this service manages"),
@@ -78,7 +79,7 @@ pub struct ErrorBody {
 const API_ERRORS: [(u16, &str); 10] = [
     (
         400,
-        "a required parameter is missing, or the body is not JSON or a form",
+        "a required parameter is missing, the body is not valid JSON or form, or a GET has a body",
     ),
     (
         401,
@@ -112,6 +113,12 @@ const TARGET_ERRORS: [(u16, &str); 1] = [(
     "the statement or lock timeout ended the operation; nothing was changed",
 )];
 
+/// Error statuses of calls that take a body (POST).
+const BODY_ERRORS: [(u16, &str); 1] = [(
+    415,
+    "the body is neither application/json nor application/x-www-form-urlencoded",
+)];
+
 /// Finishes the router's document for the configured profiles and name policy.
 pub fn document(mut api: OpenApi, profiles: &Profiles, names: &NamePolicy) -> OpenApi {
     api.info.version = env!("CARGO_PKG_VERSION").to_owned();
@@ -138,7 +145,7 @@ pub fn document(mut api: OpenApi, profiles: &Profiles, names: &NamePolicy) -> Op
         .get_or_insert_with(Default::default)
         .responses;
     for schema in ["ErrorBody", "TargetError"] {
-        for (code, why) in API_ERRORS.iter().chain(&TARGET_ERRORS) {
+        for (code, why) in API_ERRORS.iter().chain(&TARGET_ERRORS).chain(&BODY_ERRORS) {
             responses.insert(format!("{schema}{code}"), response(why, schema));
         }
     }
@@ -166,6 +173,14 @@ pub fn document(mut api: OpenApi, profiles: &Profiles, names: &NamePolicy) -> Op
             }
         }
         split_get_and_post(item);
+        if let Some(post) = item.post.as_mut().filter(|_| authenticated) {
+            for (code, _) in &BODY_ERRORS {
+                let body_error = shared(format!("{error_schema}{code}"));
+                post.responses
+                    .responses
+                    .insert(code.to_string(), body_error);
+            }
+        }
         for op in operations(item) {
             if authenticated {
                 op.security = Some(vec![
@@ -583,40 +598,6 @@ pub struct MultiBody {
     pub failed: u32,
 }
 
-/// A lookup: whether the user exists, and its attributes.
-#[derive(Serialize, ToSchema)]
-pub struct FindBody {
-    /// Whether the role exists.
-    pub found: bool,
-    /// The role.
-    pub username: String,
-    /// Its attributes, when found.
-    pub attributes: Option<Vec<String>>,
-    /// Target environment.
-    pub env: String,
-    /// Target server.
-    pub hostname: String,
-    /// Target database.
-    pub database: String,
-    /// Target port, as text.
-    pub port: String,
-}
-
-/// The users of a target (no `pg_*` roles).
-#[derive(Serialize, ToSchema)]
-pub struct UsersBody {
-    /// Target environment.
-    pub env: String,
-    /// Target server.
-    pub hostname: String,
-    /// Target database.
-    pub database: String,
-    /// Target port, as text.
-    pub port: String,
-    /// Each role and its attributes.
-    pub users: Vec<serde_json::Value>,
-}
-
 /// What a user can do in the target database: attributes, profile, memberships, database
 /// privileges, per schema usage and table counts, default privileges, settings.
 #[derive(Serialize, ToSchema)]
@@ -654,6 +635,41 @@ impl utoipa::IntoResponses for UserChange {
     }
 }
 
+/// The answer of search-path: one target, a dry run, or several targets.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum SearchPathResponse {
+    /// One target.
+    One(super::users::SearchPathBody),
+    /// A dry run.
+    DryRun(DryRunBody),
+    /// Several targets.
+    Many(MultiBody),
+}
+
+/// No such registry entry, or (`status: user not found`) no such user.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum SearchPathNotFound {
+    /// No such entry.
+    Error(ErrorBody),
+    /// No such user.
+    One(super::users::SearchPathBody),
+    /// Several targets.
+    Many(MultiBody),
+}
+
+/// What search-path answers besides the common errors.
+pub struct SearchPathChange;
+
+impl utoipa::IntoResponses for SearchPathChange {
+    fn responses() -> std::collections::BTreeMap<String, RefOr<Response>> {
+        let done = response("done, or what a dry run would do", "SearchPathResponse");
+        let missing = response("no such registry entry or user", "SearchPathNotFound");
+        [("200".to_owned(), done), ("404".to_owned(), missing)].into()
+    }
+}
+
 /// No such registry entry or profile, or (`status: user not found`) no such user.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
@@ -681,7 +697,7 @@ pub enum TargetError {
 #[serde(untagged)]
 pub enum FindResponse {
     /// One target.
-    One(FindBody),
+    One(super::users::FindBody),
     /// Several targets.
     Many(MultiBody),
 }
@@ -691,7 +707,7 @@ pub enum FindResponse {
 #[serde(untagged)]
 pub enum UsersResponse {
     /// One target.
-    One(UsersBody),
+    One(super::users::UsersBody),
     /// Several targets.
     Many(MultiBody),
 }

@@ -1,4 +1,6 @@
 //! Parameters from the query string (GET, as the original) or a JSON or form body (POST).
+//! Any other body is refused before anything runs: 415 for another content type on POST, 400
+//! for a body on GET.
 
 use axum::extract::{FromRequest, Request};
 use axum::http::{Method, StatusCode, header};
@@ -23,23 +25,45 @@ impl<S: Send + Sync> FromRequest<S> for Params {
                 .map_err(|e| bad(format!("invalid query string: {e}")))?,
             None => Vec::new(),
         };
-        if req.method() == Method::POST {
-            let content_type = req
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_ascii_lowercase();
-            let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
-                .await
-                .map_err(|_| json_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"))?;
-            if content_type.starts_with("application/json") {
-                pairs.extend(json_pairs(&body).map_err(bad)?);
-            } else if !body.is_empty() {
-                pairs.extend(
-                    serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
-                        .map_err(|e| bad(format!("invalid form body: {e}")))?,
-                );
+        let post = req.method() == Method::POST;
+        let media_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        let body = axum::body::to_bytes(req.into_body(), MAX_BODY)
+            .await
+            .map_err(|_| json_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"))?;
+        if body.is_empty() {
+            return Ok(Params(Input::from_pairs(pairs)));
+        }
+        // A GET's body would be ignored, and with it a `dry_run=true` sent there.
+        if !post {
+            return Err(bad(
+                "a GET takes its parameters from the query string; send a body with POST".into(),
+            ));
+        }
+        match media_type.as_deref() {
+            Some("application/json") => pairs.extend(json_pairs(&body).map_err(bad)?),
+            Some("application/x-www-form-urlencoded") => pairs.extend(
+                serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+                    .map_err(|e| bad(format!("invalid form body: {e}")))?,
+            ),
+            other => {
+                return Err(json_error(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    format!(
+                        "unsupported content type {}: send application/json or \
+                         application/x-www-form-urlencoded",
+                        other.map_or("(none)".into(), |t| format!("'{t}'"))
+                    ),
+                ));
             }
         }
         Ok(Params(Input::from_pairs(pairs)))

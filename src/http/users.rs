@@ -9,17 +9,18 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use super::error::json_error;
 use super::openapi;
 use super::params::Params;
 use crate::error::Result;
-use crate::plan::Statement;
 use crate::service::audit::AuditScope;
-use crate::service::fanout::{self, Outcome, Reach};
+use crate::service::fanout::{self, Outcome};
 use crate::service::input::Input;
 use crate::service::keys::Operation;
-use crate::service::users::{self as ops, UserResult, status};
+use crate::service::ops::UserOp;
+use crate::service::users::{self as ops, UserResult, V1Role, status};
 use crate::service::{App, Caller};
 use crate::service::{grants, lifecycle};
 use crate::store::RegistryEntry;
@@ -27,57 +28,102 @@ use crate::store::RegistryEntry;
 /// Response header naming the profile and version that created a user.
 pub const PROFILE_HEADER: &str = "x-pgua-profile";
 
+/// Where a call ran: the v1 target keys (`port` as text, as the original).
+#[derive(Serialize, ToSchema)]
+pub struct TargetKeys {
+    /// Target environment.
+    env: String,
+    /// Target server.
+    hostname: String,
+    /// Target database.
+    database: String,
+    /// Target port, as text.
+    port: String,
+}
+
+impl From<&RegistryEntry> for TargetKeys {
+    fn from(entry: &RegistryEntry) -> Self {
+        Self {
+            env: entry.env.clone(),
+            hostname: entry.hostname.clone(),
+            database: entry.db_name.clone(),
+            port: entry.port.to_string(),
+        }
+    }
+}
+
 /// The v1 body of user-changing endpoints: exactly these keys.
 #[derive(Serialize)]
 struct UserBody<'a> {
     username: &'a str,
     password: Option<&'a str>,
     status: &'a str,
-    hostname: &'a str,
-    database: &'a str,
-    port: String,
-    env: &'a str,
+    #[serde(flatten)]
+    target: TargetKeys,
     /// Only lock and drop report it; the v1 bodies never carry it.
     #[serde(skip_serializing_if = "Option::is_none")]
     sessions_terminated: Option<u64>,
 }
 
-/// The body of a dry run: the v1 keys plus the statements that would run.
-#[derive(Serialize)]
-struct DryRunBody<'a> {
-    dry_run: bool,
-    #[serde(flatten)]
-    user: UserBody<'a>,
-    sql: &'a [Statement],
+/// The original's search-path answer: exactly these keys, no password.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)] // documents the exact key set
+pub struct SearchPathBody {
+    /// The role.
+    username: String,
+    /// The schemas set, as a comma-separated list (`app,public`).
+    schema: String,
+    /// `search_path set to …` or `user not found`.
+    status: String,
+    /// Target server.
+    hostname: String,
+    /// Target database.
+    database: String,
+    /// Target port, as text.
+    port: String,
+    /// Target environment.
+    env: String,
 }
 
-/// The v1 body of one result, its status, and whether it carries a password.
-fn user_body(r: &UserResult) -> (StatusCode, serde_json::Value, bool) {
-    let body = UserBody {
-        username: &r.username,
-        password: r.password.as_ref().map(|p| p.expose()),
-        status: &r.status,
-        hostname: &r.entry.hostname,
-        database: &r.entry.db_name,
-        port: r.entry.port.to_string(),
-        env: &r.entry.env,
-        sessions_terminated: r.sessions_terminated,
+/// The v1 body of one result, its status, and whether it carries a password; a dry run
+/// adds `dry_run` and the statements that would run.
+fn user_body(r: &UserResult) -> Rendered {
+    let target = TargetKeys::from(&r.entry);
+    let (mut body, carries_password) = match &r.schema {
+        Some(schema) => {
+            let body = SearchPathBody {
+                username: r.username.clone(),
+                schema: schema.clone(),
+                status: r.status.clone(),
+                hostname: target.hostname,
+                database: target.database,
+                port: target.port,
+                env: target.env,
+            };
+            (json!(body), false)
+        }
+        None => {
+            let body = UserBody {
+                username: &r.username,
+                password: r.password.as_ref().map(|p| p.expose()),
+                status: &r.status,
+                target,
+                sessions_terminated: r.sessions_terminated,
+            };
+            (json!(body), body.password.is_some())
+        }
     };
-    let carries_password = body.password.is_some();
     if let Some(plan) = &r.plan {
-        let dry = DryRunBody {
-            dry_run: true,
-            user: body,
-            sql: plan,
-        };
-        return (StatusCode::OK, json!(dry), false);
+        body["dry_run"] = json!(true);
+        body["sql"] = json!(plan);
+        return (StatusCode::OK, body, false);
     }
     let code = if r.status == status::NOT_FOUND {
         StatusCode::NOT_FOUND
     } else {
         StatusCode::OK
     };
-    (code, json!(body), carries_password)
+    (code, body, carries_password)
 }
 
 fn respond(code: StatusCode, body: serde_json::Value, carries_password: bool) -> Response {
@@ -157,11 +203,19 @@ pub(super) async fn authorize(
     input: &Input,
     profile: Option<&str>,
 ) -> Result<()> {
-    let result = caller.authorize(op, input, profile);
-    if result.is_err() {
+    audit_refusal(caller.authorize(op, input, profile), || {
         AuditScope::new(app, caller, operation, input)
-            .outcome(&result, |_| String::new())
-            .await;
+    })
+    .await
+}
+
+/// Stores the outcome of a refused authorization in the scope `audit` starts.
+async fn audit_refusal<'a>(
+    result: Result<()>,
+    audit: impl FnOnce() -> AuditScope<'a>,
+) -> Result<()> {
+    if result.is_err() {
+        audit().outcome(&result, |_| String::new()).await;
     }
     result
 }
@@ -206,23 +260,18 @@ async fn run<F, Fut>(
     app: Arc<App>,
     caller: Caller,
     params: Params,
-    reach: Reach,
-    operation: &str,
+    operation: UserOp,
     op: F,
 ) -> Result<Response>
 where
     F: Fn(Arc<App>, Caller, Input, bool) -> Fut,
     Fut: Future<Output = Result<UserResult>>,
 {
-    let scope = match operation {
-        "reset" => Operation::Reset,
-        "lock" | "unlock" | "expire" | "renew" => Operation::Lock,
-        "drop" => Operation::Drop,
-        o if o.starts_with("create:") => Operation::Create,
-        _ => Operation::Grant,
-    };
-    let profile = operation.strip_prefix("create:");
-    authorize(&app, &caller, scope, operation, &params.0, profile).await?;
+    let allowed = caller.authorize(operation.scope(), &params.0, operation.profile());
+    audit_refusal(allowed, || {
+        AuditScope::for_op(&app, &caller, &operation, &params.0)
+    })
+    .await?;
     match fanout::split(&params.0) {
         None => {
             let (code, body, pw) = user_body(&op(app, caller, params.0, false).await?);
@@ -230,7 +279,7 @@ where
         }
         Some(inputs) => {
             let each = |input, same_server| op(app.clone(), caller.clone(), input, same_server);
-            let outcomes = fanout::run(&app, &caller, inputs, reach, operation, each).await;
+            let outcomes = fanout::run(&app, &caller, inputs, &operation, each).await;
             Ok(multi_response(rendered(outcomes)))
         }
     }
@@ -256,24 +305,17 @@ pub async fn create(
         ));
     };
     let label = profile.label();
-    let operation = format!("create:{}", profile.name);
-    let mut res = run(
-        app,
-        caller,
-        params,
-        Reach::Create,
-        &operation,
-        move |a, c, i, same| {
-            let profile = profile.clone();
-            async move {
-                if same {
-                    ops::create_on_same_server(&a, &c, &profile, &i).await
-                } else {
-                    ops::create(&a, &c, &profile, &i).await
-                }
+    let operation = UserOp::Create(profile.name.clone());
+    let mut res = run(app, caller, params, operation, move |a, c, i, same| {
+        let profile = profile.clone();
+        async move {
+            if same {
+                ops::create_on_same_server(&a, &c, &profile, &i).await
+            } else {
+                ops::create(&a, &c, &profile, &i).await
             }
-        },
-    )
+        }
+    })
     .await?;
     if let Ok(v) = HeaderValue::from_str(&label) {
         res.headers_mut().insert(PROFILE_HEADER, v);
@@ -309,7 +351,7 @@ pub async fn profiles(State(app): State<Arc<App>>, caller: Caller) -> Result<Res
     responses(openapi::UserChange)
 )]
 pub async fn reset(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, Reach::Role, "reset", |a, c, i, _| async move {
+    run(a, c, p, UserOp::Reset, |a, c, i, _| async move {
         ops::reset(&a, &c, &i).await
     })
     .await
@@ -326,17 +368,12 @@ pub async fn reset(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Re
         openapi::SearchPath,
         openapi::DryRun
     ),
-    responses(openapi::UserChange)
+    responses(openapi::SearchPathChange)
 )]
 pub async fn search_path(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(
-        a,
-        c,
-        p,
-        Reach::Database,
-        "search-path",
-        |a, c, i, _| async move { ops::search_path(&a, &c, &i).await },
-    )
+    run(a, c, p, UserOp::SearchPath, |a, c, i, _| async move {
+        ops::search_path(&a, &c, &i).await
+    })
     .await
 }
 
@@ -349,7 +386,7 @@ pub async fn search_path(State(a): State<Arc<App>>, c: Caller, p: Params) -> Res
     responses(openapi::UserChange)
 )]
 pub async fn lock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, Reach::Role, "lock", |a, c, i, _| async move {
+    run(a, c, p, UserOp::Lock, |a, c, i, _| async move {
         lifecycle::lock(&a, &c, &i).await
     })
     .await
@@ -364,7 +401,7 @@ pub async fn lock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Res
     responses(openapi::UserChange)
 )]
 pub async fn unlock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, Reach::Role, "unlock", |a, c, i, _| async move {
+    run(a, c, p, UserOp::Unlock, |a, c, i, _| async move {
         lifecycle::unlock(&a, &c, &i).await
     })
     .await
@@ -379,7 +416,7 @@ pub async fn unlock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<R
     responses(openapi::UserChange)
 )]
 pub async fn expire(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, Reach::Role, "expire", |a, c, i, _| async move {
+    run(a, c, p, UserOp::Expire, |a, c, i, _| async move {
         lifecycle::expire(&a, &c, &i).await
     })
     .await
@@ -394,7 +431,7 @@ pub async fn expire(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<R
     responses(openapi::UserChange)
 )]
 pub async fn renew(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, Reach::Role, "renew", |a, c, i, _| async move {
+    run(a, c, p, UserOp::Renew, |a, c, i, _| async move {
         lifecycle::renew(&a, &c, &i).await
     })
     .await
@@ -409,7 +446,7 @@ pub async fn renew(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Re
     responses(openapi::UserChange)
 )]
 pub async fn alter(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, Reach::Role, "alter", |a, c, i, _| async move {
+    run(a, c, p, UserOp::Alter, |a, c, i, _| async move {
         lifecycle::alter(&a, &c, &i).await
     })
     .await
@@ -424,7 +461,7 @@ pub async fn alter(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Re
     responses(openapi::UserChange)
 )]
 pub async fn drop(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, Reach::Role, "drop", |a, c, i, _| async move {
+    run(a, c, p, UserOp::Drop, |a, c, i, _| async move {
         lifecycle::drop(&a, &c, &i).await
     })
     .await
@@ -439,7 +476,7 @@ pub async fn drop(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Res
     responses(openapi::UserChange)
 )]
 pub async fn grant(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, Reach::Database, "grant", |a, c, i, _| async move {
+    run(a, c, p, UserOp::Grant, |a, c, i, _| async move {
         grants::grant(&a, &c, &i).await
     })
     .await
@@ -454,14 +491,9 @@ pub async fn grant(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Re
     responses(openapi::UserChange)
 )]
 pub async fn revoke(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(
-        a,
-        c,
-        p,
-        Reach::Database,
-        "revoke",
-        |a, c, i, _| async move { grants::revoke(&a, &c, &i).await },
-    )
+    run(a, c, p, UserOp::Revoke, |a, c, i, _| async move {
+        grants::revoke(&a, &c, &i).await
+    })
     .await
 }
 
@@ -474,30 +506,39 @@ pub async fn revoke(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<R
 pub async fn privileges(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
     let op = |a: Arc<App>, c: Caller, i: Input| async move { grants::report(&a, &c, &i).await };
     read(a, c, p, op, |r| {
-        let mut body = target_fields(&r.entry);
-        body.insert("found".into(), r.report.is_some().into());
-        body.insert("username".into(), r.username.clone().into());
+        let mut body = json!(TargetKeys::from(&r.entry));
+        body["found"] = r.report.is_some().into();
+        body["username"] = r.username.clone().into();
         let code = match &r.report {
             Some(report) => {
                 if let serde_json::Value::Object(fields) = json!(report) {
-                    body.extend(fields);
+                    for (key, value) in fields {
+                        body[key] = value;
+                    }
                 }
                 StatusCode::OK
             }
             None => StatusCode::NOT_FOUND,
         };
-        (code, body.into(), false)
+        (code, body, false)
     })
     .await
 }
 
-fn target_fields(entry: &RegistryEntry) -> serde_json::Map<String, serde_json::Value> {
-    let mut m = serde_json::Map::new();
-    m.insert("env".into(), entry.env.clone().into());
-    m.insert("hostname".into(), entry.hostname.clone().into());
-    m.insert("database".into(), entry.db_name.clone().into());
-    m.insert("port".into(), entry.port.to_string().into());
-    m
+/// `find`'s answer on one target, as the original's.
+#[derive(Serialize, ToSchema)]
+pub struct FindBody {
+    /// Whether the role exists.
+    found: bool,
+    /// The folded name looked up.
+    username: String,
+    /// `standard`, or `superuser` and `create database` joined by `", "` (only those two);
+    /// absent when the role does not exist.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    attributes: Option<String>,
+    #[serde(flatten)]
+    target: TargetKeys,
 }
 
 /// Looks a user up: `{found, username, attributes, hostname, database, port, env}`.
@@ -509,20 +550,36 @@ fn target_fields(entry: &RegistryEntry) -> serde_json::Map<String, serde_json::V
 pub async fn find(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
     let op = |a: Arc<App>, c: Caller, i: Input| async move { ops::find(&a, &c, &i).await };
     read(a, c, p, op, |r| {
-        let mut body = target_fields(&r.entry);
-        body.insert("found".into(), r.role.is_some().into());
-        body.insert("username".into(), r.username.clone().into());
-        let attributes = r
-            .role
-            .as_ref()
-            .map_or(json!(null), |role| json!(role.attributes));
-        body.insert("attributes".into(), attributes);
-        (StatusCode::OK, body.into(), false)
+        let body = FindBody {
+            found: r.role.is_some(),
+            username: r.username.clone(),
+            attributes: r.role.as_ref().map(V1Role::find_attributes),
+            target: (&r.entry).into(),
+        };
+        (StatusCode::OK, json!(body), false)
     })
     .await
 }
 
-/// Lists the target's users: `{env, hostname, database, port, users}`.
+/// One user in `all`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct UserEntry {
+    /// The role.
+    username: String,
+    /// `superuser` and `create database` joined by `", "`; empty for neither.
+    attributes: String,
+}
+
+/// `all`'s answer on one target: the roles that can log in, by name.
+#[derive(Serialize, ToSchema)]
+pub struct UsersBody {
+    #[serde(flatten)]
+    target: TargetKeys,
+    /// Each user and its attributes.
+    users: Vec<UserEntry>,
+}
+
+/// Lists the target's users (the roles that can log in): `{env, hostname, database, port, users}`.
 #[utoipa::path(
     method(get, post), path = "/api/v1/users/all", tag = "users",
     params(openapi::Target),
@@ -531,9 +588,15 @@ pub async fn find(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Res
 pub async fn all(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
     let op = |a: Arc<App>, c: Caller, i: Input| async move { ops::list(&a, &c, &i).await };
     read(a, c, p, op, |r| {
-        let mut body = target_fields(&r.entry);
-        body.insert("users".into(), json!(r.users));
-        (StatusCode::OK, body.into(), false)
+        let users = r.users.iter().map(|u| UserEntry {
+            username: u.username.clone(),
+            attributes: u.attributes(),
+        });
+        let body = UsersBody {
+            target: (&r.entry).into(),
+            users: users.collect(),
+        };
+        (StatusCode::OK, json!(body), false)
     })
     .await
 }

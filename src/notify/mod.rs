@@ -77,25 +77,6 @@ impl EventKind {
             EventKind::Expiring => "expiring",
         }
     }
-
-    /// The kind of a changing operation (`create:devqa` → create); reads have none.
-    fn of_operation(operation: &str) -> Option<Self> {
-        let base = operation.split(':').next().unwrap_or_default();
-        Some(match base {
-            "create" => EventKind::Create,
-            "reset" => EventKind::Reset,
-            "search-path" => EventKind::SearchPath,
-            "lock" => EventKind::Lock,
-            "unlock" => EventKind::Unlock,
-            "expire" => EventKind::Expire,
-            "renew" => EventKind::Renew,
-            "alter" => EventKind::Alter,
-            "drop" => EventKind::Drop,
-            "grant" => EventKind::Grant,
-            "revoke" => EventKind::Revoke,
-            _ => return None,
-        })
-    }
 }
 
 /// One notification; the generic webhook receives it as JSON, the others as text.
@@ -131,10 +112,9 @@ pub struct Event {
 const DRY_RUN: &str = "dry run";
 
 impl Event {
-    /// The event an audit outcome stands for: changes and failures of changes; never reads,
-    /// intents or dry runs.
-    pub fn from_audit(record: &AuditRecord) -> Option<Self> {
-        let kind = EventKind::of_operation(&record.operation)?;
+    /// The event the audit outcome of a change of `kind` stands for: its success or its
+    /// failure; never an intent or a dry run. (Reads have no kind and never get here.)
+    pub fn from_audit(kind: EventKind, record: &AuditRecord) -> Option<Self> {
         let event = match record.status.as_str() {
             status::SUCCESS if record.detail != DRY_RUN => kind,
             status::FAILURE => EventKind::Failure,
@@ -282,12 +262,12 @@ impl Notifier {
         }
     }
 
-    /// Publishes the event an audit outcome stands for, if any.
-    pub fn publish_audit(&self, record: &AuditRecord) {
+    /// Publishes the event the audit outcome of a change of `kind` stands for, if any.
+    pub fn publish_audit(&self, kind: EventKind, record: &AuditRecord) {
         if self.queues.is_empty() {
             return;
         }
-        if let Some(event) = Event::from_audit(record) {
+        if let Some(event) = Event::from_audit(kind, record) {
             self.publish(event);
         }
     }
@@ -422,21 +402,21 @@ mod tests {
     }
 
     #[test]
-    fn changes_and_their_failures_notify_reads_and_intents_do_not() {
-        let e = Event::from_audit(&record("create:devqa", "success", "user created")).unwrap();
-        assert_eq!(e.event, EventKind::Create);
-        let e = Event::from_audit(&record("drop", "failure", "409")).unwrap();
+    fn changes_and_their_failures_notify_intents_and_dry_runs_do_not() {
+        let created = record("create:devqa", "success", "user created");
+        let e = Event::from_audit(EventKind::Create, &created).unwrap();
+        assert_eq!(
+            (e.event, e.operation.as_str()),
+            (EventKind::Create, "create:devqa")
+        );
+        let e = Event::from_audit(EventKind::Drop, &record("drop", "failure", "409")).unwrap();
         assert_eq!(e.event, EventKind::Failure);
-        for (op, st, detail) in [
-            ("find", "success", "found"),
-            ("list", "failure", "503"),
-            ("privileges", "success", ""),
-            ("registry:list", "success", "4 entries"),
-            ("reset", "intent", ""),
-            ("create:app", "success", "dry run"),
+        for (kind, op, st, detail) in [
+            (EventKind::Reset, "reset", "intent", ""),
+            (EventKind::Create, "create:app", "success", "dry run"),
         ] {
             assert_eq!(
-                Event::from_audit(&record(op, st, detail)),
+                Event::from_audit(kind, &record(op, st, detail)),
                 None,
                 "{op} {st}"
             );
@@ -447,7 +427,7 @@ mod tests {
     fn caller_text_cannot_break_the_summary_line() {
         let mut r = record("reset", "success", "password reset");
         r.env = "dev\r\nBcc: x@example.com".into();
-        let e = Event::from_audit(&r).unwrap();
+        let e = Event::from_audit(EventKind::Reset, &r).unwrap();
         assert!(!e.summary().contains('\n'), "{}", e.summary());
         assert!(!e.summary().contains('\r'));
     }

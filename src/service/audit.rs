@@ -5,8 +5,10 @@ use std::time::Instant;
 use chrono::Utc;
 
 use super::input::Input;
+use super::ops::UserOp;
 use super::{App, Caller};
 use crate::error::{Error, Result};
+use crate::notify::EventKind;
 use crate::store::{AuditFilter, AuditRecord, status};
 
 /// One operation's audit trail in the making.
@@ -14,6 +16,8 @@ pub struct AuditScope<'a> {
     app: &'a App,
     record: AuditRecord,
     started: Instant,
+    /// What the outcome notifies: only user operations do.
+    event: Option<EventKind>,
 }
 
 /// Audit fields hold caller text; cap them so a hostile megabyte cannot bloat the log.
@@ -54,6 +58,15 @@ impl<'a> AuditScope<'a> {
                 duration_ms: None,
             },
             started: Instant::now(),
+            event: None,
+        }
+    }
+
+    /// Starts the trail of a user operation, whose outcome is also notified.
+    pub fn for_op(app: &'a App, caller: &Caller, op: &UserOp, input: &Input) -> Self {
+        Self {
+            event: Some(op.event()),
+            ..Self::new(app, caller, &op.audit_name(), input)
         }
     }
 
@@ -108,7 +121,9 @@ impl<'a> AuditScope<'a> {
             "env" => env
         )
         .increment(1);
-        self.app.notifier.publish_audit(&self.record);
+        if let Some(kind) = self.event {
+            self.app.notifier.publish_audit(kind, &self.record);
+        }
         if let Err(e) = self.app.audit.append(self.record).await {
             tracing::error!(error = %e, "could not write audit outcome");
         }

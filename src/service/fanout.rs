@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 
 use super::audit::AuditScope;
 use super::input::Input;
+use super::ops::UserOp;
 use super::users::{UserResult, status_of};
 use super::{App, Caller};
 use crate::error::Result;
@@ -76,8 +77,7 @@ pub async fn run<F, Fut>(
     app: &App,
     caller: &Caller,
     inputs: Vec<Input>,
-    reach: Reach,
-    operation: &str,
+    operation: &UserOp,
     op: F,
 ) -> Vec<Outcome<UserResult>>
 where
@@ -108,7 +108,7 @@ where
             let mut out = Vec::new();
             let mut leader: Option<UserResult> = None;
             for (i, input) in members {
-                let result = match (&leader, reach) {
+                let result = match (&leader, operation.reach()) {
                     (Some(first), Reach::Role) => copy(app, caller, operation, &input, first).await,
                     (Some(_), Reach::Create) => op(input.clone(), true).await,
                     _ => op(input.clone(), false).await,
@@ -160,11 +160,11 @@ where
 async fn copy(
     app: &App,
     caller: &Caller,
-    operation: &str,
+    operation: &UserOp,
     input: &Input,
     first: &UserResult,
 ) -> Result<UserResult> {
-    let scope = AuditScope::new(app, caller, operation, input);
+    let scope = AuditScope::for_op(app, caller, operation, input);
     let result = async {
         let entry = app
             .resolve(input.required("env")?, input.required("database")?)

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::audit::AuditScope;
 use super::input::Input;
+use super::ops::UserOp;
 use super::users::{
     RoleInfo, UserResult, existing_role_input, lock_existing, role_info, schema_facts, status,
     status_of,
@@ -106,8 +107,12 @@ pub async fn revoke(app: &App, caller: &Caller, input: &Input) -> Result<UserRes
 }
 
 async fn change(app: &App, caller: &Caller, input: &Input, revoke: bool) -> Result<UserResult> {
-    let op = if revoke { "revoke" } else { "grant" };
-    let mut scope = AuditScope::new(app, caller, op, input);
+    let op = if revoke {
+        UserOp::Revoke
+    } else {
+        UserOp::Grant
+    };
+    let mut scope = AuditScope::for_op(app, caller, &op, input);
     let result = change_in(app, &mut scope, input, revoke).await;
     scope.outcome(&result, status_of).await;
     result

@@ -4,6 +4,7 @@ use chrono::Utc;
 
 use super::audit::AuditScope;
 use super::input::{Input, parse_time};
+use super::ops::UserOp;
 use super::users::{
     Change, UserResult, alter_existing, existing_role_input, lock_existing, status, status_of,
     terminate_sessions,
@@ -15,16 +16,16 @@ use crate::plan::{self, RoleName, Statement, sql::ident};
 use crate::store::RegistryEntry;
 use crate::target::classify;
 
-/// Runs one simple change of an existing role, audited as `operation`.
+/// Runs one simple change `op` of an existing role.
 async fn change_role(
     app: &App,
     caller: &Caller,
     input: &Input,
-    operation: &str,
+    op: UserOp,
     change: Change,
     build: impl FnOnce(&RoleName) -> Result<Vec<Statement>>,
 ) -> Result<UserResult> {
-    let mut scope = AuditScope::new(app, caller, operation, input);
+    let mut scope = AuditScope::for_op(app, caller, &op, input);
     let result = alter_existing(app, &mut scope, input, change, |role, _| build(role)).await;
     scope.outcome(&result, status_of).await;
     result
@@ -42,13 +43,16 @@ fn change(what: &'static str, success: &str, terminate: bool) -> Change {
 /// NOLOGIN, then ends the role's open sessions on that server.
 pub async fn lock(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
     let c = change("lock", "user locked", true);
-    change_role(app, caller, input, "lock", c, |r| Ok(lifecycle::lock(r))).await
+    change_role(app, caller, input, UserOp::Lock, c, |r| {
+        Ok(lifecycle::lock(r))
+    })
+    .await
 }
 
 /// LOGIN again.
 pub async fn unlock(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
     let c = change("unlock", "user unlocked", false);
-    change_role(app, caller, input, "unlock", c, |r| {
+    change_role(app, caller, input, UserOp::Unlock, c, |r| {
         Ok(lifecycle::unlock(r))
     })
     .await
@@ -80,7 +84,7 @@ pub async fn expire(app: &App, caller: &Caller, input: &Input) -> Result<UserRes
         Err(_) => String::new(),
     };
     let c = change("expire", &success, false);
-    change_role(app, caller, input, "expire", c, |r| {
+    change_role(app, caller, input, UserOp::Expire, c, |r| {
         Ok(lifecycle::valid_until(r, until?))
     })
     .await
@@ -101,7 +105,7 @@ pub async fn renew(app: &App, caller: &Caller, input: &Input) -> Result<UserResu
         Err(_) => String::new(),
     };
     let c = change("renew", &success, false);
-    change_role(app, caller, input, "renew", c, |r| {
+    change_role(app, caller, input, UserOp::Renew, c, |r| {
         Ok(lifecycle::valid_until(r, until?))
     })
     .await
@@ -147,7 +151,7 @@ pub async fn alter(app: &App, caller: &Caller, input: &Input) -> Result<UserResu
         Ok((limit, attributes))
     })();
     let c = change("alter", "user altered", false);
-    change_role(app, caller, input, "alter", c, |r| {
+    change_role(app, caller, input, UserOp::Alter, c, |r| {
         let (limit, attributes) = parsed?;
         Ok(lifecycle::alter(r, limit, &attributes))
     })
@@ -165,7 +169,7 @@ struct Dependent {
 /// that database's owner) and DROP OWNED; then end its sessions and DROP ROLE. When that
 /// cannot be done safely, nothing is changed and the answer is 409 with what blocks it.
 pub async fn drop(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
-    let mut scope = AuditScope::new(app, caller, "drop", input);
+    let mut scope = AuditScope::for_op(app, caller, &UserOp::Drop, input);
     let result = drop_in(app, &mut scope, input).await;
     scope.outcome(&result, status_of).await;
     result

@@ -7,6 +7,7 @@ pub mod grants;
 pub mod input;
 pub mod keys;
 pub mod lifecycle;
+pub mod ops;
 pub mod registry;
 pub mod users;
 

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use super::audit::AuditScope;
 use super::input::Input;
+use super::ops::UserOp;
 use super::{App, Caller};
 use crate::error::{Error, Result};
 use crate::plan::grants::{GrantOn, schema_scope};
@@ -39,6 +40,9 @@ pub struct UserResult {
     pub plan: Option<Vec<Statement>>,
     /// Sessions ended (lock, drop).
     pub sessions_terminated: Option<u64>,
+    /// The search_path a search-path call set (`app,public`); its v1 body shows it instead
+    /// of a password.
+    pub schema: Option<String>,
 }
 
 impl UserResult {
@@ -50,6 +54,7 @@ impl UserResult {
             entry,
             plan: None,
             sessions_terminated: None,
+            schema: None,
         }
     }
 
@@ -59,7 +64,7 @@ impl UserResult {
     }
 }
 
-/// A role and its attributes, as `find` and `all` report them.
+/// A role and its attributes, as `privileges` reports them.
 #[derive(Debug, Serialize)]
 pub struct RoleInfo {
     /// Role name.
@@ -68,13 +73,50 @@ pub struct RoleInfo {
     pub attributes: Vec<String>,
 }
 
+/// A role as the original's `find` and `all` describe it: only these two flags.
+#[derive(Debug, PartialEq, Eq)]
+pub struct V1Role {
+    /// Role name.
+    pub username: String,
+    /// `rolsuper`.
+    pub superuser: bool,
+    /// `rolcreatedb`.
+    pub create_db: bool,
+}
+
+impl V1Role {
+    /// `all`'s attribute text: `superuser`, `create database` joined by `", "`, in that
+    /// order; empty for neither.
+    pub fn attributes(&self) -> String {
+        [
+            (self.superuser, "superuser"),
+            (self.create_db, "create database"),
+        ]
+        .iter()
+        .filter(|(set, _)| *set)
+        .map(|(_, word)| *word)
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
+
+    /// `find`'s attribute text: as [`V1Role::attributes`], but `standard` for neither.
+    pub fn find_attributes(&self) -> String {
+        let words = self.attributes();
+        if words.is_empty() {
+            "standard".into()
+        } else {
+            words
+        }
+    }
+}
+
 /// The result of `find`.
 #[derive(Debug)]
 pub struct FindResult {
     /// The folded name looked up.
     pub username: String,
     /// The role, when it exists.
-    pub role: Option<RoleInfo>,
+    pub role: Option<V1Role>,
     /// The target.
     pub entry: RegistryEntry,
 }
@@ -82,8 +124,8 @@ pub struct FindResult {
 /// The result of `all`.
 #[derive(Debug)]
 pub struct ListResult {
-    /// All non-system roles.
-    pub users: Vec<RoleInfo>,
+    /// The roles that can log in, by name.
+    pub users: Vec<V1Role>,
     /// The target.
     pub entry: RegistryEntry,
 }
@@ -265,7 +307,8 @@ async fn create_as(
     input: &Input,
     same_server: bool,
 ) -> Result<UserResult> {
-    let mut scope = AuditScope::new(app, caller, &format!("create:{}", profile.name), input);
+    let op = UserOp::Create(profile.name.clone());
+    let mut scope = AuditScope::for_op(app, caller, &op, input);
     scope.set_profile(&profile.label());
     let result = create_in(app, &mut scope, profile, input, same_server).await;
     scope.outcome(&result, status_of).await;
@@ -447,7 +490,7 @@ pub(super) async fn terminate_sessions(
 
 /// Gives an existing user a new generated password; the old one stops working at once.
 pub async fn reset(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
-    let mut scope = AuditScope::new(app, caller, "reset", input);
+    let mut scope = AuditScope::for_op(app, caller, &UserOp::Reset, input);
     let result = async {
         let (password, verifier) = new_password().await?;
         let build = |role: &RoleName, _: &RegistryEntry| Ok(plan::reset_password(role, &verifier));
@@ -466,7 +509,7 @@ pub async fn reset(app: &App, caller: &Caller, input: &Input) -> Result<UserResu
 
 /// Sets an existing user's search_path in the target database (default `public`).
 pub async fn search_path(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
-    let mut scope = AuditScope::new(app, caller, "search-path", input);
+    let mut scope = AuditScope::for_op(app, caller, &UserOp::SearchPath, input);
     let result = async {
         let path = app
             .policy
@@ -474,6 +517,7 @@ pub async fn search_path(app: &App, caller: &Caller, input: &Input) -> Result<Us
             .search_path(input.get("schema").unwrap_or("public"))?;
         let shown: Vec<&str> = path.iter().map(|s| s.as_str()).collect();
         let success = format!("search_path set to {}", shown.join(", "));
+        let schema = shown.join(",");
         let build = |role: &RoleName, entry: &RegistryEntry| {
             Ok(plan::set_search_path(role, &entry.db_name, &path))
         };
@@ -483,7 +527,11 @@ pub async fn search_path(app: &App, caller: &Caller, input: &Input) -> Result<Us
             password: None,
             terminate: false,
         };
-        alter_existing(app, &mut scope, input, change, build).await
+        let result = alter_existing(app, &mut scope, input, change, build).await?;
+        Ok(UserResult {
+            schema: Some(schema),
+            ..result
+        })
     }
     .await;
     scope.outcome(&result, status_of).await;
@@ -494,6 +542,15 @@ pub(super) const ROLE_COLUMNS: &str =
     "SELECT rolname::text, rolsuper, rolinherit, rolcreaterole, rolcreatedb,
         rolcanlogin, rolreplication, rolbypassrls, rolconnlimit, rolvaliduntil::text
  FROM pg_catalog.pg_roles";
+
+/// A row of [`ROLE_COLUMNS`] as the original reports it.
+fn v1_role(row: &tokio_postgres::Row) -> V1Role {
+    V1Role {
+        username: row.get(0),
+        superuser: row.get(1),
+        create_db: row.get(4),
+    }
+}
 
 pub(super) fn role_info(row: &tokio_postgres::Row) -> RoleInfo {
     let flags = [
@@ -554,7 +611,7 @@ pub async fn find(app: &App, caller: &Caller, input: &Input) -> Result<FindResul
             .map_err(|e| classify(&e))?;
         Ok(FindResult {
             username: role.to_string(),
-            role: row.as_ref().map(role_info),
+            role: row.as_ref().map(v1_role),
             entry,
         })
     }
@@ -563,7 +620,7 @@ pub async fn find(app: &App, caller: &Caller, input: &Input) -> Result<FindResul
     result
 }
 
-/// Lists the target's roles, system roles (`pg_*`) left out.
+/// Lists the target's users as the original does: the roles that can log in, by name.
 pub async fn list(app: &App, caller: &Caller, input: &Input) -> Result<ListResult> {
     let detail = |r: &ListResult| format!("{} users", r.users.len());
     let scope = AuditScope::new(app, caller, "list", input);
@@ -574,13 +631,13 @@ pub async fn list(app: &App, caller: &Caller, input: &Input) -> Result<ListResul
         let conn = app.targets.connect(&entry).await?;
         let stmt = conn
             .prepare_cached(&format!(
-                "{ROLE_COLUMNS} WHERE rolname !~ '^pg_' ORDER BY rolname"
+                "{ROLE_COLUMNS} WHERE rolcanlogin ORDER BY rolname"
             ))
             .await
             .map_err(|e| classify(&e))?;
         let rows = conn.query(&stmt, &[]).await.map_err(|e| classify(&e))?;
         Ok(ListResult {
-            users: rows.iter().map(role_info).collect(),
+            users: rows.iter().map(v1_role).collect(),
             entry,
         })
     }

@@ -702,3 +702,64 @@ async fn no_attempted_secret_reaches_the_audit_log_on_postgres() {
     let url = fresh_postgres_store_url().await;
     no_secret_in_the_audit_log(spawn_app_with_store(Config::default(), &url).await).await;
 }
+
+/// An endpoint, its extra parameters, and the one scope that allows it.
+type Row<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
+#[tokio::test]
+async fn each_user_operation_needs_the_scope_the_readme_names() {
+    let app = spawn_app().await;
+    let victim = user(&app).await;
+    let fresh = unique("made");
+    let grant = [
+        ("on", "schema"),
+        ("schema", "public"),
+        ("privileges", "USAGE"),
+    ];
+    // The README's table: endpoint, extra parameters, the one scope that allows it.
+    let table: [Row; 11] = [
+        ("devqa", &[], "create"),
+        ("reset", &[], "reset"),
+        ("search-path", &[("schema", "app,public")], "grant"),
+        ("lock", &[], "lock"),
+        ("unlock", &[], "lock"),
+        ("expire", &[], "lock"),
+        ("renew", &[], "lock"),
+        ("alter", &[("connection_limit", "5")], "grant"),
+        ("drop", &[], "drop"),
+        ("grant", &grant, "grant"),
+        ("revoke", &grant, "grant"),
+    ];
+    let user_scopes = ["create", "reset", "grant", "lock", "drop"];
+    for (endpoint, extra, scope) in table {
+        let username = if endpoint == "devqa" { &fresh } else { &victim };
+        let mut query = vec![
+            ("env", "dev"),
+            ("database", "dev"),
+            ("username", username.as_str()),
+            ("dry_run", "true"),
+        ];
+        query.extend_from_slice(extra);
+        let path = format!("/api/v1/users/{endpoint}");
+        for other in user_scopes.iter().filter(|s| **s != scope) {
+            let key = app.key("*", &format!("read,{other}"), "*").await;
+            let r = app.get_bearer(&key, &path, &query).await;
+            assert_eq!(r.status, 403, "{endpoint} with only {other}: {}", r.body);
+            assert!(
+                r.str("error").contains(&format!("operation '{scope}'")),
+                "{endpoint}: {}",
+                r.body
+            );
+        }
+        let key = app.key("*", scope, "*").await;
+        let r = app.get_bearer(&key, &path, &query).await;
+        assert_eq!(
+            (r.status.as_u16(), &r.body["dry_run"]),
+            (200, &serde_json::json!(true)),
+            "{endpoint} with {scope}: {}",
+            r.body
+        );
+    }
+    assert!(app.dev_role_exists(&victim).await, "dry runs only");
+    assert!(!app.dev_role_exists(&fresh).await, "dry runs only");
+}

@@ -854,3 +854,76 @@ async fn every_registry_subcommand_leaves_one_audit_record_as_http_does() {
         http_records.iter().map(what).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn demo_moves_to_a_free_port_when_its_own_is_taken_and_prints_the_real_one() {
+    use std::io::BufRead;
+    // The test holds the port it asks for, standing in for a busy 5000.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().to_string();
+    let mut demo = Stopped(
+        Command::new(BIN)
+            .args(["demo", "--listen", &taken])
+            .env_remove("PGUA_CONFIG")
+            .env_remove("PGUA_STORE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut banner = String::new();
+    // Read on to the end: a closed pipe would fail the demo's last words.
+    let mut lines = std::io::BufReader::new(demo.0.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    assert!(
+        banner.contains(&format!("{taken} is in use")),
+        "the asked-for address was not tried first: {banner}"
+    );
+    let base = banner
+        .lines()
+        .find_map(|l| l.strip_prefix("pg-user-api demo is running at "))
+        .unwrap_or_else(|| panic!("no address in {banner}"))
+        .to_owned();
+    assert_ne!(base, format!("http://{taken}"));
+    assert!(
+        banner.contains(&format!("'{base}/api/v1/registry'")),
+        "the curl lines do not use the real port: {banner}"
+    );
+    pgua::startup::install_crypto_provider();
+    let root = reqwest::get(format!("{base}/")).await.unwrap();
+    assert_eq!(root.status(), 200);
+    assert!(demo.stop().success(), "the demo did not stop cleanly");
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(
+        rest.iter().any(|l| l.contains("everything removed")),
+        "{rest:?}"
+    );
+    drop(held);
+}
+
+/// A child process that is stopped with SIGTERM (and waited for) however the test ends,
+/// so a failed assertion leaves no demo cluster running.
+struct Stopped(std::process::Child);
+
+impl Stopped {
+    fn stop(&mut self) -> std::process::ExitStatus {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            self.stop();
+        }
+    }
+}

@@ -70,7 +70,7 @@ async fn expire_and_renew_control_the_password_validity() {
         r.body
     );
     connect(port, "dev", &name, &pw).await.unwrap();
-    let found = app.get("/api/v1/users/find", &q(&name, &[])).await;
+    let found = app.get("/api/v1/users/privileges", &q(&name, &[])).await;
     let attrs = found.body["attributes"].to_string();
     assert!(attrs.contains("Password valid until"), "{attrs}");
     let r = app.get("/api/v1/users/renew", &q(&name, &[])).await;

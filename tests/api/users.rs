@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::support::{connect, spawn_app, unique};
+use crate::support::{TestApp, connect, spawn_app, unique};
 
 const USER_KEYS: [&str; 7] = [
     "username", "password", "status", "hostname", "database", "port", "env",
@@ -224,9 +224,13 @@ async fn search_path_is_set_in_the_target_database() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_v1_keys(&r.body);
-    assert_eq!(r.str("status"), "search_path set to $user, sales, public");
-    assert!(r.body["password"].is_null());
+    // The original's keys exactly: the schema list as set, and no password key.
+    let expected = json!({
+        "username": name, "schema": "$user,sales,public",
+        "status": "search_path set to $user, sales, public", "hostname": "127.0.0.1",
+        "database": "dev", "port": app.clusters.dev.port.to_string(), "env": "dev",
+    });
+    assert_eq!(r.body, expected);
     let client = connect(app.clusters.dev.port, "dev", &name, &password)
         .await
         .unwrap();
@@ -235,76 +239,130 @@ async fn search_path_is_set_in_the_target_database() {
     // Default schema is public.
     let r = app.get("/api/v1/users/search-path", &q).await;
     assert_eq!(r.str("status"), "search_path set to public");
-}
-
-#[tokio::test]
-async fn find_reports_attributes_and_absence() {
-    let app = spawn_app().await;
-    let name = unique("findme");
-    app.get(
-        "/api/v1/users/dba",
-        &[("env", "dev"), ("database", "dev"), ("username", &name)],
-    )
-    .await;
-    let r = app
-        .get(
-            "/api/v1/users/find",
-            &[("env", "dev"), ("database", "dev"), ("username", &name)],
-        )
-        .await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body["found"], true);
-    let attrs: Vec<&str> = r.body["attributes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    assert!(
-        attrs.contains(&"Create DB") && attrs.contains(&"Create role"),
-        "{attrs:?}"
+    assert_eq!(r.str("schema"), "public");
+    let q = [
+        ("env", "dev"),
+        ("database", "dev"),
+        ("username", "nobody_here"),
+    ];
+    let r = app.get("/api/v1/users/search-path", &q).await;
+    assert_eq!(
+        (r.status.as_u16(), r.str("status")),
+        (404, "user not found")
     );
-    assert!(attrs.contains(&"20 connections"), "{attrs:?}");
-    for key in ["hostname", "database", "port", "env"] {
-        assert!(r.body.get(key).is_some(), "missing {key}");
-    }
-    let missing = app
-        .get(
-            "/api/v1/users/find",
-            &[
-                ("env", "dev"),
-                ("database", "dev"),
-                ("username", "nobody_here"),
-            ],
-        )
-        .await;
-    assert_eq!(missing.status, 200);
-    assert_eq!(missing.body["found"], false);
+    assert_eq!(r.body.get("password"), None, "{}", r.body);
+}
+
+/// The raw text of an authenticated GET: the v1 answers are pinned byte for byte.
+async fn get_text(app: &TestApp, path: &str, query: &[(&str, &str)]) -> (u16, String) {
+    let res = app
+        .client
+        .get(format!("{}{path}", app.base))
+        .basic_auth(&app.user, Some(&app.pass))
+        .query(query)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+/// Creates `name` of `profile` in dev/dev.
+async fn create_on_dev(app: &TestApp, profile: &str, name: &str) {
+    let q = [("env", "dev"), ("database", "dev"), ("username", name)];
+    let r = app.get(&format!("/api/v1/users/{profile}"), &q).await;
+    assert_eq!(r.status, 200, "{}", r.body);
 }
 
 #[tokio::test]
-async fn all_lists_users_without_system_roles() {
+async fn find_answers_the_originals_attribute_string() {
     let app = spawn_app().await;
-    let name = unique("listed");
-    app.get(
-        "/api/v1/users/devqa",
-        &[("env", "dev"), ("database", "dev"), ("username", &name)],
+    let port = app.clusters.dev.port.to_string();
+    let (dba, devqa) = (unique("finddba"), unique("findqa"));
+    for (profile, name) in [("dba", &dba), ("devqa", &devqa)] {
+        create_on_dev(&app, profile, name).await;
+    }
+    for (name, attributes) in [
+        (dba.as_str(), "create database"),
+        ("postgres", "superuser, create database"),
+        (devqa.as_str(), "standard"),
+    ] {
+        let q = [("env", "dev"), ("database", "dev"), ("username", name)];
+        let (status, text) = get_text(&app, "/api/v1/users/find", &q).await;
+        let expected = json!({
+            "attributes": attributes, "database": "dev", "env": "dev", "found": true,
+            "hostname": "127.0.0.1", "port": port, "username": name,
+        });
+        assert_eq!((status, text), (200, expected.to_string()), "{name}");
+    }
+    // A missing role: no attributes key at all.
+    let q = [
+        ("env", "dev"),
+        ("database", "dev"),
+        ("username", "nobody_here"),
+    ];
+    let (status, text) = get_text(&app, "/api/v1/users/find", &q).await;
+    let expected = json!({
+        "database": "dev", "env": "dev", "found": false,
+        "hostname": "127.0.0.1", "port": port, "username": "nobody_here",
+    });
+    assert_eq!((status, text), (200, expected.to_string()));
+}
+
+#[tokio::test]
+async fn all_lists_login_roles_by_name_with_the_originals_attribute_string() {
+    let app = spawn_app().await;
+    let (dba, devqa, locked) = (unique("alldba"), unique("allqa"), unique("alllocked"));
+    for (profile, name) in [("dba", &dba), ("devqa", &devqa), ("devqa", &locked)] {
+        create_on_dev(&app, profile, name).await;
+    }
+    let q = [
+        ("env", "dev"),
+        ("database", "dev"),
+        ("username", locked.as_str()),
+    ];
+    assert_eq!(app.get("/api/v1/users/lock", &q).await.status, 200);
+    let (status, text) = get_text(
+        &app,
+        "/api/v1/users/all",
+        &[("env", "dev"), ("database", "dev")],
     )
     .await;
-    let r = app
-        .get("/api/v1/users/all", &[("env", "dev"), ("database", "dev")])
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let names: Vec<&str> = r.body["users"]
-        .as_array()
-        .unwrap()
+    assert_eq!(status, 200, "{text}");
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let port = app.clusters.dev.port.to_string();
+    let users = body["users"].as_array().unwrap();
+    let mut rest = body.clone();
+    rest.as_object_mut().unwrap().remove("users");
+    assert_eq!(
+        rest,
+        json!({"database": "dev", "env": "dev", "hostname": "127.0.0.1", "port": port})
+    );
+    let entry = |name: &str| users.iter().find(|u| u["username"] == name).cloned();
+    for (name, attributes) in [
+        (dba.as_str(), "create database"),
+        ("postgres", "superuser, create database"),
+        (devqa.as_str(), ""),
+        // The admin role: CREATEROLE, which the original never reports.
+        ("pgua_admin", ""),
+    ] {
+        let expected = json!({"username": name, "attributes": attributes});
+        assert_eq!(entry(name), Some(expected.clone()), "{name}");
+        assert!(
+            text.contains(&expected.to_string()),
+            "{name} not byte-exact in {text}"
+        );
+    }
+    // Roles that cannot log in are not users: a locked one, the owner role, pg_*.
+    for absent in [locked.as_str(), "app_owner", "pg_monitor"] {
+        assert_eq!(entry(absent), None, "{absent} listed");
+    }
+    let names: Vec<&str> = users
         .iter()
         .map(|u| u["username"].as_str().unwrap())
         .collect();
-    assert!(names.contains(&name.as_str()));
-    assert!(names.contains(&"postgres"));
-    assert!(!names.iter().any(|n| n.starts_with("pg_")));
-    assert_eq!(r.str("port"), app.clusters.dev.port.to_string());
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted, "not in name order");
 }
 
 #[tokio::test]
@@ -508,4 +566,82 @@ async fn no_plaintext_password_reaches_the_target_log() {
             "plaintext password in the server log"
         );
     }
+}
+
+/// A raw authenticated request to a user endpoint: method, content type and body as given.
+async fn send_raw(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> crate::support::Reply {
+    let mut req = app
+        .client
+        .request(method, format!("{}{path}", app.base))
+        .basic_auth(&app.user, Some(&app.pass))
+        .body(body.to_owned());
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = serde_json::from_str(&res.text().await.unwrap()).unwrap();
+    crate::support::Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test]
+async fn a_body_of_another_content_type_is_refused_with_415_and_changes_nothing() {
+    let app = spawn_app().await;
+    let post = reqwest::Method::POST;
+    for content_type in [Some("text/plain"), Some("application/xml"), None] {
+        let name = unique("ctype");
+        let form = format!("env=dev&database=dev&username={name}");
+        let r = send_raw(
+            &app,
+            post.clone(),
+            "/api/v1/users/devqa",
+            content_type,
+            &form,
+        )
+        .await;
+        assert_eq!(r.status, 415, "{content_type:?}: {}", r.body);
+        assert!(r.str("error").contains("application/json"), "{}", r.body);
+        assert!(
+            !app.dev_role_exists(&name).await,
+            "{content_type:?} created {name}"
+        );
+    }
+    // The two accepted types, with parameters.
+    let name = unique("ctype");
+    let form = format!("env=dev&database=dev&username={name}");
+    let ct = Some("application/x-www-form-urlencoded; charset=UTF-8");
+    let r = send_raw(&app, post.clone(), "/api/v1/users/devqa", ct, &form).await;
+    assert_eq!((r.status.as_u16(), r.str("status")), (200, "user created"));
+    let json = json!({"env": "dev", "database": "dev", "username": name}).to_string();
+    let ct = Some("Application/JSON;charset=utf-8");
+    let r = send_raw(&app, post.clone(), "/api/v1/users/find", ct, &json).await;
+    assert_eq!((r.status.as_u16(), &r.body["found"]), (200, &json!(true)));
+    // No body and no content type: the query string alone.
+    let path = format!("/api/v1/users/find?env=dev&database=dev&username={name}");
+    let r = send_raw(&app, post, &path, None, "").await;
+    assert_eq!((r.status.as_u16(), &r.body["found"]), (200, &json!(true)));
+}
+
+#[tokio::test]
+async fn a_get_with_a_body_is_refused_rather_than_half_read() {
+    let app = spawn_app().await;
+    let name = unique("getbody");
+    // The body's dry_run would be ignored and the create be real: refuse the call instead.
+    let path = format!("/api/v1/users/devqa?env=dev&database=dev&username={name}");
+    let ct = Some("application/x-www-form-urlencoded");
+    let r = send_raw(&app, reqwest::Method::GET, &path, ct, "dry_run=true").await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.str("error").contains("GET"), "{}", r.body);
+    assert!(!app.dev_role_exists(&name).await);
 }

@@ -260,7 +260,7 @@ function renderUser(found, report) {
   if (can('reset')) actions.push(el('button', { type: 'button', id: 'action-reset', onclick: (e) => act(e.target, 'reset') }, 'Reset password'));
   if (can('lock')) {
     // Offer the one that changes something; the other stays visible, disabled.
-    const locked = found.attributes.includes('Cannot login');
+    const locked = report.attributes.includes('Cannot login');
     actions.push(el('button', { type: 'button', id: 'action-lock', class: 'secondary', disabled: locked, onclick: (e) => act(e.target, 'lock') }, 'Lock'));
     actions.push(el('button', { type: 'button', id: 'action-unlock', class: 'secondary', disabled: !locked, onclick: (e) => act(e.target, 'unlock') }, 'Unlock'));
   }
@@ -275,7 +275,7 @@ function renderUser(found, report) {
     el('p', { class: 'muted' }, where),
     actions.length ? el('div', { class: 'buttons', id: 'user-actions' }, actions) : null,
     el('dl', { id: 'privileges' },
-      el('dt', {}, 'Attributes'), el('dd', {}, list(found.attributes)),
+      el('dt', {}, 'Attributes'), el('dd', {}, list(report.attributes)),
       el('dt', {}, 'Created by profile'), el('dd', {}, report.profile ?? '—'),
       el('dt', {}, 'Member of'), el('dd', {}, list(report.member_of.map((m) => m.admin ? `${m.role} (admin)` : m.role))),
       el('dt', {}, 'Database privileges'), el('dd', {}, list(report.database_privileges)),
