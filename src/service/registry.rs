@@ -127,15 +127,19 @@ impl RegistryCache {
         if !may_read {
             return Ok(cached.cloned());
         }
-        match store.registry_get(env, db_name).await {
-            Ok(Some(found)) => {
-                self.remember(&key, found.clone());
-                Ok(Some(found))
-            }
-            Ok(None) => {
-                let mut misses = self.misses.lock().expect("registry cache poisoned");
-                misses.recent.insert(key, Instant::now());
-                Ok(None)
+        let started = Instant::now();
+        let read = store.registry_get(env, db_name).await;
+        metrics::histogram!("pgua_store_read_seconds").record(started.elapsed().as_secs_f64());
+        match read {
+            Ok(found) => {
+                if !found.as_ref().is_some_and(|e| e.active) {
+                    let mut misses = self.misses.lock().expect("registry cache poisoned");
+                    misses.recent.insert(key.clone(), Instant::now());
+                }
+                if let Some(e) = &found {
+                    self.remember(&key, e.clone());
+                }
+                Ok(found)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "store unreadable; using the registry snapshot");
