@@ -34,6 +34,8 @@ type Snapshot = Arc<HashMap<Key, RegistryEntry>>;
 #[derive(Default)]
 pub struct RegistryCache {
     snapshot: RwLock<Option<(Instant, Snapshot)>>,
+    /// Held by the one request reading a new snapshot.
+    reloading: tokio::sync::Mutex<()>,
     misses: Mutex<Misses>,
 }
 
@@ -85,35 +87,8 @@ impl RegistryCache {
         db_name: &str,
     ) -> anyhow::Result<Option<RegistryEntry>> {
         let key = (env.to_owned(), db_name.to_owned());
-        let (fresh, last) = {
-            let guard = self.snapshot.read().expect("registry cache poisoned");
-            let fresh = guard
-                .as_ref()
-                .filter(|(at, _)| at.elapsed() < REGISTRY_CACHE_TTL)
-                .map(|(_, s)| s.clone());
-            (fresh, guard.as_ref().map(|(_, s)| s.clone()))
-        };
-        let Some(snapshot) = fresh else {
-            let started = Instant::now();
-            let read = store.registry_list().await;
-            metrics::histogram!("pgua_store_read_seconds").record(started.elapsed().as_secs_f64());
-            let entries = match (read, last) {
-                (Ok(entries), _) => entries,
-                (Err(e), Some(last)) => {
-                    tracing::warn!(error = %e, "store unreadable; using the last registry snapshot");
-                    return Ok(last.get(&key).cloned());
-                }
-                (Err(e), None) => return Err(e),
-            };
-            let map: Snapshot = Arc::new(
-                entries
-                    .into_iter()
-                    .map(|e| ((e.env.clone(), e.db_name.clone()), e))
-                    .collect(),
-            );
-            *self.snapshot.write().expect("registry cache poisoned") =
-                Some((Instant::now(), map.clone()));
-            return Ok(map.get(&key).cloned());
+        let Some(snapshot) = self.fresh() else {
+            return self.reload(store, &key).await;
         };
         let cached = snapshot.get(&key);
         if cached.is_some_and(|e| e.active) {
@@ -127,21 +102,70 @@ impl RegistryCache {
         if !may_read {
             return Ok(cached.cloned());
         }
-        match store.registry_get(env, db_name).await {
-            Ok(Some(found)) => {
-                self.remember(&key, found.clone());
-                Ok(Some(found))
-            }
-            Ok(None) => {
-                let mut misses = self.misses.lock().expect("registry cache poisoned");
-                misses.recent.insert(key, Instant::now());
-                Ok(None)
+        let started = Instant::now();
+        let read = store.registry_get(env, db_name).await;
+        metrics::histogram!("pgua_store_read_seconds").record(started.elapsed().as_secs_f64());
+        match read {
+            Ok(found) => {
+                if !found.as_ref().is_some_and(|e| e.active) {
+                    let mut misses = self.misses.lock().expect("registry cache poisoned");
+                    misses.recent.insert(key.clone(), Instant::now());
+                }
+                if let Some(e) = &found {
+                    self.remember(&key, e.clone());
+                }
+                Ok(found)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "store unreadable; using the registry snapshot");
                 Ok(cached.cloned())
             }
         }
+    }
+
+    /// The snapshot, unless it is older than [`REGISTRY_CACHE_TTL`].
+    fn fresh(&self) -> Option<Snapshot> {
+        let guard = self.snapshot.read().expect("registry cache poisoned");
+        guard
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < REGISTRY_CACHE_TTL)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Reads the registry into a new snapshot and looks `key` up in it. One request reads
+    /// while the others wait for its snapshot, so an expired snapshot costs one store read,
+    /// not one per request in flight. When the store cannot be read, the last snapshot
+    /// serves for another [`REGISTRY_CACHE_TTL`] before the next attempt.
+    async fn reload(&self, store: &dyn Store, key: &Key) -> anyhow::Result<Option<RegistryEntry>> {
+        let _reading = self.reloading.lock().await;
+        if let Some(snapshot) = self.fresh() {
+            return Ok(snapshot.get(key).cloned());
+        }
+        let started = Instant::now();
+        let read = store.registry_list().await;
+        metrics::histogram!("pgua_store_read_seconds").record(started.elapsed().as_secs_f64());
+        let last = self
+            .snapshot
+            .read()
+            .expect("registry cache poisoned")
+            .as_ref()
+            .map(|(_, s)| s.clone());
+        let map: Snapshot = match (read, last) {
+            (Ok(entries), _) => Arc::new(
+                entries
+                    .into_iter()
+                    .map(|e| ((e.env.clone(), e.db_name.clone()), e))
+                    .collect(),
+            ),
+            (Err(e), Some(last)) => {
+                tracing::warn!(error = %e, "store unreadable; using the last registry snapshot");
+                last
+            }
+            (Err(e), None) => return Err(e),
+        };
+        *self.snapshot.write().expect("registry cache poisoned") =
+            Some((Instant::now(), map.clone()));
+        Ok(map.get(key).cloned())
     }
 
     /// Puts an entry read from the store into the snapshot, which keeps its age.

@@ -387,7 +387,7 @@ fn store_texts<'a>(fields: impl IntoIterator<Item = &'a mut String>) {
 
 impl AuditRecord {
     /// The fields that hold text from callers or targets (not the hex hashes).
-    pub fn texts_mut(&mut self) -> impl Iterator<Item = &mut String> {
+    pub(crate) fn texts_mut(&mut self) -> impl Iterator<Item = &mut String> {
         [
             &mut self.request_id,
             &mut self.principal,
@@ -402,13 +402,6 @@ impl AuditRecord {
         ]
         .into_iter()
         .chain(self.error.as_mut())
-    }
-
-    /// This record as the store keeps it ([`stored_text`]).
-    pub fn to_stored(&self) -> Self {
-        let mut r = self.clone();
-        store_texts(r.texts_mut());
-        r
     }
 }
 
