@@ -40,8 +40,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         install_crypto_provider();
         crate::http::metrics::handle();
-        let fingerprint_key = store
-            .fingerprint_key(&crate::service::keys::new_fingerprint_key())
+        let fingerprint_key = crate::service::keys::fingerprint_key(store.as_ref())
             .await
             .context("reading the store's fingerprint key")?;
         let app = Arc::new(App::new(config, store, api, admin, fingerprint_key)?);

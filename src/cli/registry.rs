@@ -95,7 +95,7 @@ pub async fn seed(config: &Config) -> anyhow::Result<()> {
 /// Runs a registry command. Changes go through the service functions HTTP uses, so each is
 /// audited once, as `cli:<OS user>`.
 pub async fn run(cmd: RegistryCommand, config: &Config) -> anyhow::Result<()> {
-    let app = cli_app(config, crate::store::open(&config.store).await?)?;
+    let app = cli_app(config, crate::store::open(&config.store).await?).await?;
     let caller = cli_caller();
     let key = |env: &str, database: &str| {
         Input::from_pairs([
@@ -185,7 +185,7 @@ pub async fn run(cmd: RegistryCommand, config: &Config) -> anyhow::Result<()> {
 }
 
 /// The service as the command line runs it: store and audit trail, no target is contacted.
-fn cli_app(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<App> {
+async fn cli_app(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<App> {
     let mut config = config.clone();
     // Registry changes notify nobody; channel secrets need not be set for the CLI.
     config.notify = Default::default();
@@ -193,7 +193,8 @@ fn cli_app(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<App> {
         user: String::new(),
         password: None,
     };
-    App::new(&config, store, None, admin)
+    let fingerprint_key = crate::service::keys::fingerprint_key(store.as_ref()).await?;
+    App::new(&config, store, None, admin, fingerprint_key)
 }
 
 /// Who runs the command: `cli:<OS user>`, with every scope (the store is theirs already).

@@ -65,9 +65,7 @@ async fn migrate(from: &str, to: &str) -> anyhow::Result<()> {
         .collect();
     keys.sort_by_key(|k| k.id);
     import.add_keys(&keys).await?;
-    let fingerprints = source
-        .fingerprint_key(&crate::service::keys::new_fingerprint_key())
-        .await?;
+    let fingerprints = crate::service::keys::fingerprint_key(&source).await?;
     import.set_fingerprint_key(&fingerprints).await?;
     if let Some(checkpoint) = source.audit_checkpoint_latest().await? {
         import.add_checkpoint(&checkpoint).await?;

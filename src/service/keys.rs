@@ -235,9 +235,9 @@ pub fn key_prefix(token: &str) -> Option<&str> {
     shaped.then(|| &token[..SHOWN_LEN])
 }
 
-/// A new random key for a store's fingerprints.
-pub fn new_fingerprint_key() -> [u8; 32] {
-    random_bytes()
+/// The store's fingerprint key, made (from the OS CSPRNG) the first time it is asked for.
+pub async fn fingerprint_key(store: &dyn crate::store::Store) -> anyhow::Result<Vec<u8>> {
+    store.fingerprint_key(&random_bytes()).await
 }
 
 /// Short keyed fingerprints of caller text that might be a secret (an unknown user name, a
