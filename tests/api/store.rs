@@ -86,7 +86,16 @@ on_both_backends!(
     audit_after_pages_through_the_whole_log,
     audit_log_is_an_append_only_verifiable_chain,
     pruning_leaves_a_signed_checkpoint_and_a_verifiable_chain,
+    the_fingerprint_key_is_made_once_and_kept,
 );
+
+async fn the_fingerprint_key_is_made_once_and_kept(t: TestStore) {
+    let first = t.store.fingerprint_key(&[1; 32]).await.unwrap();
+    assert_eq!(first, [1; 32]);
+    assert_eq!(t.store.fingerprint_key(&[2; 32]).await.unwrap(), first);
+    let reopened = pgua::store::open(&t.url).await.unwrap();
+    assert_eq!(reopened.fingerprint_key(&[3; 32]).await.unwrap(), first);
+}
 
 async fn pruning_leaves_a_signed_checkpoint_and_a_verifiable_chain(t: TestStore) {
     let s = &t.store;
