@@ -247,7 +247,13 @@ pub async fn require_auth(State(app): State<Arc<App>>, mut req: Request, next: N
         keys::Gate::Open => {}
     }
     if let Credentials::Basic(user, pass) = &creds
-        && let Some(principal) = basic_principal(&app, user, pass)
+        && let Some(principal) = {
+            // argon2 is slow by design: off the request threads, or it stalls every request.
+            let (app, user, pass) = (app.clone(), user.clone(), pass.clone());
+            tokio::task::spawn_blocking(move || basic_principal(&app, &user, &pass))
+                .await
+                .unwrap_or_default()
+        }
     {
         app.throttle.succeeded(ip, &claim);
         req.extensions_mut().insert(principal);
