@@ -125,11 +125,8 @@ async fn write_summaries(app: &App) {
 
 /// Writes summaries as their windows end, also when the refusals that filled them stopped.
 pub fn spawn_failure_summaries(app: &Arc<App>) {
+    let every = app.throttle.summary_every();
     let app = Arc::downgrade(app);
-    let every = app
-        .upgrade()
-        .map(|a| a.throttle.summary_every())
-        .unwrap_or_default();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
