@@ -93,7 +93,7 @@ pub struct AuthConfig {
     /// one record per address and window.
     pub failure_summary_secs: u64,
     /// Proxies (CIDRs or addresses) whose client-address header is believed.
-    pub trusted_proxies: Vec<String>,
+    pub trusted_proxies: Vec<Network>,
     /// The header trusted proxies name the client in.
     pub client_address_header: ClientAddressHeader,
 }
@@ -109,18 +109,25 @@ pub enum ClientAddressHeader {
     Forwarded,
 }
 
-impl AuthConfig {
-    /// The trusted proxies as networks; a bare address is a network of one.
-    pub fn proxies(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
-        self.trusted_proxies
-            .iter()
-            .map(|p| {
-                let p = p.trim();
-                p.parse::<ipnet::IpNet>()
-                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| anyhow::anyhow!("auth.trusted_proxies: '{p}' is not a CIDR"))
-            })
-            .collect()
+/// A network in CIDR notation, or one address, as `auth.trusted_proxies` lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Network(pub ipnet::IpNet);
+
+impl TryFrom<String> for Network {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let s = s.trim();
+        s.parse::<ipnet::IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map(Network)
+            .map_err(|_| format!("'{s}' is neither a CIDR nor an address"))
+    }
+}
+
+impl From<Network> for String {
+    fn from(n: Network) -> Self {
+        n.0.to_string()
     }
 }
 
@@ -277,7 +284,6 @@ impl Config {
         if self.targets.connect_timeout_secs == 0 {
             bail!("targets.connect_timeout_secs must be at least 1");
         }
-        self.auth.proxies()?;
         self.notify.validate()?;
         Ok(())
     }
@@ -364,6 +370,26 @@ mod tests {
         assert_eq!(c.targets.pool_size, 3);
         assert_eq!(c.targets.connect_timeout_secs, 5);
         assert_eq!(c.policy.production_envs, ["prod"]);
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_or_addresses() {
+        let c: Config =
+            toml::from_str("[auth]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.1\"]\n").unwrap();
+        let shown: Vec<String> = c
+            .auth
+            .trusted_proxies
+            .into_iter()
+            .map(String::from)
+            .collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.0.2.1/32"]);
+        let err = toml::from_str::<Config>("[auth]\ntrusted_proxies = [\"nonsense\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'nonsense' is neither a CIDR nor an address"),
+            "{err}"
+        );
     }
 
     #[test]

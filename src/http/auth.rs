@@ -125,11 +125,8 @@ async fn write_summaries(app: &App) {
 
 /// Writes summaries as their windows end, also when the refusals that filled them stopped.
 pub fn spawn_failure_summaries(app: &Arc<App>) {
+    let every = app.throttle.summary_every();
     let app = Arc::downgrade(app);
-    let every = app
-        .upgrade()
-        .map(|a| a.throttle.summary_every())
-        .unwrap_or_default();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -247,7 +244,13 @@ pub async fn require_auth(State(app): State<Arc<App>>, mut req: Request, next: N
         keys::Gate::Open => {}
     }
     if let Credentials::Basic(user, pass) = &creds
-        && let Some(principal) = basic_principal(&app, user, pass)
+        && let Some(principal) = {
+            // argon2 is slow by design: off the request threads, or it stalls every request.
+            let (app, user, pass) = (app.clone(), user.clone(), pass.clone());
+            tokio::task::spawn_blocking(move || basic_principal(&app, &user, &pass))
+                .await
+                .unwrap_or_default()
+        }
     {
         app.throttle.succeeded(ip, &claim);
         req.extensions_mut().insert(principal);

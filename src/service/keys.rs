@@ -515,10 +515,10 @@ const MAX_COUNTERS: usize = 100_000;
 /// Refusals of one (address, claimed principal) pair recorded one by one per window.
 const RECORDED_PER_PAIR: u32 = 5;
 
-/// Failures recorded one by one per window, whatever their address.
+/// Refusals recorded one by one per window, whatever their address.
 const RECORDED_PER_WINDOW: u32 = 100;
 
-/// Addresses whose further failures are summed per window; the rest share one sum.
+/// Addresses whose further refusals are summed per window; the rest share one sum.
 const SUMMED_ADDRESSES: usize = 1_000;
 
 /// What an attempt's own counters allow before its credentials are looked at.
@@ -573,14 +573,14 @@ fn count<K: std::hash::Hash + Eq>(
     limit: u32,
     window: Duration,
     now: Instant,
-) -> u32 {
+) {
     if map.len() >= MAX_COUNTERS && !map.contains_key(&key) {
         map.retain(|_, f| now.duration_since(f.since) < window || f.locked(now).is_some());
         if map.len() >= MAX_COUNTERS {
             map.retain(|_, f| f.locked(now).is_some());
         }
         if map.len() >= MAX_COUNTERS {
-            return 0;
+            return;
         }
     }
     let f = map.entry(key).or_insert(Failures {
@@ -599,7 +599,6 @@ fn count<K: std::hash::Hash + Eq>(
     if f.count >= limit && f.locked_until.is_none_or(|until| until <= now) {
         f.locked_until = Some(now + window);
     }
-    f.count
 }
 
 /// Which refusals of the current window got a record of their own and which were summed.
@@ -627,7 +626,7 @@ impl RecordWindow {
     }
 }
 
-/// Failures of a finished window that got no record of their own.
+/// Refusals of a finished window that got no record of their own.
 #[derive(Debug, PartialEq, Eq)]
 pub struct FailureSummary {
     /// Their client address; none for the addresses beyond those summed one by one.
@@ -790,17 +789,21 @@ impl BasicUsers {
         let (_, hash, scopes) = self.users.iter().find(|(n, _, _)| n == user)?;
         let key = (user.to_owned(), Sha256::digest(pass.as_bytes()).into());
         let now = std::time::Instant::now();
-        let mut verified = self.verified.lock().expect("basic users poisoned");
-        if verified
+        let remembered = self
+            .verified
+            .lock()
+            .expect("basic users poisoned")
             .get(&key)
-            .is_some_and(|at| now.duration_since(*at) < VERIFIED_FOR)
-        {
+            .is_some_and(|at| now.duration_since(*at) < VERIFIED_FOR);
+        if remembered {
             return Some(scopes.clone());
         }
+        // Not under the lock: one slow check must not hold up every other Basic caller.
         let parsed = argon2::PasswordHash::new(hash).ok()?;
         argon2::Argon2::default()
             .verify_password(pass.as_bytes(), &parsed)
             .ok()?;
+        let mut verified = self.verified.lock().expect("basic users poisoned");
         verified.retain(|_, at| now.duration_since(*at) < VERIFIED_FOR);
         verified.insert(key, now);
         Some(scopes.clone())

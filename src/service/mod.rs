@@ -104,7 +104,10 @@ impl App {
             basic_users: keys::BasicUsers::new(&config.auth.users)?,
             throttle: keys::Throttle::new(&config.auth),
             fingerprints: keys::Fingerprints::new(fingerprint_key),
-            proxies: (config.auth.proxies()?, config.auth.client_address_header),
+            proxies: (
+                config.auth.trusted_proxies.iter().map(|n| n.0).collect(),
+                config.auth.client_address_header,
+            ),
             profiles,
             fan_out_parallelism: config.targets.fan_out_parallelism.max(1),
             notifier: Notifier::new(&config.notify)?,

@@ -498,7 +498,7 @@ fn refusals_recorded(audit: &[AuditRecord], addr: &str) -> (usize, u64) {
 #[tokio::test]
 async fn failures_from_one_address_hold_back_only_what_they_claim_and_are_audited_in_few_rows() {
     let mut config = Config::default();
-    config.auth.trusted_proxies = vec!["127.0.0.1".into()];
+    config.auth.trusted_proxies = vec!["127.0.0.1".to_owned().try_into().unwrap()];
     config.auth.failure_summary_secs = 2;
     // Few password checks before the lockout: argon2 is slow by design (and unoptimised here).
     config.auth.slowdown_after_failures = 3;
@@ -577,7 +577,9 @@ async fn failures_from_one_address_hold_back_only_what_they_claim_and_are_audite
 async fn the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_proxy() {
     for (trusted, expected) in [("10.0.0.0/8", "127.0.0.1"), ("127.0.0.0/8", "192.0.2.44")] {
         let mut config = Config::default();
-        config.auth.trusted_proxies = vec![trusted.into(), "2001:db8::/32".into()];
+        config.auth.trusted_proxies = [trusted, "2001:db8::/32"]
+            .map(|n| n.to_owned().try_into().unwrap())
+            .to_vec();
         let app = spawn_app_with(config).await;
         assert_eq!(
             from_addr(&app, "6.6.6.6, 192.0.2.44", &basic("tester", "nope")).await,
@@ -596,13 +598,6 @@ async fn the_client_address_comes_from_x_forwarded_for_only_behind_a_trusted_pro
         let addrs: Vec<&str> = audit.iter().map(|a| a.client_addr.as_str()).collect();
         assert_eq!(addrs, [expected, expected], "{trusted}: {audit:?}");
     }
-    let mut config = Config::default();
-    config.auth.trusted_proxies = vec!["not-a-network".into()];
-    let err = config.validate().unwrap_err().to_string();
-    assert!(
-        err.contains("auth.trusted_proxies") && err.contains("not-a-network"),
-        "{err}"
-    );
 }
 
 /// Everything the store holds, as text, to search for what must not be there.

@@ -88,10 +88,19 @@ on_both_backends!(
     pruning_leaves_a_signed_checkpoint_and_a_verifiable_chain,
     hostile_text_is_stored_escaped_found_by_its_raw_spelling_and_chained,
     hostile_bytes_in_every_parameter_are_audited_and_the_log_migrates_and_verifies,
+    the_fingerprint_key_is_made_once_and_kept,
 );
 
 /// Bytes a hostile caller sends: NUL, C0 and C1 controls, ESC, DEL, quotes, backslashes.
 const HOSTILE: &str = "n\0l\u{1}e\u{1b}[31md\u{7f}c\u{85}'q\"b\\s";
+
+async fn the_fingerprint_key_is_made_once_and_kept(t: TestStore) {
+    let first = t.store.fingerprint_key(&[1; 32]).await.unwrap();
+    assert_eq!(first, [1; 32]);
+    assert_eq!(t.store.fingerprint_key(&[2; 32]).await.unwrap(), first);
+    let reopened = pgua::store::open(&t.url).await.unwrap();
+    assert_eq!(reopened.fingerprint_key(&[3; 32]).await.unwrap(), first);
+}
 
 async fn pruning_leaves_a_signed_checkpoint_and_a_verifiable_chain(t: TestStore) {
     let s = &t.store;
