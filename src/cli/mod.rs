@@ -1,8 +1,9 @@
 //! The command line: `pg-user-api serve | demo | seed | registry … | audit … | store … |
-//! check-config`.
+//! doctor | check-config`.
 
 mod audit;
 pub mod demo;
+mod doctor;
 mod keys;
 mod registry;
 mod serve;
@@ -73,6 +74,8 @@ enum Command {
     Store(store::StoreCommand),
     /// Validate the configuration and print what it means.
     CheckConfig,
+    /// Check every registry entry: reachable, TLS, and what the admin role may do there.
+    Doctor(doctor::DoctorArgs),
 }
 
 impl Cli {
@@ -208,5 +211,6 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Store(cmd) => store::run(cmd).await,
         Command::CheckConfig => check_config(&config),
+        Command::Doctor(args) => doctor::run(args, &config).await,
     }
 }

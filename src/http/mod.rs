@@ -55,6 +55,7 @@ fn routes() -> (Router<Arc<App>>, Router<Arc<App>>, utoipa::openapi::OpenApi) {
         .routes(routes!(registry::update))
         .routes(routes!(registry::deactivate))
         .routes(routes!(registry::remove))
+        .routes(routes!(registry::check))
         .routes(routes!(keys::list))
         .routes(routes!(keys::create))
         .routes(routes!(keys::revoke))

@@ -5,10 +5,12 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
+use utoipa::IntoParams;
 
 use super::openapi;
 use super::params::Params;
 use crate::error::Result;
+use crate::service::doctor::CheckReport;
 use crate::service::input::Input;
 use crate::service::keys::Operation;
 use crate::service::{self, App, Caller};
@@ -90,4 +92,46 @@ pub async fn deactivate(State(a): State<Arc<App>>, c: Caller, p: Params) -> Resu
 )]
 pub async fn remove(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Json<Value>> {
     change(a, c, p, "remove").await
+}
+
+/// Which registry entries a check covers: all, or those of env and/or database.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CheckFilter {
+    /// Only entries of this environment.
+    pub env: Option<String>,
+    /// Only entries of this database name.
+    pub database: Option<String>,
+}
+
+/// The doctor: per active entry, at once and within the connect timeout, whether it answers
+/// (and why not), its version and TLS, the admin role's attributes and memberships, and for
+/// each profile, lock and drop what the admin role lacks there with the statement that
+/// fixes it. The same JSON as `pg-user-api doctor --format json`.
+#[utoipa::path(
+    method(get, post), path = "/api/v1/registry/check", tag = "registry",
+    params(CheckFilter),
+    responses((status = 200, description = "the findings", body = CheckReport)),
+)]
+pub async fn check(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    params: Params,
+) -> Result<Json<CheckReport>> {
+    let input = &params.0;
+    super::users::authorize(
+        &app,
+        &caller,
+        Operation::RegistryAdmin,
+        "registry:check",
+        input,
+        None,
+    )
+    .await?;
+    let mut entries =
+        service::doctor::select(&app, input.get("env"), input.get("database")).await?;
+    if let Some(scopes) = &caller.scopes {
+        entries.retain(|e| scopes.allows_env(&e.env));
+    }
+    Ok(Json(service::doctor::check(&app, entries).await))
 }

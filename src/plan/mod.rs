@@ -3,6 +3,7 @@
 //! Every identifier is quoted with [`sql::ident`], every value with [`sql::literal`]; the
 //! only keywords are fixed strings from closed enums (attributes, privileges).
 
+pub mod admin;
 pub mod grants;
 pub mod lifecycle;
 pub mod naming;

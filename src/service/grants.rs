@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::audit::AuditScope;
+use super::doctor::refuse_missing;
 use super::input::Input;
 use super::ops::UserOp;
 use super::users::{
@@ -12,10 +13,12 @@ use super::users::{
 };
 use super::{App, Caller};
 use crate::error::{Error, Result};
-use crate::plan::grants::{Grant, GrantConfig, GrantOn, Privilege, schema_scope};
+use crate::plan::admin::PG16;
+use crate::plan::grants::{Grant, GrantConfig, GrantOn, Privilege};
 use crate::plan::sql::ident;
 use crate::plan::{self, GRANT_LOCK_KEY, RoleName, Statement, sql::literal};
 use crate::store::RegistryEntry;
+use crate::target::admin::{Memberships, admin_facts};
 use crate::target::classify;
 
 /// Predefined roles callers may join; the others (`pg_execute_server_program`,
@@ -150,7 +153,7 @@ async fn change_in(
                 check_database_owner(&tx, app, &entry).await?;
                 Vec::new()
             } else {
-                schema_facts(&tx, app, &entry, schema_scope(std::slice::from_ref(grant))).await?
+                schema_facts(&tx, app, &entry, std::slice::from_ref(grant)).await?
             };
             plan.extend(
                 grant
@@ -239,6 +242,10 @@ async fn membership(
         }
         Some(_) => {}
     }
+    let facts = admin_facts(tx, Memberships::Of(&[group.as_str()]))
+        .await
+        .map_err(|e| classify(&e))?;
+    refuse_missing(&facts, plan::admin::for_membership(group.as_str(), &facts))?;
     let (r, g) = (ident(role.as_str()), ident(group.as_str()));
     if revoke {
         return Ok(Statement::new(
@@ -246,19 +253,15 @@ async fn membership(
             "revoke membership",
         ));
     }
-    let version: i32 = tx
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .map_err(|e| classify(&e))?
-        .get(0);
-    if (inherit.is_some() || set.is_some()) && version < 160_000 {
+    let version = facts.server_version_num;
+    if (inherit.is_some() || set.is_some()) && version < PG16 {
         return Err(Error::Invalid(
             "inherit and set options of a membership need PostgreSQL 16 or later".into(),
         ));
     }
     let mut options = Vec::new();
     if admin {
-        options.push(if version >= 160_000 {
+        options.push(if version >= PG16 {
             "ADMIN TRUE"
         } else {
             "ADMIN OPTION"

@@ -2,6 +2,7 @@
 //! audit intent, run the plan, write the outcome.
 
 pub mod audit;
+pub mod doctor;
 pub mod fanout;
 pub mod grants;
 pub mod input;

@@ -3,14 +3,16 @@
 use serde::Serialize;
 
 use super::audit::AuditScope;
+use super::doctor::refuse_missing;
 use super::input::Input;
 use super::ops::UserOp;
 use super::{App, Caller};
 use crate::error::{Error, Result};
-use crate::plan::grants::{GrantOn, schema_scope};
+use crate::plan::grants::{Grant, GrantOn, schema_scope};
 use crate::plan::profile::ProfileInputError;
 use crate::plan::{self, Password, Profile, RoleName, SchemaFacts, Statement, Verifier, lifecycle};
 use crate::store::RegistryEntry;
+use crate::target::admin::{Memberships, admin_facts};
 use crate::target::{classify, is_duplicate};
 
 /// Status strings of the v1 contract.
@@ -214,15 +216,29 @@ pub(super) async fn role_state(
     })
 }
 
-/// Non-system schemas (all, or only those named) and the roles whose objects in them
-/// grants must cover: the schema owner and every owner of a table, sequence or function
-/// there. The admin role must be a member of each, or GRANT would silently do nothing.
+/// The non-system schemas some grants name (all, with `"*"`) and, per schema, the owners
+/// of its objects (for future grants). The admin role must be a member of every owner the
+/// grants touch, or GRANT would silently do nothing: the schema's owner for a schema grant,
+/// the owners of its tables, sequences or functions for those, and every owner for future
+/// grants (ALTER DEFAULT PRIVILEGES FOR ROLE each of them).
 pub(super) async fn schema_facts(
     tx: &tokio_postgres::Transaction<'_>,
     app: &App,
     entry: &RegistryEntry,
-    only: Option<Vec<String>>,
+    grants: &[Grant],
 ) -> Result<Vec<SchemaFacts>> {
+    let touched = |kind: &str| {
+        grants.iter().any(|g| {
+            g.future
+                || match g.on {
+                    GrantOn::Schema => kind == "schema",
+                    GrantOn::Tables => kind == "tables",
+                    GrantOn::Sequences => kind == "sequences",
+                    GrantOn::Functions => kind == "functions",
+                    GrantOn::Database => false,
+                }
+        })
+    };
     let rows = tx
         .query(
             "WITH s AS (
@@ -234,31 +250,38 @@ pub(super) async fn schema_facts(
                  WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
                    AND ($1::text[] IS NULL OR n.nspname = ANY($1))
              ), o AS (
-                 SELECT nspname, owner FROM s
+                 SELECT nspname, owner, 'schema' AS kind FROM s
                  UNION
-                 SELECT s.nspname, c.relowner FROM s
-                 JOIN pg_catalog.pg_class c ON c.relnamespace = s.oid
+                 SELECT s.nspname, c.relowner,
+                        CASE WHEN c.relkind = 'S' THEN 'sequences' ELSE 'tables' END
+                 FROM s JOIN pg_catalog.pg_class c ON c.relnamespace = s.oid
                  WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f', 'S')
                  UNION
-                 SELECT s.nspname, p.proowner FROM s
+                 SELECT s.nspname, p.proowner, 'functions' FROM s
                  JOIN pg_catalog.pg_proc p ON p.pronamespace = s.oid
              )
-             SELECT o.nspname::text, r.rolname::text, pg_catalog.pg_has_role(r.oid, 'USAGE')
+             SELECT o.nspname::text, r.rolname::text, o.kind, pg_catalog.pg_has_role(r.oid, 'USAGE')
              FROM o JOIN pg_catalog.pg_roles r ON r.oid = o.owner
              ORDER BY 1, 2",
-            &[&only],
+            &[&schema_scope(grants)],
         )
         .await
         .map_err(|e| classify(&e))?;
     let mut facts: Vec<SchemaFacts> = Vec::new();
-    let mut foreign = Vec::new();
+    let mut foreign: Vec<String> = Vec::new();
     for row in rows {
-        let (schema, owner, usable): (String, String, bool) = (row.get(0), row.get(1), row.get(2));
-        if !usable {
-            foreign.push(format!("{owner} (in schema {schema})"));
+        let (schema, owner, kind, usable): (String, String, String, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let shown = format!("{owner} (in schema {schema})");
+        if !usable && touched(&kind) && !foreign.contains(&shown) {
+            foreign.push(shown);
         }
         match facts.last_mut() {
-            Some(f) if f.name == schema => f.owners.push(owner),
+            Some(f) if f.name == schema => {
+                if !f.owners.contains(&owner) {
+                    f.owners.push(owner);
+                }
+            }
             _ => facts.push(SchemaFacts {
                 name: schema,
                 owners: vec![owner],
@@ -345,9 +368,16 @@ async fn create_in(
         return Ok(UserResult::new(&role, entry, status::EXISTS));
     }
     check_groups(&tx, profile).await?;
+    if !per_database_only {
+        let groups: Vec<&str> = profile.member_of.iter().map(|r| r.as_str()).collect();
+        let admin = admin_facts(&*tx, Memberships::Of(&groups))
+            .await
+            .map_err(|e| classify(&e))?;
+        refuse_missing(&admin, plan::admin::for_create(profile, &admin))?;
+    }
     let facts = plan::CreateFacts {
         schemas: if profile.grants.iter().any(|g| g.on != GrantOn::Database) {
-            schema_facts(&tx, app, &entry, schema_scope(&profile.grants)).await?
+            schema_facts(&tx, app, &entry, &profile.grants).await?
         } else {
             Vec::new()
         },

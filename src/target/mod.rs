@@ -1,6 +1,7 @@
 //! Connections to target databases: one bounded pool per registry entry, admin sessions
 //! with timeouts, TLS per entry, and SQLSTATEs turned into domain errors.
 
+pub mod admin;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -82,6 +83,15 @@ pub struct PoolStats {
 }
 
 impl PoolKey {
+    fn of(entry: &RegistryEntry) -> Self {
+        Self {
+            hostname: entry.hostname.clone(),
+            port: entry.port,
+            db_name: entry.db_name.clone(),
+            sslmode: entry.sslmode,
+        }
+    }
+
     fn label(&self) -> String {
         format!("{}:{}/{}", self.hostname, self.port, self.db_name)
     }
@@ -162,12 +172,7 @@ impl Targets {
     }
 
     fn pool(&self, entry: &RegistryEntry) -> Result<Pool, Error> {
-        let key = PoolKey {
-            hostname: entry.hostname.clone(),
-            port: entry.port,
-            db_name: entry.db_name.clone(),
-            sslmode: entry.sslmode,
-        };
+        let key = PoolKey::of(entry);
         let mut pools = self.pools.lock().expect("pool map poisoned");
         if let Some(pool) = pools.get(&key) {
             return Ok(pool.clone());
@@ -177,7 +182,8 @@ impl Targets {
         Ok(pool)
     }
 
-    fn build_pool(&self, key: &PoolKey) -> anyhow::Result<Pool> {
+    /// How every admin session to this target connects: pooled or probed.
+    fn pg_config(&self, key: &PoolKey) -> tokio_postgres::Config {
         let s = &self.settings;
         let mut cfg = tokio_postgres::Config::new();
         cfg.host(&key.hostname)
@@ -199,13 +205,21 @@ impl Targets {
         if let Some(pw) = &self.admin.password {
             cfg.password(pw.expose_secret());
         }
-        let tls = match key.sslmode {
-            SslMode::VerifyFull => tls::verified(s.ssl_root_cert.as_deref())?,
+        cfg
+    }
+
+    fn tls(&self, key: &PoolKey) -> anyhow::Result<MakeRustlsConnect> {
+        Ok(MakeRustlsConnect::new(match key.sslmode {
+            SslMode::VerifyFull => tls::verified(self.settings.ssl_root_cert.as_deref())?,
             _ => tls::unverified()?,
-        };
+        }))
+    }
+
+    fn build_pool(&self, key: &PoolKey) -> anyhow::Result<Pool> {
+        let s = &self.settings;
         let manager = Manager::from_config(
-            cfg,
-            MakeRustlsConnect::new(tls),
+            self.pg_config(key),
+            self.tls(key)?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

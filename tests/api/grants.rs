@@ -404,3 +404,51 @@ async fn parallel_grants_on_one_schema_all_succeed() {
         assert_eq!(r.status, 200, "{}", r.body);
     }
 }
+
+#[tokio::test]
+async fn schema_grants_need_only_the_schema_owner_after_the_grantee_created_a_table() {
+    let app = spawn_app().await;
+    // A database of its own: the grantee's table would otherwise stand in the way of
+    // other tests' grants on every schema.
+    let db = app.fresh_database("own").await;
+    let schema = unique("own");
+    let su = app.clusters.dev.superuser(&db).await;
+    su.batch_execute(&format!("CREATE SCHEMA {schema} AUTHORIZATION app_owner"))
+        .await
+        .unwrap();
+    let name = unique("g");
+    let target = [("env", "own"), ("database", db.as_str())];
+    let mut q = target.to_vec();
+    q.push(("username", &name));
+    let created = app.get("/api/v1/users/devqa", &q).await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let me = connect(app.clusters.dev.port, &db, &name, created.str("password"))
+        .await
+        .unwrap();
+    let on_schema = |op: &'static str, privileges: &'static str| {
+        let mut q = q.clone();
+        q.extend([
+            ("on", "schema"),
+            ("schema", schema.as_str()),
+            ("privileges", privileges),
+        ]);
+        let app = &app;
+        async move { app.get(&format!("/api/v1/users/{op}"), &q).await }
+    };
+    let r = on_schema("grant", "USAGE,CREATE").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(works(&me, &format!("CREATE TABLE {schema}.mine (x int)")).await);
+    // The grantee now owns a table there, which the admin role is no member of: a schema
+    // privilege does not touch it.
+    let r = on_schema("revoke", "CREATE").await;
+    assert_eq!(
+        (r.status.as_u16(), r.str("status")),
+        (200, "privileges revoked"),
+        "{}",
+        r.body
+    );
+    assert!(!works(&me, &format!("CREATE TABLE {schema}.more (x int)")).await);
+    let r = on_schema("grant", "CREATE").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(works(&me, &format!("CREATE TABLE {schema}.again (x int)")).await);
+}

@@ -4,6 +4,7 @@ mod access;
 mod audit;
 mod cli;
 mod concurrency;
+mod doctor;
 mod fanout;
 mod faults;
 mod fuzz;

@@ -167,6 +167,19 @@ pub fn closed_port() -> u16 {
         .port()
 }
 
+/// An active registry entry for `db_name` on 127.0.0.1:`port`, without TLS.
+pub fn local_entry(env: &str, db_name: &str, port: u16) -> NewEntry {
+    NewEntry {
+        env: env.into(),
+        db_name: db_name.into(),
+        hostname: "127.0.0.1".into(),
+        port,
+        active: true,
+        notes: None,
+        sslmode: SslMode::Disable,
+    }
+}
+
 /// A running server and what tests need to call it.
 pub struct TestApp {
     pub base: String,
@@ -206,7 +219,15 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
     let store_path = dir.path().join("pg_registry.db");
     let store_url = format!("sqlite://{}", store_path.display());
     let store = pgua::store::open(&store_url).await.unwrap();
-    spawn_app_on(config, store, store_url, dir).await
+    spawn_app_on(config, store, store_url, dir, None).await
+}
+
+/// Like [`spawn_app_with`], with another admin role than the clusters' `pgua_admin`.
+pub async fn spawn_app_as(config: Config, admin: AdminCredentials) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let store_url = format!("sqlite://{}", dir.path().join("pg_registry.db").display());
+    let store = pgua::store::open(&store_url).await.unwrap();
+    spawn_app_on(config, store, store_url, dir, Some(admin)).await
 }
 
 /// Like [`spawn_app_with`], on the store `store_url` names; registry entries already there
@@ -218,6 +239,7 @@ pub async fn spawn_app_with_store(config: Config, store_url: &str) -> TestApp {
         store,
         store_url.to_owned(),
         tempfile::tempdir().unwrap(),
+        None,
     )
     .await
 }
@@ -227,6 +249,7 @@ async fn spawn_app_on(
     store: Arc<dyn Store>,
     store_url: String,
     dir: tempfile::TempDir,
+    admin: Option<AdminCredentials>,
 ) -> TestApp {
     let clusters = clusters();
     let entries = [
@@ -258,10 +281,10 @@ async fn spawn_app_on(
         user: "tester".into(),
         password: SecretString::from(pass.clone()),
     };
-    let admin = AdminCredentials {
+    let admin = admin.unwrap_or_else(|| AdminCredentials {
         user: DEMO_ADMIN.into(),
         password: Some(SecretString::from(clusters.dev.admin_password.clone())),
-    };
+    });
     let server = Application::with_store(&config, store.clone(), Some(api), admin)
         .await
         .unwrap();
@@ -376,15 +399,7 @@ impl TestApp {
     /// Registers `env`/`db_name` on 127.0.0.1:`port`; call it before the first request.
     pub async fn register(&self, env: &str, db_name: &str, port: u16) {
         self.store
-            .registry_add(&NewEntry {
-                env: env.into(),
-                db_name: db_name.into(),
-                hostname: "127.0.0.1".into(),
-                port,
-                active: true,
-                notes: None,
-                sslmode: SslMode::Disable,
-            })
+            .registry_add(&local_entry(env, db_name, port))
             .await
             .unwrap();
     }
