@@ -40,10 +40,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         install_crypto_provider();
         crate::http::metrics::handle();
-        let fingerprint_key = crate::service::keys::fingerprint_key(store.as_ref())
-            .await
-            .context("reading the store's fingerprint key")?;
-        let app = Arc::new(App::new(config, store, api, admin, fingerprint_key)?);
+        let app = Arc::new(App::open(config, store, api, admin).await?);
         crate::http::auth::spawn_failure_summaries(&app);
         if let Some(days) = config.audit.retention_days {
             spawn_pruning(app.store.clone(), days, crate::config::audit_key()?);

@@ -39,7 +39,7 @@ pub struct DoctorArgs {
 pub async fn run(args: DoctorArgs, config: &Config) -> anyhow::Result<()> {
     crate::startup::install_crypto_provider();
     let store = crate::store::open(&config.store).await?;
-    let app = App::new(config, store, None, AdminCredentials::from_env()?)?;
+    let app = App::open(config, store, None, AdminCredentials::from_env()?).await?;
     let entries = doctor::select(&app, args.env.as_deref(), args.database.as_deref()).await?;
     let report = doctor::check(&app, entries).await;
     match args.format {

@@ -193,8 +193,7 @@ async fn cli_app(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<App> 
         user: String::new(),
         password: None,
     };
-    let fingerprint_key = crate::service::keys::fingerprint_key(store.as_ref()).await?;
-    App::new(&config, store, None, admin, fingerprint_key)
+    App::open(&config, store, None, admin).await
 }
 
 /// Who runs the command: `cli:<OS user>`, with every scope (the store is theirs already).

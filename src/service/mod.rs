@@ -78,14 +78,17 @@ pub struct App {
 }
 
 impl App {
-    /// Wires the parts together from configuration.
-    pub fn new(
+    /// Wires the parts together from configuration; reads (or makes) the store's
+    /// fingerprint key.
+    pub async fn open(
         config: &Config,
         store: Arc<dyn Store>,
         api: Option<ApiCredentials>,
         admin: AdminCredentials,
-        fingerprint_key: Vec<u8>,
     ) -> anyhow::Result<Self> {
+        let fingerprint_key = keys::fingerprint_key(store.as_ref())
+            .await
+            .map_err(|e| e.context("reading the store's fingerprint key"))?;
         let names = NamePolicy::new(&config.policy.name_pattern)?;
         let profiles = config.profiles().map_err(anyhow::Error::msg)?;
         let mut protected = config.policy.protected_roles.clone();
