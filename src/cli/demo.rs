@@ -29,6 +29,20 @@ pub fn prepare_cluster(cluster: &TempCluster, admin_password: &str) -> anyhow::R
             literal(&verifier)
         ),
     )?;
+    // What 16+ asks of the admin role beyond that, as the README's admin table says: CREATEDB
+    // for `dba`, and ADMIN OPTION (without its privileges) on the predefined roles `grant
+    // on=role` may give.
+    let version: u32 = cluster.psql("postgres", "SHOW server_version_num")?.trim().parse()?;
+    if version >= 160000 {
+        cluster.psql(
+            "postgres",
+            &format!(
+                "ALTER ROLE {admin} CREATEDB;
+                 GRANT pg_read_all_data, pg_write_all_data TO {admin}
+                   WITH ADMIN TRUE, INHERIT FALSE, SET FALSE;"
+            ),
+        )?;
+    }
     for db in ["dev", "prod"] {
         cluster.psql("postgres", &format!("CREATE DATABASE {db} OWNER app_owner"))?;
         cluster.psql(

@@ -55,6 +55,8 @@ async fn a_custom_profile_from_config_works_end_to_end() {
              CREATE ROLE etl_group NOLOGIN;
            END IF;
          END $$;
+         -- As the README sets up a role users are to join (needed on 16+).
+         GRANT etl_group TO pgua_admin WITH ADMIN OPTION;
          CREATE SCHEMA IF NOT EXISTS etl AUTHORIZATION app_owner;
          SET ROLE app_owner;
          CREATE TABLE IF NOT EXISTS etl.jobs (id int, note text);",
