@@ -30,7 +30,7 @@ impl GrantOn {
             GrantOn::Database => &[Connect, Create, Temporary],
             GrantOn::Schema => &[Usage, Create],
             GrantOn::Tables => &[
-                Select, Insert, Update, Delete, Truncate, References, Trigger,
+                Select, Insert, Update, Delete, Truncate, References, Trigger, Maintain,
             ],
             GrantOn::Sequences => &[Usage, Select, Update],
             GrantOn::Functions => &[Execute],
@@ -89,6 +89,8 @@ pub enum Privilege {
     References,
     /// Create triggers on it.
     Trigger,
+    /// VACUUM, ANALYZE, REINDEX, CLUSTER, REFRESH MATERIALIZED VIEW, LOCK TABLE (17+).
+    Maintain,
     /// Call a function.
     Execute,
 }
@@ -108,7 +110,16 @@ impl Privilege {
             Privilege::Truncate => "TRUNCATE",
             Privilege::References => "REFERENCES",
             Privilege::Trigger => "TRIGGER",
+            Privilege::Maintain => "MAINTAIN",
             Privilege::Execute => "EXECUTE",
+        }
+    }
+
+    /// The first PostgreSQL version (`server_version_num`) that knows it, if later than 15.
+    pub fn since(self) -> Option<i32> {
+        match self {
+            Privilege::Maintain => Some(170000),
+            _ => None,
         }
     }
 
@@ -136,8 +147,28 @@ const ALL_PRIVILEGES: &[Privilege] = &[
     Privilege::Truncate,
     Privilege::References,
     Privilege::Trigger,
+    Privilege::Maintain,
     Privilege::Execute,
 ];
+
+/// Refuses grants of privileges the server does not know yet (PostgreSQL would answer
+/// with a syntax error), naming the version they need.
+pub fn check_server_version(grants: &[Grant], server_version_num: i32) -> Result<(), String> {
+    let too_new = grants.iter().flat_map(|g| &g.privileges).find_map(|p| {
+        p.since()
+            .filter(|v| *v > server_version_num)
+            .map(|v| (p, v))
+    });
+    match too_new {
+        Some((p, v)) => Err(format!(
+            "the {} privilege needs PostgreSQL {} or later; this server is {}",
+            p.keyword(),
+            v / 10000,
+            server_version_num / 10000
+        )),
+        None => Ok(()),
+    }
+}
 
 /// A grant as written in a profile: `{ on, schemas, objects, privileges, future }`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -455,8 +486,23 @@ mod tests {
     }
 
     #[test]
+    fn maintain_is_refused_before_17_with_the_version_it_needs() {
+        let names = NamePolicy::new(crate::plan::naming::DEFAULT_NAME_PATTERN).unwrap();
+        let cfg: GrantConfig =
+            toml::from_str("on = \"tables\"\nschemas = [\"public\"]\nprivileges = [\"MAINTAIN\"]")
+                .unwrap();
+        let grants = [Grant::from_config(&cfg, &names).unwrap()];
+        assert_eq!(check_server_version(&grants, 170000), Ok(()));
+        assert_eq!(
+            check_server_version(&grants, 160004),
+            Err("the MAINTAIN privilege needs PostgreSQL 17 or later; this server is 16".into())
+        );
+    }
+
+    #[test]
     fn privilege_words_parse_case_insensitively() {
         assert_eq!(Privilege::parse("temp"), Some(Privilege::Temporary));
+        assert_eq!(Privilege::parse("maintain"), Some(Privilege::Maintain));
         assert_eq!(Privilege::parse(" select "), Some(Privilege::Select));
         assert_eq!(Privilege::parse("ALL"), None);
     }

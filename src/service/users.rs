@@ -8,7 +8,7 @@ use super::input::Input;
 use super::ops::UserOp;
 use super::{App, Caller};
 use crate::error::{Error, Result};
-use crate::plan::grants::{Grant, GrantOn, schema_scope};
+use crate::plan::grants::{Grant, GrantOn, check_server_version, schema_scope};
 use crate::plan::profile::ProfileInputError;
 use crate::plan::{self, Password, Profile, RoleName, SchemaFacts, Statement, Verifier, lifecycle};
 use crate::store::RegistryEntry;
@@ -239,6 +239,21 @@ pub(super) async fn schema_facts(
                 }
         })
     };
+    if grants
+        .iter()
+        .flat_map(|g| &g.privileges)
+        .any(|p| p.since().is_some())
+    {
+        let version: i32 = tx
+            .query_one(
+                "SELECT pg_catalog.current_setting('server_version_num')::int",
+                &[],
+            )
+            .await
+            .map_err(|e| classify(&e))?
+            .get(0);
+        check_server_version(grants, version).map_err(Error::Invalid)?;
+    }
     let rows = tx
         .query(
             "WITH s AS (

@@ -452,3 +452,38 @@ async fn schema_grants_need_only_the_schema_owner_after_the_grantee_created_a_ta
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(works(&me, &format!("CREATE TABLE {schema}.again (x int)")).await);
 }
+
+#[tokio::test]
+async fn maintain_is_granted_from_17_on_and_refused_before_with_the_version_it_needs() {
+    let app = spawn_app().await;
+    let (name, me) = user(&app).await;
+    let lock = "BEGIN; LOCK TABLE public.orders IN ACCESS EXCLUSIVE MODE; ROLLBACK";
+    assert!(!works(&me, lock).await);
+    me.batch_execute("ROLLBACK").await.unwrap();
+    let maintain = [
+        ("on", "tables"),
+        ("schema", "public"),
+        ("objects", "orders"),
+        ("privileges", "MAINTAIN"),
+    ];
+    let r = call(&app, "grant", &name, &maintain).await;
+    if app.clusters.dev.server_version_num().await >= 170000 {
+        assert_eq!(
+            (r.status.as_u16(), r.str("status")),
+            (200, "privileges granted"),
+            "{}",
+            r.body
+        );
+        assert!(works(&me, lock).await, "MAINTAIN lets it lock the table");
+    } else {
+        assert_eq!(r.status, 422, "{}", r.body);
+        assert!(
+            r.str("error")
+                .contains("MAINTAIN privilege needs PostgreSQL 17"),
+            "{}",
+            r.body
+        );
+        me.batch_execute("ROLLBACK").await.unwrap();
+        assert!(!works(&me, lock).await, "nothing was granted");
+    }
+}
