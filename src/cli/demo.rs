@@ -32,7 +32,10 @@ pub fn prepare_cluster(cluster: &TempCluster, admin_password: &str) -> anyhow::R
     // What 16+ asks of the admin role beyond that, as the README's admin table says: CREATEDB
     // for `dba`, and ADMIN OPTION (without its privileges) on the predefined roles `grant
     // on=role` may give.
-    let version: u32 = cluster.psql("postgres", "SHOW server_version_num")?.trim().parse()?;
+    let version: u32 = cluster
+        .psql("postgres", "SHOW server_version_num")?
+        .trim()
+        .parse()?;
     if version >= 160000 {
         cluster.psql(
             "postgres",
