@@ -109,6 +109,23 @@ impl AdminFacts {
     }
 }
 
+/// Whether creating a user of `profile` can need more of the admin role than CREATEROLE —
+/// without which PostgreSQL refuses the CREATE ROLE itself, inside the create's
+/// transaction, so nothing is half made. Only then does a create read the admin's facts
+/// first: the plain LOGIN profiles (app, devqa, readonly, …) pay no extra round trip.
+pub fn create_needs_more_than_createrole(profile: &Profile) -> bool {
+    !profile.member_of.is_empty()
+        || profile.attributes.iter().any(|a| {
+            matches!(
+                a,
+                Attribute::Createdb
+                    | Attribute::Superuser
+                    | Attribute::Replication
+                    | Attribute::Bypassrls
+            )
+        })
+}
+
 /// What creating a user of `profile` needs that the admin role lacks.
 pub fn for_create(profile: &Profile, facts: &AdminFacts) -> Vec<Missing> {
     let mut out = Vec::new();
@@ -245,6 +262,26 @@ mod tests {
         let mut f = facts(180_001);
         f.createdb = true;
         assert!(for_create(&profile("dba"), &f).is_empty());
+    }
+
+    #[test]
+    fn only_profiles_that_may_lack_more_than_createrole_read_the_admins_facts() {
+        for name in ["app", "app-k8s", "devqa", "devlead", "readonly"] {
+            let p = profile(name);
+            assert!(!create_needs_more_than_createrole(&p), "{name}");
+            for version in [150_000, 160_000, 180_000] {
+                assert!(
+                    for_create(&p, &facts(version)).is_empty(),
+                    "{name} on {version}"
+                );
+            }
+        }
+        assert!(create_needs_more_than_createrole(&profile("dba")));
+        let mut grouped = (*profile("devqa")).clone();
+        grouped
+            .member_of
+            .push(NamePolicy::default().role("app_group").unwrap());
+        assert!(create_needs_more_than_createrole(&grouped));
     }
 
     #[test]

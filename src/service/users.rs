@@ -383,7 +383,7 @@ async fn create_in(
         return Ok(UserResult::new(&role, entry, status::EXISTS));
     }
     check_groups(&tx, profile).await?;
-    if !per_database_only {
+    if !per_database_only && plan::admin::create_needs_more_than_createrole(profile) {
         let groups: Vec<&str> = profile.member_of.iter().map(|r| r.as_str()).collect();
         let admin = admin_facts(&*tx, Memberships::Of(&groups))
             .await
