@@ -19,16 +19,6 @@ use crate::support::{
 
 const BIN: &str = env!("CARGO_BIN_EXE_pg-user-api");
 
-async fn server_version(cluster: &ClusterInfo) -> i32 {
-    cluster
-        .superuser("postgres")
-        .await
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 /// A new admin role on `cluster`, set up as the README's non-superuser admin role (with
 /// `extra` attributes), member of the databases' owner and of pg_signal_backend.
 async fn admin_role(cluster: &ClusterInfo, name: &str, password: &str, extra: &str) {
@@ -58,7 +48,7 @@ fn operation<'a>(check: &'a Value, name: &str) -> &'a Value {
 #[tokio::test]
 async fn dba_needs_createdb_from_16_on_and_the_doctor_prints_the_fix() {
     let dev = &crate::support::clusters().dev;
-    let version = server_version(dev).await;
+    let version = dev.server_version_num().await;
     let admin = unique("adm_nocreatedb");
     let password = Password::generate();
     admin_role(dev, &admin, password.expose(), "").await;
@@ -157,7 +147,7 @@ async fn dba_needs_createdb_from_16_on_and_the_doctor_prints_the_fix() {
 async fn membership_without_admin_option_is_refused_from_16_on_with_the_grant_that_fixes_it() {
     let app = spawn_app().await;
     let dev = &app.clusters.dev;
-    let version = server_version(dev).await;
+    let version = dev.server_version_num().await;
     let group = unique("grp");
     let su = dev.superuser("dev").await;
     su.batch_execute(&format!("CREATE ROLE {group} NOLOGIN"))
