@@ -342,6 +342,19 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_checkpoint_latest(&self) -> anyhow::Result<Option<chain::Checkpoint>>;
     /// Records matching `filter`, lowest id first, from `filter.after_id` on.
     async fn audit_query(&self, filter: &AuditFilter) -> anyhow::Result<Vec<AuditRecord>>;
+    /// Claims `key` in `namespace` for `holder` until `until`: true when the key was free,
+    /// its claim had run out, or `holder` already held it (then it is extended). One row per
+    /// key, written atomically, so across every replica of the store exactly one holder has
+    /// a key at a time: a background job's run, a single-use token's id.
+    async fn claim(
+        &self,
+        namespace: &str,
+        key: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+    ) -> anyhow::Result<bool>;
+    /// Forgets the claims that ran out before `before`; how many.
+    async fn claims_prune(&self, before: DateTime<Utc>) -> anyhow::Result<u64>;
     /// Records with an id above `after_id`, lowest id first: pages through the whole log.
     async fn audit_after(&self, after_id: i64, limit: u32) -> anyhow::Result<Vec<AuditRecord>> {
         self.audit_query(&AuditFilter {

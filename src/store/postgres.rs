@@ -32,7 +32,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("migrations/postgres_005_fingerprint_key.sql"),
     ),
+    (6, include_str!("migrations/postgres_006_claims.sql")),
 ];
+
+/// Takes a claim that is free, ran out, or is the holder's own (see [`Store::claim`]).
+const CLAIM_SQL: &str = "INSERT INTO claims (namespace, key, holder, until_epoch) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (namespace, key) DO UPDATE SET holder = excluded.holder, until_epoch = excluded.until_epoch
+     WHERE claims.until_epoch <= $5 OR claims.holder = excluded.holder";
 
 /// Advisory lock key ("pguachai") held while appending to the audit chain.
 const CHAIN_LOCK: i64 = 0x7067_7561_6368_6169;
@@ -590,6 +596,32 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn claim(
+        &self,
+        namespace: &str,
+        key: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let done = sqlx::query(CLAIM_SQL)
+            .bind(namespace)
+            .bind(key)
+            .bind(holder)
+            .bind(until.timestamp())
+            .bind(Utc::now().timestamp())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn claims_prune(&self, before: DateTime<Utc>) -> anyhow::Result<u64> {
+        let done = sqlx::query("DELETE FROM claims WHERE until_epoch < $1")
+            .bind(before.timestamp())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     async fn audit_prune(

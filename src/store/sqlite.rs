@@ -30,7 +30,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/sqlite_005_api_keys.sql")),
     (6, include_str!("migrations/sqlite_006_audit_retention.sql")),
     (7, include_str!("migrations/sqlite_007_fingerprint_key.sql")),
+    (8, include_str!("migrations/sqlite_008_claims.sql")),
 ];
+
+/// Takes a claim that is free, ran out, or is the holder's own (see [`Store::claim`]).
+const CLAIM_SQL: &str = "INSERT INTO claims (namespace, key, holder, until_epoch) VALUES (?, ?, ?, ?)
+     ON CONFLICT (namespace, key) DO UPDATE SET holder = excluded.holder, until_epoch = excluded.until_epoch
+     WHERE claims.until_epoch <= ? OR claims.holder = excluded.holder";
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -278,6 +284,32 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn claim(
+        &self,
+        namespace: &str,
+        key: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let done = sqlx::query(CLAIM_SQL)
+            .bind(namespace)
+            .bind(key)
+            .bind(holder)
+            .bind(until.timestamp())
+            .bind(Utc::now().timestamp())
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn claims_prune(&self, before: DateTime<Utc>) -> anyhow::Result<u64> {
+        let done = sqlx::query("DELETE FROM claims WHERE until_epoch < ?")
+            .bind(before.timestamp())
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     async fn audit_prune(

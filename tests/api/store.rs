@@ -89,6 +89,7 @@ on_both_backends!(
     hostile_text_is_stored_escaped_found_by_its_raw_spelling_and_chained,
     hostile_bytes_in_every_parameter_are_audited_and_the_log_migrates_and_verifies,
     the_fingerprint_key_is_made_once_and_kept,
+    a_claim_has_one_holder_until_it_runs_out,
 );
 
 /// Bytes a hostile caller sends: NUL, C0 and C1 controls, ESC, DEL, quotes, backslashes.
@@ -100,6 +101,45 @@ async fn the_fingerprint_key_is_made_once_and_kept(t: TestStore) {
     assert_eq!(t.store.fingerprint_key(&[2; 32]).await.unwrap(), first);
     let reopened = pgua::store::open(&t.url).await.unwrap();
     assert_eq!(reopened.fingerprint_key(&[3; 32]).await.unwrap(), first);
+}
+
+async fn a_claim_has_one_holder_until_it_runs_out(t: TestStore) {
+    let s = &t.store;
+    let soon = Utc::now() + chrono::Duration::seconds(60);
+    assert!(s.claim("job", "prune", "replica-a", soon).await.unwrap());
+    assert!(!s.claim("job", "prune", "replica-b", soon).await.unwrap());
+    assert!(
+        s.claim(
+            "job",
+            "prune",
+            "replica-a",
+            soon + chrono::Duration::seconds(60)
+        )
+        .await
+        .unwrap(),
+        "the holder extends its own claim"
+    );
+    assert!(
+        s.claim("jti", "prune", "replica-b", soon).await.unwrap(),
+        "namespaces are apart"
+    );
+    let reopened = pgua::store::open(&t.url).await.unwrap();
+    assert!(
+        !reopened
+            .claim("job", "prune", "replica-b", soon)
+            .await
+            .unwrap()
+    );
+
+    let past = Utc::now() - chrono::Duration::seconds(5);
+    assert!(s.claim("job", "gone", "replica-a", past).await.unwrap());
+    assert!(
+        s.claim("job", "gone", "replica-b", soon).await.unwrap(),
+        "a claim that ran out is taken over"
+    );
+    assert!(s.claim("jti", "old", "x", past).await.unwrap());
+    assert_eq!(s.claims_prune(Utc::now()).await.unwrap(), 1);
+    assert!(s.claim("jti", "old", "y", soon).await.unwrap());
 }
 
 async fn pruning_leaves_a_signed_checkpoint_and_a_verifiable_chain(t: TestStore) {
