@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
+use crate::auth::Scopes;
 use crate::notify::NotifyConfig;
 use crate::plan::profile::{Attribute, ProfileConfig};
 use crate::plan::{NamePolicy, Profiles};
-use crate::service::keys::Scopes;
 use crate::target::{AdminCredentials, TargetSettings};
 
 /// Default listen address, as the original's Flask port.

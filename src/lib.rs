@@ -6,6 +6,7 @@
 //! about changes. [`cli`] is the command line; [`cluster`] starts throw-away
 //! PostgreSQL clusters for the demo, the tests and the benchmark.
 
+pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -7,7 +7,7 @@ use clap::Subcommand;
 
 use crate::config::Config;
 use crate::service::input::Input;
-use crate::service::keys::{self, Scopes};
+use crate::service::keys;
 
 /// API key commands.
 #[derive(Subcommand, Debug)]
@@ -69,7 +69,7 @@ pub async fn run(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
             if let Some(d) = days {
                 input.set("days", d);
             }
-            let scopes = Scopes::from_input(&input)?;
+            let scopes = keys::scopes_from_input(&input)?;
             let expiry = keys::expiry(&input)?;
             let (key, secret) =
                 keys::create(store.as_ref(), &name, &owner, &scopes, expiry).await?;

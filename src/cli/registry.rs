@@ -6,10 +6,10 @@ use std::sync::Arc;
 use anyhow::bail;
 use clap::Subcommand;
 
+use crate::auth::Scopes;
 use crate::config::Config;
 use crate::error::Error;
 use crate::service::input::Input;
-use crate::service::keys::Scopes;
 use crate::service::registry::{self as ops, SeedOutcome};
 use crate::service::{App, Caller};
 use crate::store::{NewEntry, SslMode, Store};

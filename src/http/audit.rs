@@ -10,9 +10,9 @@ use serde_json::json;
 
 use super::openapi;
 use super::params::Params;
+use crate::auth::Operation;
 use crate::error::{Error, Result};
 use crate::service::input::Input;
-use crate::service::keys::Operation;
 use crate::service::{App, Caller, audit};
 
 /// Header naming the cursor of the next page (`after_id=`), when there may be one.

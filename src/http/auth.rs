@@ -18,9 +18,10 @@ use subtle::ConstantTimeEq;
 
 use super::ClientAddr;
 use super::error::json_error;
+use crate::auth::{Principal, Scopes};
 use crate::service::audit::AuditScope;
 use crate::service::input::Input;
-use crate::service::keys::{self, Principal, Scopes};
+use crate::service::keys;
 use crate::service::{App, Caller};
 
 /// Compares digests so neither content nor length leaks through timing.

@@ -11,10 +11,11 @@ use serde_json::json;
 use super::openapi;
 use super::params::Params;
 use super::users::authorize;
+use crate::auth::{Operation, Scopes};
 use crate::error::{Error, Result};
 use crate::service::audit::AuditScope;
 use crate::service::input::Input;
-use crate::service::keys::{self, Operation, Scopes};
+use crate::service::keys;
 use crate::service::{App, Caller};
 use crate::store::ApiKey;
 
@@ -62,7 +63,7 @@ pub async fn create(State(app): State<Arc<App>>, caller: Caller, p: Params) -> R
     .await?;
     let scope = AuditScope::new(&app, &caller, "keys:create", &Input::default());
     let result = async {
-        let scopes = Scopes::from_input(&p.0)?;
+        let scopes = keys::scopes_from_input(&p.0)?;
         if !caller
             .scopes
             .as_ref()

@@ -7,7 +7,7 @@ use axum::extract::Extension;
 use serde_json::{Value, json};
 
 use super::openapi;
-use crate::service::keys::Principal;
+use crate::auth::Principal;
 
 /// `{"principal", "scopes": {"environments", "operations", "profiles"}}`.
 #[utoipa::path(

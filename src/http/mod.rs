@@ -35,10 +35,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::auth::Principal;
 use crate::config::ClientAddressHeader;
 use crate::plan::NamePolicy;
 use crate::plan::profile::Profiles;
-use crate::service::keys::Principal;
 use crate::service::{App, Caller};
 use error::json_error;
 

@@ -9,10 +9,10 @@ use utoipa::IntoParams;
 
 use super::openapi;
 use super::params::Params;
+use crate::auth::Operation;
 use crate::error::Result;
 use crate::service::doctor::CheckReport;
 use crate::service::input::Input;
-use crate::service::keys::Operation;
 use crate::service::{self, App, Caller};
 
 /// Lists every registry entry, as the original: `{count, databases}`.

@@ -11,10 +11,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use rand::TryRngCore;
 use rand::rngs::OsRng;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::input::Input;
+use crate::auth::{Operation, Principal, Scopes};
 use crate::error::{Error, Result};
 use crate::store::{ApiKey, Store, StoreError};
 
@@ -31,172 +31,44 @@ pub fn expiry(input: &Input) -> Result<Option<DateTime<Utc>>> {
 /// Every API key starts with this, so leaked keys are easy to recognise and scan for.
 pub const KEY_PREFIX: &str = "pgua_";
 
-/// Operations a scope can allow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Operation {
-    /// Registry list, profiles, find, all, privileges.
-    Read,
-    /// Create users (of the allowed profiles).
-    Create,
-    /// Reset passwords.
-    Reset,
-    /// Grant, revoke, search-path, alter.
-    Grant,
-    /// Lock, unlock, expire, renew.
-    Lock,
-    /// Drop users.
-    Drop,
-    /// Change the registry and manage API keys.
-    RegistryAdmin,
-    /// Read and export the audit log.
-    AuditRead,
-}
-
-impl Operation {
-    /// All operations.
-    pub const ALL: [Operation; 8] = [
-        Operation::Read,
-        Operation::Create,
-        Operation::Reset,
-        Operation::Grant,
-        Operation::Lock,
-        Operation::Drop,
-        Operation::RegistryAdmin,
-        Operation::AuditRead,
-    ];
-
-    /// The kebab-case name used in scopes and messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            Operation::Read => "read",
-            Operation::Create => "create",
-            Operation::Reset => "reset",
-            Operation::Grant => "grant",
-            Operation::Lock => "lock",
-            Operation::Drop => "drop",
-            Operation::RegistryAdmin => "registry-admin",
-            Operation::AuditRead => "audit-read",
-        }
-    }
-
-    /// Parses a name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|o| o.name() == s.trim())
-    }
-}
-
-/// What a principal may do: which environments, operations and profiles (`*`: all).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Scopes {
-    /// Environments, or `["*"]`.
-    pub environments: Vec<String>,
-    /// Operations.
-    pub operations: Vec<Operation>,
-    /// Profiles `create` may use, or `["*"]`.
-    pub profiles: Vec<String>,
-}
-
-impl Scopes {
-    /// Everything: the compatibility Basic user.
-    pub fn all() -> Self {
-        Self {
-            environments: vec!["*".into()],
-            operations: Operation::ALL.to_vec(),
-            profiles: vec!["*".into()],
-        }
-    }
-
-    fn allows(list: &[String], item: &str) -> bool {
-        list.iter().any(|x| x == "*" || x == item)
-    }
-
-    /// Whether an environment is in scope.
-    pub fn allows_env(&self, env: &str) -> bool {
-        Self::allows(&self.environments, env)
-    }
-
-    /// Refuses with 403 naming the missing scope: the operation, any environment the call
-    /// names (every one of a list), or the profile of a create.
-    pub fn check(
-        &self,
-        who: &str,
-        op: Operation,
-        input: &Input,
-        profile: Option<&str>,
-    ) -> Result<()> {
-        let missing = if !self.operations.contains(&op) {
-            Some(format!("operation '{}'", op.name()))
-        } else if let Some(env) = input
-            .get("env")
-            .unwrap_or("")
+/// Reads scopes from call parameters: `environments`, `operations`, `profiles`, each a
+/// comma-separated list (`*` for all; operations default to `read`).
+pub fn scopes_from_input(input: &Input) -> Result<Scopes> {
+    let list = |name: &str, default: &str| -> Vec<String> {
+        input
+            .get(name)
+            .unwrap_or(default)
             .split(',')
             .map(str::trim)
-            .find(|e| !e.is_empty() && !self.allows_env(e))
-        {
-            Some(format!("environment '{env}'"))
-        } else {
-            profile
-                .filter(|p| !Self::allows(&self.profiles, p))
-                .map(|p| format!("profile '{p}'"))
-        };
-        match missing {
-            Some(what) => Err(Error::Forbidden(format!(
-                "'{who}' lacks the scope for {what}"
-            ))),
-            None => Ok(()),
-        }
-    }
-
-    /// Reads scopes from call parameters: `environments`, `operations`, `profiles`, each a
-    /// comma-separated list (`*` for all; operations default to `read`).
-    pub fn from_input(input: &Input) -> Result<Self> {
-        let list = |name: &str, default: &str| -> Vec<String> {
-            input
-                .get(name)
-                .unwrap_or(default)
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        };
-        let operations = list("operations", "read")
-            .iter()
-            .map(|o| {
-                if o == "*" {
-                    return Ok(Operation::ALL.to_vec());
-                }
-                Operation::parse(o).map(|o| vec![o]).ok_or_else(|| {
-                    let names: Vec<&str> = Operation::ALL.iter().map(|o| o.name()).collect();
-                    Error::Invalid(format!(
-                        "unknown operation '{o}' (known: {})",
-                        names.join(", ")
-                    ))
-                })
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let operations = list("operations", "read")
+        .iter()
+        .map(|o| {
+            if o == "*" {
+                return Ok(Operation::ALL.to_vec());
+            }
+            Operation::parse(o).map(|o| vec![o]).ok_or_else(|| {
+                let names: Vec<&str> = Operation::ALL.iter().map(|o| o.name()).collect();
+                Error::Invalid(format!(
+                    "unknown operation '{o}' (known: {})",
+                    names.join(", ")
+                ))
             })
-            .collect::<Result<Vec<_>>>()?
-            .concat();
-        let environments = list("environments", "");
-        if environments.is_empty() {
-            return Err(Error::MissingParam("environments".into()));
-        }
-        Ok(Self {
-            environments,
-            operations,
-            profiles: list("profiles", "*"),
         })
+        .collect::<Result<Vec<_>>>()?
+        .concat();
+    let environments = list("environments", "");
+    if environments.is_empty() {
+        return Err(Error::MissingParam("environments".into()));
     }
-}
-
-/// An authenticated caller and what it may do.
-#[derive(Clone, Debug)]
-pub struct Principal {
-    /// Basic user name, or `key:<name>` for an API key.
-    pub name: String,
-    /// Its scopes.
-    pub scopes: Scopes,
+    Ok(Scopes {
+        environments,
+        operations,
+        profiles: list("profiles", "*"),
+    })
 }
 
 /// SHA-256 (hex) of a key secret; keys are 256 random bits, so no slow hash is needed.
@@ -357,28 +229,6 @@ mod tests {
         assert_ne!(hash_secret(&a), hash_secret(&b));
     }
 
-    #[test]
-    fn scopes_name_what_is_missing() {
-        let s = Scopes {
-            environments: vec!["dev".into(), "qa".into()],
-            operations: vec![Operation::Read, Operation::Create],
-            profiles: vec!["devqa".into()],
-        };
-        let ok = input(&[("env", "dev,qa")]);
-        assert!(s.check("ci", Operation::Create, &ok, Some("devqa")).is_ok());
-        let prod = input(&[("env", "dev, prod")]);
-        let e = s
-            .check("ci", Operation::Create, &prod, Some("devqa"))
-            .unwrap_err();
-        assert!(e.to_string().contains("environment 'prod'"), "{e}");
-        let e = s.check("ci", Operation::Drop, &ok, None).unwrap_err();
-        assert!(e.to_string().contains("operation 'drop'"));
-        let e = s
-            .check("ci", Operation::Create, &ok, Some("dba"))
-            .unwrap_err();
-        assert!(e.to_string().contains("profile 'dba'"));
-    }
-
     fn throttle(slowdown: u32, lockout: u32, principal: u32) -> Throttle {
         Throttle::new(&crate::config::AuthConfig {
             slowdown_after_failures: slowdown,
@@ -489,7 +339,7 @@ mod tests {
 
     #[test]
     fn scopes_from_parameters() {
-        let s = Scopes::from_input(&input(&[
+        let s = scopes_from_input(&input(&[
             ("environments", "dev,qa"),
             ("operations", "read, create"),
             ("profiles", "devqa"),
@@ -497,11 +347,10 @@ mod tests {
         .unwrap();
         assert_eq!(s.operations, [Operation::Read, Operation::Create]);
         assert!(
-            Scopes::from_input(&input(&[("environments", "dev"), ("operations", "god")])).is_err()
+            scopes_from_input(&input(&[("environments", "dev"), ("operations", "god")])).is_err()
         );
-        assert!(Scopes::from_input(&input(&[("operations", "read")])).is_err());
-        let all =
-            Scopes::from_input(&input(&[("environments", "*"), ("operations", "*")])).unwrap();
+        assert!(scopes_from_input(&input(&[("operations", "read")])).is_err());
+        let all = scopes_from_input(&input(&[("environments", "*"), ("operations", "*")])).unwrap();
         assert_eq!(all, Scopes::all());
     }
 }

@@ -203,19 +203,19 @@ pub struct Caller {
     /// Client address.
     pub client_addr: String,
     /// What the principal may do (none before authentication).
-    pub scopes: Option<keys::Scopes>,
+    pub scopes: Option<crate::auth::Scopes>,
 }
 
 impl Caller {
     /// Refuses with 403 when the caller's scopes do not cover the call.
     pub fn authorize(
         &self,
-        op: keys::Operation,
+        op: crate::auth::Operation,
         input: &input::Input,
         profile: Option<&str>,
     ) -> Result<()> {
         match &self.scopes {
-            Some(s) => s.check(&self.principal, op, input, profile),
+            Some(s) => s.check(&self.principal, op, input.get("env").unwrap_or(""), profile),
             None => Err(Error::Forbidden("not authenticated".into())),
         }
     }

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use super::fanout::Reach;
-use super::keys::Operation;
+use crate::auth::Operation;
 use crate::notify::EventKind;
 
 /// A changing operation on a user.

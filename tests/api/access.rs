@@ -1,8 +1,9 @@
 //! Who may call what: API keys and their scopes, revocation and expiry, Basic users with
 //! argon2 hashes, failed-authentication throttling, registry administration over HTTP.
 
+use pgua::auth::{Operation, Scopes};
 use pgua::config::{BasicUser, Config};
-use pgua::service::keys::{Operation, Scopes, hash_password};
+use pgua::service::keys::hash_password;
 
 use std::time::{Duration, Instant};
 

@@ -377,7 +377,7 @@ async fn store_migrate_copies_sqlite_to_postgres_exactly_and_only_into_an_empty_
         .unwrap();
     db.close().await.unwrap();
 
-    let scopes = pgua::service::keys::Scopes::all();
+    let scopes = pgua::auth::Scopes::all();
     let (_, ci_secret) =
         pgua::service::keys::create(source.as_ref(), "ci", "platform", &scopes, None)
             .await

@@ -650,7 +650,7 @@ async fn hostile_text_is_stored_escaped_found_by_its_raw_spelling_and_chained(t:
     assert!(!s.registry_remove(HOSTILE, HOSTILE).await.unwrap());
     assert!(!s.registry_set_active(HOSTILE, "x", true).await.unwrap());
 
-    let scopes = pgua::service::keys::Scopes::all();
+    let scopes = pgua::auth::Scopes::all();
     let (key, _) = pgua::service::keys::create(s.as_ref(), "hostile", HOSTILE, &scopes, None)
         .await
         .unwrap();

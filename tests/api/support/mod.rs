@@ -379,7 +379,7 @@ impl TestApp {
             ("operations".to_owned(), operations.to_owned()),
             ("profiles".to_owned(), profiles.to_owned()),
         ]);
-        let scopes = pgua::service::keys::Scopes::from_input(&input).unwrap();
+        let scopes = pgua::service::keys::scopes_from_input(&input).unwrap();
         let name = unique("key");
         pgua::service::keys::create(self.store.as_ref(), &name, "tests", &scopes, None)
             .await
