@@ -465,7 +465,7 @@ async fn burst(
 #[tokio::main]
 async fn main() {
     let a = args();
-    pgua::startup::install_crypto_provider();
+    pgua::tls::install_crypto_provider();
     let cluster = TempCluster::start(ClusterOptions::default()).expect("cluster");
     let admin_password = Password::generate();
     prepare_cluster(&cluster, admin_password.expose()).expect("prepare");

@@ -18,3 +18,4 @@ pub mod service;
 pub mod startup;
 pub mod store;
 pub mod target;
+pub mod tls;

@@ -38,7 +38,7 @@ impl Application {
         api: Option<ApiCredentials>,
         admin: AdminCredentials,
     ) -> anyhow::Result<Self> {
-        install_crypto_provider();
+        crate::tls::install_crypto_provider();
         crate::http::metrics::handle();
         let app = Arc::new(App::open(config, store, api, admin).await?);
         crate::http::auth::spawn_failure_summaries(&app);
@@ -97,11 +97,6 @@ fn spawn_pruning(store: Arc<dyn Store>, days: u32, key: Option<secrecy::SecretSt
             }
         }
     });
-}
-
-/// rustls needs exactly one process-wide provider; ring is the one compiled in.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Completes on Ctrl-C or SIGTERM. The handlers are installed by this call, not when the

@@ -37,7 +37,7 @@ pub struct DoctorArgs {
 /// Checks the entries with the admin role of `PG_ADMIN_USER`; fails (exit status 1) when
 /// an active entry has a problem.
 pub async fn run(args: DoctorArgs, config: &Config) -> anyhow::Result<()> {
-    crate::startup::install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let store = crate::store::open(&config.store).await?;
     let app = App::open(config, store, None, AdminCredentials::from_env()?).await?;
     let entries = doctor::select(&app, args.env.as_deref(), args.database.as_deref()).await?;

@@ -221,7 +221,7 @@ impl Notifier {
             None
         } else {
             // reqwest is built without a crypto provider of its own: ring must be installed.
-            crate::startup::install_crypto_provider();
+            crate::tls::install_crypto_provider();
             Some(
                 reqwest::Client::builder()
                     .timeout(timeout)

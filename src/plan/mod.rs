@@ -22,6 +22,9 @@ use sql::{ident, literal};
 /// database; concurrent GRANTs on one object otherwise fail with "tuple concurrently updated".
 pub const GRANT_LOCK_KEY: &str = "pg-user-api:grants";
 
+/// How the comment pg-user-api puts on the roles it creates begins; the profile follows.
+pub const PROFILE_COMMENT: &str = "created by pg-user-api, profile ";
+
 /// One statement of a plan. Its `sql` may hold a verifier; `shown` never does.
 #[derive(Clone, Serialize)]
 pub struct Statement {
@@ -88,7 +91,8 @@ pub fn batch(statements: &[Statement]) -> String {
     out
 }
 
-fn grant_lock() -> Statement {
+/// Takes the per-database lock of catalog-changing grants ([`GRANT_LOCK_KEY`]).
+pub fn grant_lock() -> Statement {
     Statement::new(
         format!(
             "SELECT pg_advisory_xact_lock(hashtext({}))",
@@ -151,7 +155,7 @@ pub fn create_user(
         head.push_str(&format!(" VALID UNTIL {}", literal(&ts)));
     }
     let (pw, pw_shown) = password_clause(verifier);
-    let label = format!("created by pg-user-api, profile {}", profile.label());
+    let label = format!("{PROFILE_COMMENT}{}", profile.label());
     let mut plan = vec![
         Statement::secret(
             format!("{head} {pw}"),

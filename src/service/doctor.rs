@@ -10,7 +10,6 @@ use crate::error::{Error, Result};
 use crate::plan::admin::{self, AdminFacts, Missing};
 use crate::store::{RegistryEntry, SslMode};
 use crate::target::admin::{Memberships, Unreachable, UnreachableKind, admin_facts, tls_in_use};
-use crate::target::classify;
 
 /// Refuses (403, nothing changed) when the admin role lacks anything, naming each missing
 /// privilege and the statement that gives it.
@@ -176,7 +175,7 @@ async fn check_entry(app: &App, entry: RegistryEntry) -> EntryCheck {
         Err(e) => {
             out.unreachable = Some(Unreachable {
                 kind: UnreachableKind::Other,
-                message: classify(&e).to_string(),
+                message: Error::from(e).to_string(),
             });
             return out;
         }

@@ -16,10 +16,12 @@ use crate::error::{Error, Result};
 use crate::plan::admin::PG16;
 use crate::plan::grants::{Grant, GrantConfig, GrantOn, Privilege};
 use crate::plan::sql::ident;
-use crate::plan::{self, GRANT_LOCK_KEY, RoleName, Statement, sql::literal};
+use crate::plan::{self, PROFILE_COMMENT, RoleName, Statement};
 use crate::store::RegistryEntry;
 use crate::target::admin::{Memberships, admin_facts};
-use crate::target::classify;
+use crate::target::catalog::{
+    self, DefaultPrivilege, Membership, RoleState, SchemaPrivileges, Settings,
+};
 
 /// Predefined roles callers may join; the others (`pg_execute_server_program`,
 /// `pg_write_server_files`, `pg_signal_backend`, …) reach beyond the database and are refused.
@@ -136,17 +138,11 @@ async fn change_in(
             .await?;
     }
     let mut conn = app.targets.connect(&entry).await?;
-    let tx = conn.transaction().await.map_err(|e| classify(&e))?;
+    let tx = conn.transaction().await?;
     if !lock_existing(&tx, &role).await? {
         return Ok(UserResult::new(&role, entry, status::NOT_FOUND));
     }
-    let mut plan = vec![Statement::new(
-        format!(
-            "SELECT pg_advisory_xact_lock(hashtext({}))",
-            literal(GRANT_LOCK_KEY)
-        ),
-        "serialise catalog changes on this database",
-    )];
+    let mut plan = vec![plan::grant_lock()];
     let done = match &request {
         Request::Objects(grant) => {
             let facts = if grant.on == GrantOn::Database {
@@ -183,34 +179,25 @@ async fn change_in(
     if dry_run {
         return Ok(UserResult::new(&role, entry, status::DRY_RUN).planned(plan));
     }
-    tx.batch_execute(&plan::batch(&plan))
-        .await
-        .map_err(|e| classify(&e))?;
-    tx.commit().await.map_err(|e| classify(&e))?;
+    tx.batch_execute(&plan::batch(&plan)).await?;
+    tx.commit().await?;
     Ok(UserResult::new(&role, entry, done))
 }
 
 /// Without membership in the database owner, GRANT on the database only warns.
 async fn check_database_owner(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     app: &App,
     entry: &RegistryEntry,
 ) -> Result<()> {
-    let row = tx
-        .query_one(
-            "SELECT pg_catalog.pg_get_userbyid(datdba)::text, pg_catalog.pg_has_role(datdba, 'USAGE')
-             FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()",
-            &[],
-        )
-        .await
-        .map_err(|e| classify(&e))?;
-    if row.get::<_, bool>(1) {
+    let owner = catalog::database_owner(tx).await?;
+    if owner.admin_uses {
         return Ok(());
     }
     Err(Error::TargetRefused(format!(
         "the admin role '{}' is not a member of '{}', the owner of database '{}'",
         app.targets.admin_user(),
-        row.get::<_, String>(0),
+        owner.name,
         entry.db_name
     )))
 }
@@ -218,7 +205,7 @@ async fn check_database_owner(
 /// `GRANT group TO role [WITH …]` or `REVOKE group FROM role`, after checking the group is
 /// no superuser and the server supports the options asked for.
 async fn membership(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     role: &RoleName,
     group: &RoleName,
     admin: bool,
@@ -226,25 +213,16 @@ async fn membership(
     set: Option<bool>,
     revoke: bool,
 ) -> Result<Statement> {
-    let row = tx
-        .query_opt(
-            "SELECT rolsuper OR rolname = current_user FROM pg_catalog.pg_roles WHERE rolname = $1",
-            &[&group.as_str()],
-        )
-        .await
-        .map_err(|e| classify(&e))?;
-    match row {
-        None => return Err(Error::Invalid(format!("role '{group}' does not exist"))),
-        Some(r) if r.get::<_, bool>(0) => {
+    match catalog::role_state(tx, group.as_str()).await? {
+        RoleState::Missing => return Err(Error::Invalid(format!("role '{group}' does not exist"))),
+        RoleState::Protected => {
             return Err(Error::Forbidden(format!(
                 "membership in '{group}' (a superuser or the admin role) is never granted"
             )));
         }
-        Some(_) => {}
+        RoleState::Ordinary => {}
     }
-    let facts = admin_facts(tx, Memberships::Of(&[group.as_str()]))
-        .await
-        .map_err(|e| classify(&e))?;
+    let facts = admin_facts(&**tx, Memberships::Of(&[group.as_str()])).await?;
     refuse_missing(&facts, plan::admin::for_membership(group.as_str(), &facts))?;
     let (r, g) = (ident(role.as_str()), ident(group.as_str()));
     if revoke {
@@ -301,63 +279,11 @@ pub struct PrivilegeReport {
     /// Effective privileges on the database (PUBLIC's included).
     pub database_privileges: Vec<&'static str>,
     /// Per schema: usage, create, and how many tables it may read or change.
-    pub schemas: Vec<SchemaReport>,
+    pub schemas: Vec<SchemaPrivileges>,
     /// Default privileges granted to it.
     pub default_privileges: Vec<DefaultPrivilege>,
     /// `ALTER ROLE … SET` values: in this database, and everywhere.
     pub settings: Settings,
-}
-
-/// One membership.
-#[derive(Debug, Serialize)]
-pub struct Membership {
-    /// The group role.
-    pub role: String,
-    /// With ADMIN OPTION.
-    pub admin: bool,
-}
-
-/// One schema's view.
-#[derive(Debug, Serialize)]
-pub struct SchemaReport {
-    /// Schema name.
-    pub schema: String,
-    /// USAGE.
-    pub usage: bool,
-    /// CREATE.
-    pub create: bool,
-    /// Tables, views and materialised views in it.
-    pub tables: i64,
-    /// Of which it may SELECT.
-    pub select: i64,
-    /// INSERT.
-    pub insert: i64,
-    /// UPDATE.
-    pub update: i64,
-    /// DELETE.
-    pub delete: i64,
-}
-
-/// One default-privilege entry.
-#[derive(Debug, Serialize)]
-pub struct DefaultPrivilege {
-    /// Whose future objects.
-    pub owner: String,
-    /// In which schema (none: all).
-    pub schema: Option<String>,
-    /// tables, sequences, functions, types or schemas.
-    pub objects: &'static str,
-    /// The privilege.
-    pub privilege: String,
-}
-
-/// Per-role settings.
-#[derive(Debug, Serialize)]
-pub struct Settings {
-    /// In the target database.
-    pub database: Vec<String>,
-    /// In every database.
-    pub all: Vec<String>,
 }
 
 /// The result of a privileges report.
@@ -382,9 +308,9 @@ pub async fn report(app: &App, caller: &Caller, input: &Input) -> Result<ReportR
             .resolve(input.required("env")?, input.required("database")?)
             .await?;
         let conn = app.targets.connect(&entry).await?;
-        let report = build_report(&conn, &role).await.map_err(|e| classify(&e))?;
+        let found = catalog::role_privileges(&conn, role.as_str()).await?;
         Ok(ReportResult {
-            report,
+            report: found.map(privilege_report),
             username: role.to_string(),
             entry,
         })
@@ -402,147 +328,17 @@ pub async fn report(app: &App, caller: &Caller, input: &Input) -> Result<ReportR
     result
 }
 
-async fn build_report(
-    c: &tokio_postgres::Client,
-    role: &RoleName,
-) -> std::result::Result<Option<PrivilegeReport>, tokio_postgres::Error> {
-    let name = role.as_str();
-    let Some(row) = c
-        .query_opt(
-            &format!("{} WHERE rolname = $1", super::users::ROLE_COLUMNS),
-            &[&name],
-        )
-        .await?
-    else {
-        return Ok(None);
-    };
-    let profile: Option<String> = c
-        .query_one(
-            "SELECT pg_catalog.shobj_description(oid, 'pg_authid') FROM pg_catalog.pg_roles
-             WHERE rolname = $1",
-            &[&name],
-        )
-        .await?
-        .get::<_, Option<String>>(0)
-        .and_then(|c| {
-            c.strip_prefix("created by pg-user-api, profile ")
-                .map(str::to_owned)
-        });
-    let member_of = c
-        .query(
-            "SELECT g.rolname::text, m.admin_option FROM pg_catalog.pg_auth_members m
-             JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
-             JOIN pg_catalog.pg_roles u ON u.oid = m.member
-             WHERE u.rolname = $1 ORDER BY 1",
-            &[&name],
-        )
-        .await?
-        .iter()
-        .map(|r| Membership {
-            role: r.get(0),
-            admin: r.get(1),
-        })
-        .collect();
-    let db = c
-        .query_one(
-            "SELECT has_database_privilege($1, current_database(), 'CONNECT'),
-                    has_database_privilege($1, current_database(), 'CREATE'),
-                    has_database_privilege($1, current_database(), 'TEMPORARY')",
-            &[&name],
-        )
-        .await?;
-    let database_privileges = ["CONNECT", "CREATE", "TEMPORARY"]
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| db.get::<_, bool>(*i))
-        .map(|(_, p)| p)
-        .collect();
-    let schemas = c
-        .query(
-            "SELECT n.nspname::text,
-                    has_schema_privilege($1, n.oid, 'USAGE'),
-                    has_schema_privilege($1, n.oid, 'CREATE'),
-                    count(t.oid),
-                    count(t.oid) FILTER (WHERE has_table_privilege($1, t.oid, 'SELECT')),
-                    count(t.oid) FILTER (WHERE has_table_privilege($1, t.oid, 'INSERT')),
-                    count(t.oid) FILTER (WHERE has_table_privilege($1, t.oid, 'UPDATE')),
-                    count(t.oid) FILTER (WHERE has_table_privilege($1, t.oid, 'DELETE'))
-             FROM pg_catalog.pg_namespace n
-             LEFT JOIN pg_catalog.pg_class t
-               ON t.relnamespace = n.oid AND t.relkind IN ('r', 'v', 'm', 'p', 'f')
-             WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
-             GROUP BY n.oid, n.nspname ORDER BY 1",
-            &[&name],
-        )
-        .await?
-        .iter()
-        .map(|r| SchemaReport {
-            schema: r.get(0),
-            usage: r.get(1),
-            create: r.get(2),
-            tables: r.get(3),
-            select: r.get(4),
-            insert: r.get(5),
-            update: r.get(6),
-            delete: r.get(7),
-        })
-        .collect();
-    let default_privileges = c
-        .query(
-            "SELECT pg_catalog.pg_get_userbyid(d.defaclrole)::text, n.nspname::text,
-                    d.defaclobjtype::text, a.privilege_type::text
-             FROM pg_catalog.pg_default_acl d
-             LEFT JOIN pg_catalog.pg_namespace n ON n.oid = d.defaclnamespace
-             CROSS JOIN LATERAL pg_catalog.aclexplode(d.defaclacl) a
-             WHERE a.grantee = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1)
-             ORDER BY 1, 2, 3, 4",
-            &[&name],
-        )
-        .await?
-        .iter()
-        .map(|r| DefaultPrivilege {
-            owner: r.get(0),
-            schema: r.get(1),
-            objects: match r.get::<_, String>(2).as_str() {
-                "r" => "tables",
-                "S" => "sequences",
-                "f" => "functions",
-                "T" => "types",
-                _ => "schemas",
-            },
-            privilege: r.get(3),
-        })
-        .collect();
-    let mut settings = Settings {
-        database: Vec::new(),
-        all: Vec::new(),
-    };
-    for r in c
-        .query(
-            "SELECT s.setdatabase = 0, unnest(s.setconfig)
-             FROM pg_catalog.pg_db_role_setting s
-             WHERE s.setrole = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1)
-               AND s.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database
-                                         WHERE datname = current_database()))
-             ORDER BY 2",
-            &[&name],
-        )
-        .await?
-    {
-        let target = if r.get::<_, bool>(0) {
-            &mut settings.all
-        } else {
-            &mut settings.database
-        };
-        target.push(r.get(1));
+/// The report of a role's privileges, its profile read from the comment pg-user-api gave it.
+fn privilege_report(found: catalog::RolePrivileges) -> PrivilegeReport {
+    PrivilegeReport {
+        role: role_info(found.role),
+        profile: found
+            .comment
+            .and_then(|c| c.strip_prefix(PROFILE_COMMENT).map(str::to_owned)),
+        member_of: found.member_of,
+        database_privileges: found.database,
+        schemas: found.schemas,
+        default_privileges: found.default_privileges,
+        settings: found.settings,
     }
-    Ok(Some(PrivilegeReport {
-        role: role_info(&row),
-        profile,
-        member_of,
-        database_privileges,
-        schemas,
-        default_privileges,
-        settings,
-    }))
 }

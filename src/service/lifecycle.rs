@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::plan::lifecycle::{self, ALTERABLE_ATTRIBUTES, ValidUntil};
 use crate::plan::{self, RoleName, Statement, sql::ident};
 use crate::store::RegistryEntry;
-use crate::target::classify;
+use crate::target::catalog;
 
 /// Runs one simple change `op` of an existing role.
 async fn change_role(
@@ -189,7 +189,7 @@ async fn drop_in(app: &App, scope: &mut AuditScope<'_>, input: &Input) -> Result
         scope.intent("drop user").await?;
     }
     let mut conn = app.targets.connect(&entry).await?;
-    let tx = conn.transaction().await.map_err(|e| classify(&e))?;
+    let tx = conn.transaction().await?;
     if !lock_existing(&tx, &role).await? {
         return Ok(UserResult::new(&role, entry, status::NOT_FOUND));
     }
@@ -198,15 +198,7 @@ async fn drop_in(app: &App, scope: &mut AuditScope<'_>, input: &Input) -> Result
         format!("ALTER ROLE {} WITH NOLOGIN", ident(role.as_str())),
         "refuse new sessions while the role is taken apart",
     )];
-    let member: bool = tx
-        .query_one(
-            "SELECT pg_catalog.pg_has_role($1, 'USAGE')",
-            &[&role.as_str()],
-        )
-        .await
-        .map_err(|e| classify(&e))?
-        .get(0);
-    if !member {
+    if !catalog::admin_uses(&tx, role.as_str()).await? {
         plan.push(Statement::new(
             format!("GRANT {} TO CURRENT_USER", ident(role.as_str())),
             "REASSIGN OWNED and DROP OWNED need membership in the role",
@@ -224,10 +216,8 @@ async fn drop_in(app: &App, scope: &mut AuditScope<'_>, input: &Input) -> Result
         plan.extend(lifecycle::drop_role(&role));
         return Ok(UserResult::new(&role, entry, status::DRY_RUN).planned(plan));
     }
-    tx.batch_execute(&plan::batch(&plan))
-        .await
-        .map_err(|e| classify(&e))?;
-    tx.commit().await.map_err(|e| classify(&e))?;
+    tx.batch_execute(&plan::batch(&plan)).await?;
+    tx.commit().await?;
     let terminated = terminate_sessions(&conn, &role).await?;
     for d in &dependents {
         let other = RegistryEntry {
@@ -235,14 +225,13 @@ async fn drop_in(app: &App, scope: &mut AuditScope<'_>, input: &Input) -> Result
             ..entry.clone()
         };
         let mut c = app.targets.connect(&other).await?;
-        let tx = c.transaction().await.map_err(|e| classify(&e))?;
+        let tx = c.transaction().await?;
         tx.batch_execute(&plan::batch(&lifecycle::reassign_and_drop_owned(
             &role,
             &d.successor,
         )))
-        .await
-        .map_err(|e| classify(&e))?;
-        tx.commit().await.map_err(|e| classify(&e))?;
+        .await?;
+        tx.commit().await?;
     }
     match conn
         .batch_execute(lifecycle::drop_role(&role)[0].sql())
@@ -265,42 +254,29 @@ async fn drop_in(app: &App, scope: &mut AuditScope<'_>, input: &Input) -> Result
                 "role '{role}' is locked and its objects were reassigned, but something new depends on it: {detail}"
             )))
         }
-        Err(e) => Err(classify(&e)),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Finds every database where the role has objects or privileges, with the successor for
 /// each, or a 409 listing what makes a safe drop impossible.
 async fn dependents(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     role: &RoleName,
     entry: &RegistryEntry,
     successor: Option<&RoleName>,
 ) -> Result<Vec<Dependent>> {
-    let rows = tx
-        .query(
-            "WITH r AS (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1)
-             SELECT d.datname::text,
-                    pg_catalog.pg_get_userbyid(d.datdba)::text,
-                    d.datallowconn AND pg_catalog.has_database_privilege(d.oid, 'CONNECT'),
-                    d.datdba = (SELECT oid FROM r)
-             FROM pg_catalog.pg_database d
-             WHERE d.datname = $2
-                OR d.datdba = (SELECT oid FROM r)
-                OR d.oid IN (SELECT dbid FROM pg_catalog.pg_shdepend
-                             WHERE refclassid = 'pg_catalog.pg_authid'::regclass
-                               AND refobjid = (SELECT oid FROM r))
-             ORDER BY d.datname = $2 DESC, 1",
-            &[&role.as_str(), &entry.db_name],
-        )
-        .await
-        .map_err(|e| classify(&e))?;
+    let databases = catalog::dependent_databases(tx, role.as_str(), &entry.db_name).await?;
     let mut blockers = Vec::new();
     let mut out = Vec::new();
-    for row in rows {
-        let (db_name, owner, reachable, owned): (String, String, bool, bool) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
-        if owned {
+    for catalog::DependentDatabase {
+        name: db_name,
+        owner,
+        reachable,
+        owned_by_role,
+    } in databases
+    {
+        if owned_by_role {
             blockers.push(format!("it owns database '{db_name}'"));
             continue;
         }
@@ -311,12 +287,7 @@ async fn dependents(
             continue;
         }
         let successor = successor.map_or(owner, |s| s.to_string());
-        let usable: bool = tx
-            .query_one("SELECT pg_catalog.pg_has_role($1, 'USAGE')", &[&successor])
-            .await
-            .map_err(|e| classify(&e))?
-            .get(0);
-        if !usable {
+        if !catalog::admin_uses(tx, &successor).await? {
             blockers.push(format!(
                 "the admin role is not a member of successor '{successor}' (database '{db_name}')"
             ));
@@ -324,18 +295,8 @@ async fn dependents(
         }
         out.push(Dependent { db_name, successor });
     }
-    let spaces: Vec<String> = tx
-        .query(
-            "SELECT spcname::text FROM pg_catalog.pg_tablespace
-             WHERE spcowner = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1)",
-            &[&role.as_str()],
-        )
-        .await
-        .map_err(|e| classify(&e))?
-        .iter()
-        .map(|r| format!("it owns tablespace '{}'", r.get::<_, String>(0)))
-        .collect();
-    blockers.extend(spaces);
+    let spaces = catalog::owned_tablespaces(tx, role.as_str()).await?;
+    blockers.extend(spaces.iter().map(|s| format!("it owns tablespace '{s}'")));
     if blockers.is_empty() {
         Ok(out)
     } else {

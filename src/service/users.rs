@@ -13,7 +13,8 @@ use crate::plan::profile::ProfileInputError;
 use crate::plan::{self, Password, Profile, RoleName, SchemaFacts, Statement, Verifier, lifecycle};
 use crate::store::RegistryEntry;
 use crate::target::admin::{Memberships, admin_facts};
-use crate::target::{classify, is_duplicate};
+use crate::target::catalog::{self, RoleState};
+use crate::target::is_duplicate;
 
 /// Status strings of the v1 contract.
 pub mod status {
@@ -158,19 +159,11 @@ async fn new_password() -> Result<(Password, Verifier)> {
 }
 
 /// Serialises operations on one role name within a database for the transaction's life.
-/// Statements every change runs are prepared once per pooled connection: a round trip and a
-/// parse less on the target, per call.
 pub(super) async fn lock_role(
     tx: &deadpool_postgres::Transaction<'_>,
     role: &RoleName,
 ) -> Result<()> {
-    let key = format!("pg-user-api:role:{role}");
-    let stmt = tx
-        .prepare_cached("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))")
-        .await
-        .map_err(|e| classify(&e))?;
-    tx.execute(&stmt, &[&key]).await.map_err(|e| classify(&e))?;
-    Ok(())
+    catalog::advisory_xact_lock(tx, &format!("pg-user-api:role:{role}")).await
 }
 
 /// Takes the role's lock; false when it does not exist, 403 when it is a superuser or the
@@ -180,7 +173,7 @@ pub(super) async fn lock_existing(
     role: &RoleName,
 ) -> Result<bool> {
     lock_role(tx, role).await?;
-    match role_state(tx, role).await? {
+    match catalog::role_state(tx, role.as_str()).await? {
         RoleState::Missing => Ok(false),
         RoleState::Protected => Err(Error::Forbidden(format!(
             "role '{role}' is a superuser or the admin role; pg-user-api will not touch it"
@@ -189,106 +182,39 @@ pub(super) async fn lock_existing(
     }
 }
 
-pub(super) enum RoleState {
-    Missing,
-    Protected,
-    Ordinary,
-}
-
-pub(super) async fn role_state(
-    tx: &deadpool_postgres::Transaction<'_>,
-    role: &RoleName,
-) -> Result<RoleState> {
-    let stmt = tx
-        .prepare_cached(
-            "SELECT rolsuper OR rolname = current_user FROM pg_catalog.pg_roles WHERE rolname = $1",
-        )
-        .await
-        .map_err(|e| classify(&e))?;
-    let row = tx
-        .query_opt(&stmt, &[&role.as_str()])
-        .await
-        .map_err(|e| classify(&e))?;
-    Ok(match row {
-        None => RoleState::Missing,
-        Some(r) if r.get::<_, bool>(0) => RoleState::Protected,
-        Some(_) => RoleState::Ordinary,
-    })
-}
-
 /// The non-system schemas some grants name (all, with `"*"`) and, per schema, the owners
 /// of its objects (for future grants). The admin role must be a member of every owner the
 /// grants touch, or GRANT would silently do nothing: the schema's owner for a schema grant,
 /// the owners of its tables, sequences or functions for those, and every owner for future
 /// grants (ALTER DEFAULT PRIVILEGES FOR ROLE each of them).
 pub(super) async fn schema_facts(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     app: &App,
     entry: &RegistryEntry,
     grants: &[Grant],
 ) -> Result<Vec<SchemaFacts>> {
-    let touched = |kind: &str| {
-        grants.iter().any(|g| {
-            g.future
-                || match g.on {
-                    GrantOn::Schema => kind == "schema",
-                    GrantOn::Tables => kind == "tables",
-                    GrantOn::Sequences => kind == "sequences",
-                    GrantOn::Functions => kind == "functions",
-                    GrantOn::Database => false,
-                }
-        })
-    };
+    let touched = |on: GrantOn| grants.iter().any(|g| g.future || g.on == on);
     if grants
         .iter()
         .flat_map(|g| &g.privileges)
         .any(|p| p.since().is_some())
     {
-        let version: i32 = tx
-            .query_one(
-                "SELECT pg_catalog.current_setting('server_version_num')::int",
-                &[],
-            )
-            .await
-            .map_err(|e| classify(&e))?
-            .get(0);
+        let version = catalog::server_version_num(tx).await?;
         check_server_version(grants, version).map_err(Error::Invalid)?;
     }
-    let rows = tx
-        .query(
-            "WITH s AS (
-                 SELECT n.oid, n.nspname,
-                        CASE WHEN pg_catalog.pg_get_userbyid(n.nspowner) = 'pg_database_owner'
-                             THEN d.datdba ELSE n.nspowner END AS owner
-                 FROM pg_catalog.pg_namespace n
-                 JOIN pg_catalog.pg_database d ON d.datname = pg_catalog.current_database()
-                 WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
-                   AND ($1::text[] IS NULL OR n.nspname = ANY($1))
-             ), o AS (
-                 SELECT nspname, owner, 'schema' AS kind FROM s
-                 UNION
-                 SELECT s.nspname, c.relowner,
-                        CASE WHEN c.relkind = 'S' THEN 'sequences' ELSE 'tables' END
-                 FROM s JOIN pg_catalog.pg_class c ON c.relnamespace = s.oid
-                 WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f', 'S')
-                 UNION
-                 SELECT s.nspname, p.proowner, 'functions' FROM s
-                 JOIN pg_catalog.pg_proc p ON p.pronamespace = s.oid
-             )
-             SELECT o.nspname::text, r.rolname::text, o.kind, pg_catalog.pg_has_role(r.oid, 'USAGE')
-             FROM o JOIN pg_catalog.pg_roles r ON r.oid = o.owner
-             ORDER BY 1, 2",
-            &[&schema_scope(grants)],
-        )
-        .await
-        .map_err(|e| classify(&e))?;
+    let scope = schema_scope(grants);
+    let owners = catalog::object_owners(tx, scope.as_deref()).await?;
     let mut facts: Vec<SchemaFacts> = Vec::new();
     let mut foreign: Vec<String> = Vec::new();
-    for row in rows {
-        let (schema, owner, kind, usable): (String, String, String, bool) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
+    for catalog::ObjectOwner {
+        schema,
+        owner,
+        on,
+        admin_uses,
+    } in owners
+    {
         let shown = format!("{owner} (in schema {schema})");
-        if !usable && touched(&kind) && !foreign.contains(&shown) {
+        if !admin_uses && touched(on) && !foreign.contains(&shown) {
             foreign.push(shown);
         }
         match facts.last_mut() {
@@ -375,9 +301,9 @@ async fn create_in(
     }
     let (password, verifier) = new_password().await?;
     let mut conn = app.targets.connect(&entry).await?;
-    let tx = conn.transaction().await.map_err(|e| classify(&e))?;
+    let tx = conn.transaction().await?;
     lock_role(&tx, &role).await?;
-    let state = role_state(&tx, &role).await?;
+    let state = catalog::role_state(&tx, role.as_str()).await?;
     let per_database_only = same_server && matches!(state, RoleState::Ordinary);
     if !matches!(state, RoleState::Missing) && !per_database_only {
         return Ok(UserResult::new(&role, entry, status::EXISTS));
@@ -385,9 +311,7 @@ async fn create_in(
     check_groups(&tx, profile).await?;
     if !per_database_only && plan::admin::create_needs_more_than_createrole(profile) {
         let groups: Vec<&str> = profile.member_of.iter().map(|r| r.as_str()).collect();
-        let admin = admin_facts(&*tx, Memberships::Of(&groups))
-            .await
-            .map_err(|e| classify(&e))?;
+        let admin = admin_facts(&*tx, Memberships::Of(&groups)).await?;
         refuse_missing(&admin, plan::admin::for_create(profile, &admin))?;
     }
     let facts = plan::CreateFacts {
@@ -422,29 +346,20 @@ async fn create_in(
         // Another registry entry on the same server created it first (roles are
         // cluster-wide, the advisory lock is per database).
         Err(e) if is_duplicate(&e) => Ok(UserResult::new(&role, entry, status::EXISTS)),
-        Err(e) => Err(classify(&e)),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Joining a superuser (or the admin role) would hand out its power: refuse it.
-async fn check_groups(tx: &tokio_postgres::Transaction<'_>, profile: &Profile) -> Result<()> {
+async fn check_groups(tx: &deadpool_postgres::Transaction<'_>, profile: &Profile) -> Result<()> {
     if profile.member_of.is_empty() {
         return Ok(());
     }
     let names: Vec<&str> = profile.member_of.iter().map(|r| r.as_str()).collect();
-    let rows = tx
-        .query(
-            "SELECT rolname::text FROM pg_catalog.pg_roles
-             WHERE rolname = ANY($1) AND (rolsuper OR rolname = current_user)",
-            &[&names],
-        )
-        .await
-        .map_err(|e| classify(&e))?;
-    if let Some(row) = rows.first() {
+    if let Some(group) = catalog::protected_among(tx, &names).await?.first() {
         return Err(Error::Forbidden(format!(
-            "profile '{}' would join '{}', a superuser or the admin role",
+            "profile '{}' would join '{group}', a superuser or the admin role",
             profile.name,
-            row.get::<_, String>(0)
         )));
     }
     Ok(())
@@ -494,7 +409,7 @@ pub(super) async fn alter_existing(
         scope.intent(change.what).await?;
     }
     let mut conn = app.targets.connect(&entry).await?;
-    let tx = conn.transaction().await.map_err(|e| classify(&e))?;
+    let tx = conn.transaction().await?;
     if !lock_existing(&tx, &role).await? {
         return Ok(UserResult::new(&role, entry, status::NOT_FOUND));
     }
@@ -504,10 +419,8 @@ pub(super) async fn alter_existing(
         }
         return Ok(UserResult::new(&role, entry, status::DRY_RUN).planned(plan));
     }
-    tx.batch_execute(&plan::batch(&plan))
-        .await
-        .map_err(|e| classify(&e))?;
-    tx.commit().await.map_err(|e| classify(&e))?;
+    tx.batch_execute(&plan::batch(&plan)).await?;
+    tx.commit().await?;
     let sessions_terminated = if change.terminate {
         Some(terminate_sessions(&conn, &role).await?)
     } else {
@@ -528,8 +441,7 @@ pub(super) async fn terminate_sessions(
 ) -> Result<u64> {
     let rows = conn
         .query(lifecycle::terminate_sessions(role).sql(), &[])
-        .await
-        .map_err(|e| classify(&e))?;
+        .await?;
     Ok(rows.len() as u64)
 }
 
@@ -583,47 +495,43 @@ pub async fn search_path(app: &App, caller: &Caller, input: &Input) -> Result<Us
     result
 }
 
-pub(super) const ROLE_COLUMNS: &str =
-    "SELECT rolname::text, rolsuper, rolinherit, rolcreaterole, rolcreatedb,
-        rolcanlogin, rolreplication, rolbypassrls, rolconnlimit, rolvaliduntil::text
- FROM pg_catalog.pg_roles";
-
-/// A row of [`ROLE_COLUMNS`] as the original reports it.
-fn v1_role(row: &tokio_postgres::Row) -> V1Role {
+/// A role as the original reports it.
+fn v1_role(role: catalog::Role) -> V1Role {
     V1Role {
-        username: row.get(0),
-        superuser: row.get(1),
-        create_db: row.get(4),
+        username: role.name,
+        superuser: role.superuser,
+        create_db: role.create_db,
     }
 }
 
-pub(super) fn role_info(row: &tokio_postgres::Row) -> RoleInfo {
+/// A role with psql's attribute words.
+pub(super) fn role_info(role: catalog::Role) -> RoleInfo {
     let flags = [
-        (1, true, "Superuser"),
-        (2, false, "No inheritance"),
-        (3, true, "Create role"),
-        (4, true, "Create DB"),
-        (5, false, "Cannot login"),
-        (6, true, "Replication"),
-        (7, true, "Bypass RLS"),
+        (role.superuser, "Superuser"),
+        (!role.inherit, "No inheritance"),
+        (role.create_role, "Create role"),
+        (role.create_db, "Create DB"),
+        (!role.can_login, "Cannot login"),
+        (role.replication, "Replication"),
+        (role.bypass_rls, "Bypass RLS"),
     ];
     let mut attributes: Vec<String> = flags
         .iter()
-        .filter(|(col, when, _)| row.get::<_, bool>(*col) == *when)
-        .map(|(_, _, word)| (*word).to_owned())
+        .filter(|(set, _)| *set)
+        .map(|(_, word)| (*word).to_owned())
         .collect();
-    let limit: i32 = row.get(8);
+    let limit = role.connection_limit;
     if limit >= 0 {
         attributes.push(format!(
             "{limit} connection{}",
             if limit == 1 { "" } else { "s" }
         ));
     }
-    if let Some(until) = row.get::<_, Option<String>>(9) {
+    if let Some(until) = role.valid_until {
         attributes.push(format!("Password valid until {until}"));
     }
     RoleInfo {
-        username: row.get(0),
+        username: role.name,
         attributes,
     }
 }
@@ -646,17 +554,10 @@ pub async fn find(app: &App, caller: &Caller, input: &Input) -> Result<FindResul
         scope.set_username(role.as_str());
         let entry = app.resolve(env, database).await?;
         let conn = app.targets.connect(&entry).await?;
-        let stmt = conn
-            .prepare_cached(&format!("{ROLE_COLUMNS} WHERE rolname = $1"))
-            .await
-            .map_err(|e| classify(&e))?;
-        let row = conn
-            .query_opt(&stmt, &[&role.as_str()])
-            .await
-            .map_err(|e| classify(&e))?;
+        let found = catalog::role(&conn, role.as_str()).await?;
         Ok(FindResult {
             username: role.to_string(),
-            role: row.as_ref().map(v1_role),
+            role: found.map(v1_role),
             entry,
         })
     }
@@ -674,15 +575,9 @@ pub async fn list(app: &App, caller: &Caller, input: &Input) -> Result<ListResul
         let database = input.required("database")?;
         let entry = app.resolve(env, database).await?;
         let conn = app.targets.connect(&entry).await?;
-        let stmt = conn
-            .prepare_cached(&format!(
-                "{ROLE_COLUMNS} WHERE rolcanlogin ORDER BY rolname"
-            ))
-            .await
-            .map_err(|e| classify(&e))?;
-        let rows = conn.query(&stmt, &[]).await.map_err(|e| classify(&e))?;
+        let users = catalog::login_roles(&conn).await?;
         Ok(ListResult {
-            users: rows.iter().map(v1_role).collect(),
+            users: users.into_iter().map(v1_role).collect(),
             entry,
         })
     }

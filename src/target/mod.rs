@@ -2,6 +2,7 @@
 //! with timeouts, TLS per entry, and SQLSTATEs turned into domain errors.
 
 pub mod admin;
+pub mod catalog;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -162,7 +163,7 @@ impl Targets {
             }
         }
         result.map_err(|e| match e {
-            PoolError::Backend(e) => classify(&e),
+            PoolError::Backend(e) => e.into(),
             PoolError::Timeout(_) => Error::TargetUnavailable(format!(
                 "no connection to {}:{} within the timeout",
                 entry.hostname, entry.port
@@ -240,6 +241,14 @@ pub fn is_duplicate(e: &tokio_postgres::Error) -> bool {
         e.code(),
         Some(c) if *c == SqlState::DUPLICATE_OBJECT || *c == SqlState::UNIQUE_VIOLATION
     )
+}
+
+/// `?` on a target's error gives the domain error the caller should see: the one place
+/// where [`classify`] is applied.
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        classify(&e)
+    }
 }
 
 /// Turns a PostgreSQL error into the domain error the caller should see.

@@ -896,7 +896,7 @@ async fn demo_moves_to_a_free_port_when_its_own_is_taken_and_prints_the_real_one
         banner.contains(&format!("'{base}/api/v1/registry'")),
         "the curl lines do not use the real port: {banner}"
     );
-    pgua::startup::install_crypto_provider();
+    pgua::tls::install_crypto_provider();
     let root = reqwest::get(format!("{base}/")).await.unwrap();
     assert_eq!(root.status(), 200);
     assert!(demo.stop().success(), "the demo did not stop cleanly");
