@@ -41,11 +41,7 @@ impl Application {
         crate::tls::install_crypto_provider();
         crate::http::metrics::handle();
         let app = Arc::new(App::open(config, store, api, admin).await?);
-        crate::http::auth::spawn_failure_summaries(&app);
-        if let Some(days) = config.audit.retention_days {
-            spawn_pruning(app.store.clone(), days, crate::config::audit_key()?);
-        }
-        crate::notify::reminders::spawn(&app);
+        crate::service::jobs::start(&app, config)?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -75,28 +71,6 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await
     }
-}
-
-/// Prunes audit records older than `days`, hourly, leaving signed checkpoints.
-fn spawn_pruning(store: Arc<dyn Store>, days: u32, key: Option<secrecy::SecretString>) {
-    use secrecy::ExposeSecret;
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
-        loop {
-            tick.tick().await;
-            let before = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
-            let key = key.as_ref().map(|k| k.expose_secret().as_bytes());
-            match store.audit_prune(before, key).await {
-                Ok(Some(c)) => tracing::info!(
-                    pruned = c.pruned,
-                    through_id = c.through_id,
-                    "audit records pruned"
-                ),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "audit pruning failed"),
-            }
-        }
-    });
 }
 
 /// Completes on Ctrl-C or SIGTERM. The handlers are installed by this call, not when the

@@ -19,10 +19,8 @@ use subtle::ConstantTimeEq;
 use super::ClientAddr;
 use super::error::json_error;
 use crate::auth::{Principal, Scopes};
-use crate::service::audit::AuditScope;
-use crate::service::input::Input;
-use crate::service::keys;
-use crate::service::{App, Caller};
+use crate::service::App;
+use crate::service::keys::{self, audit_refusal, write_summaries};
 
 /// Compares digests so neither content nor length leaks through timing.
 fn same(a: &[u8], b: &[u8]) -> bool {
@@ -104,58 +102,6 @@ fn claimed(app: &App, c: &Credentials, key_name: Option<&str>) -> String {
         },
         Credentials::None => String::new(),
     }
-}
-
-/// Writes the summaries of finished windows of refusals (see [`keys::Throttle::record_each`]).
-async fn write_summaries(app: &App) {
-    for s in app.throttle.due_summaries() {
-        let addr = s.addr.map_or_else(|| "*".to_owned(), |a| a.to_string());
-        let message = format!(
-            "{} more authentication refusals from {} since {} not recorded one by one",
-            s.count,
-            if s.addr.is_some() {
-                "this address"
-            } else {
-                "other addresses"
-            },
-            s.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        );
-        audit_refusal(app, String::new(), "-".into(), addr, message).await;
-    }
-}
-
-/// Writes summaries as their windows end, also when the refusals that filled them stopped.
-pub fn spawn_failure_summaries(app: &Arc<App>) {
-    let every = app.throttle.summary_every();
-    let app = Arc::downgrade(app);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(app) = app.upgrade() else { return };
-            write_summaries(&app).await;
-        }
-    });
-}
-
-/// Stores the `auth` failure record of one refusal (or of a summary of refusals).
-async fn audit_refusal(
-    app: &App,
-    request_id: String,
-    principal: String,
-    client_addr: String,
-    message: String,
-) {
-    let caller = Caller {
-        request_id,
-        principal,
-        client_addr,
-        scopes: None,
-    };
-    let scope = AuditScope::new(app, &caller, "auth", &Input::default());
-    let failed: crate::error::Result<()> = Err(crate::error::Error::Forbidden(message));
-    scope.outcome(&failed, |_| String::new()).await;
 }
 
 /// Rejects the request with 401 unless it carries valid credentials, and with 429 while the

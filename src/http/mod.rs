@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod bodies;
 pub mod error;
 pub mod health;
 pub mod keys;

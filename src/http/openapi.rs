@@ -8,7 +8,7 @@
 //!
 //! The types below describe parameters and bodies; handlers read parameters through
 //! [`super::params::Params`] and shape most bodies with `json!` (find, all and search-path
-//! answer with the very types documented, in `super::users`), and the committed
+//! answer with the very types documented, in `super::bodies`), and the committed
 //! `openapi.json` plus the schemathesis run in CI check that the two agree.
 #![allow(dead_code)] // described, never built
 
@@ -640,7 +640,7 @@ impl utoipa::IntoResponses for UserChange {
 #[serde(untagged)]
 pub enum SearchPathResponse {
     /// One target.
-    One(super::users::SearchPathBody),
+    One(super::bodies::SearchPathBody),
     /// A dry run.
     DryRun(DryRunBody),
     /// Several targets.
@@ -654,7 +654,7 @@ pub enum SearchPathNotFound {
     /// No such entry.
     Error(ErrorBody),
     /// No such user.
-    One(super::users::SearchPathBody),
+    One(super::bodies::SearchPathBody),
     /// Several targets.
     Many(MultiBody),
 }
@@ -697,7 +697,7 @@ pub enum TargetError {
 #[serde(untagged)]
 pub enum FindResponse {
     /// One target.
-    One(super::users::FindBody),
+    One(super::bodies::FindBody),
     /// Several targets.
     Many(MultiBody),
 }
@@ -707,7 +707,7 @@ pub enum FindResponse {
 #[serde(untagged)]
 pub enum UsersResponse {
     /// One target.
-    One(super::users::UsersBody),
+    One(super::bodies::UsersBody),
     /// Several targets.
     Many(MultiBody),
 }

@@ -9,8 +9,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
-use utoipa::ToSchema;
 
+use super::bodies::{FindBody, SearchPathBody, TargetKeys, UserEntry, UsersBody};
 use super::error::json_error;
 use super::openapi;
 use super::params::Params;
@@ -23,34 +23,9 @@ use crate::service::ops::UserOp;
 use crate::service::users::{self as ops, UserResult, V1Role, status};
 use crate::service::{App, Caller};
 use crate::service::{grants, lifecycle};
-use crate::store::RegistryEntry;
 
 /// Response header naming the profile and version that created a user.
 pub const PROFILE_HEADER: &str = "x-pgua-profile";
-
-/// Where a call ran: the v1 target keys (`port` as text, as the original).
-#[derive(Serialize, ToSchema)]
-pub struct TargetKeys {
-    /// Target environment.
-    env: String,
-    /// Target server.
-    hostname: String,
-    /// Target database.
-    database: String,
-    /// Target port, as text.
-    port: String,
-}
-
-impl From<&RegistryEntry> for TargetKeys {
-    fn from(entry: &RegistryEntry) -> Self {
-        Self {
-            env: entry.env.clone(),
-            hostname: entry.hostname.clone(),
-            database: entry.db_name.clone(),
-            port: entry.port.to_string(),
-        }
-    }
-}
 
 /// The v1 body of user-changing endpoints: exactly these keys.
 #[derive(Serialize)]
@@ -63,26 +38,6 @@ struct UserBody<'a> {
     /// Only lock and drop report it; the v1 bodies never carry it.
     #[serde(skip_serializing_if = "Option::is_none")]
     sessions_terminated: Option<u64>,
-}
-
-/// The original's search-path answer: exactly these keys, no password.
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)] // documents the exact key set
-pub struct SearchPathBody {
-    /// The role.
-    username: String,
-    /// The schemas set, as a comma-separated list (`app,public`).
-    schema: String,
-    /// `search_path set to …` or `user not found`.
-    status: String,
-    /// Target server.
-    hostname: String,
-    /// Target database.
-    database: String,
-    /// Target port, as text.
-    port: String,
-    /// Target environment.
-    env: String,
 }
 
 /// The v1 body of one result, its status, and whether it carries a password; a dry run
@@ -525,22 +480,6 @@ pub async fn privileges(State(a): State<Arc<App>>, c: Caller, p: Params) -> Resu
     .await
 }
 
-/// `find`'s answer on one target, as the original's.
-#[derive(Serialize, ToSchema)]
-pub struct FindBody {
-    /// Whether the role exists.
-    found: bool,
-    /// The folded name looked up.
-    username: String,
-    /// `standard`, or `superuser` and `create database` joined by `", "` (only those two);
-    /// absent when the role does not exist.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    attributes: Option<String>,
-    #[serde(flatten)]
-    target: TargetKeys,
-}
-
 /// Looks a user up: `{found, username, attributes, hostname, database, port, env}`.
 #[utoipa::path(
     method(get, post), path = "/api/v1/users/find", tag = "users",
@@ -559,24 +498,6 @@ pub async fn find(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Res
         (StatusCode::OK, json!(body), false)
     })
     .await
-}
-
-/// One user in `all`'s answer.
-#[derive(Serialize, ToSchema)]
-pub struct UserEntry {
-    /// The role.
-    username: String,
-    /// `superuser` and `create database` joined by `", "`; empty for neither.
-    attributes: String,
-}
-
-/// `all`'s answer on one target: the roles that can log in, by name.
-#[derive(Serialize, ToSchema)]
-pub struct UsersBody {
-    #[serde(flatten)]
-    target: TargetKeys,
-    /// Each user and its attributes.
-    users: Vec<UserEntry>,
 }
 
 /// Lists the target's users (the roles that can log in): `{env, hostname, database, port, users}`.

@@ -9,7 +9,6 @@
 pub mod config;
 mod email;
 mod queue;
-pub mod reminders;
 mod slack;
 mod webex;
 mod webhook;

@@ -397,6 +397,66 @@ pub fn schema_scope(grants: &[Grant]) -> Option<Vec<String>> {
     Some(names)
 }
 
+/// The options of a membership grant.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MembershipOptions {
+    /// The member may grant the membership on (ADMIN).
+    pub admin: bool,
+    /// It inherits the group's privileges (16+; none: the server's default).
+    pub inherit: Option<bool>,
+    /// It may `SET ROLE` to the group (16+; none: the server's default).
+    pub set: Option<bool>,
+}
+
+/// `GRANT group TO role [WITH …]`, or `REVOKE group FROM role`; `pg16`: the server is
+/// PostgreSQL 16 or later, which spells ADMIN as a boolean and knows INHERIT and SET.
+pub fn membership(
+    role: &RoleName,
+    group: &RoleName,
+    options: MembershipOptions,
+    revoke: bool,
+    pg16: bool,
+) -> Result<Statement, String> {
+    let (r, g) = (ident(role.as_str()), ident(group.as_str()));
+    if revoke {
+        return Ok(Statement::new(
+            format!("REVOKE {g} FROM {r}"),
+            "revoke membership",
+        ));
+    }
+    let MembershipOptions {
+        admin,
+        inherit,
+        set,
+    } = options;
+    if (inherit.is_some() || set.is_some()) && !pg16 {
+        return Err("inherit and set options of a membership need PostgreSQL 16 or later".into());
+    }
+    let mut words = Vec::new();
+    if admin {
+        words.push(if pg16 { "ADMIN TRUE" } else { "ADMIN OPTION" });
+    }
+    for (word, value) in [("INHERIT", inherit), ("SET", set)] {
+        if let Some(v) = value {
+            words.push(match (word, v) {
+                ("INHERIT", true) => "INHERIT TRUE",
+                ("INHERIT", false) => "INHERIT FALSE",
+                (_, true) => "SET TRUE",
+                (_, false) => "SET FALSE",
+            });
+        }
+    }
+    let with = if words.is_empty() {
+        String::new()
+    } else {
+        format!(" WITH {}", words.join(", "))
+    };
+    Ok(Statement::new(
+        format!("GRANT {g} TO {r}{with}"),
+        "grant membership",
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,6 +464,40 @@ mod tests {
     fn grant(toml_text: &str) -> Result<Grant, String> {
         let cfg: GrantConfig = toml::from_str(toml_text).map_err(|e| e.to_string())?;
         Grant::from_config(&cfg, &NamePolicy::default())
+    }
+
+    #[test]
+    fn membership_options_are_spelled_per_server_version() {
+        let names = NamePolicy::default();
+        let (role, group) = (names.role("app").unwrap(), names.role("readers").unwrap());
+        let admin = MembershipOptions {
+            admin: true,
+            ..MembershipOptions::default()
+        };
+        let sql = |options, revoke, pg16| {
+            membership(&role, &group, options, revoke, pg16).map(|s| s.sql().to_owned())
+        };
+        assert_eq!(
+            sql(admin, false, false).unwrap(),
+            r#"GRANT "readers" TO "app" WITH ADMIN OPTION"#
+        );
+        assert_eq!(
+            sql(admin, false, true).unwrap(),
+            r#"GRANT "readers" TO "app" WITH ADMIN TRUE"#
+        );
+        let no_inherit = MembershipOptions {
+            inherit: Some(false),
+            ..MembershipOptions::default()
+        };
+        assert!(sql(no_inherit, false, false).is_err());
+        assert_eq!(
+            sql(no_inherit, false, true).unwrap(),
+            r#"GRANT "readers" TO "app" WITH INHERIT FALSE"#
+        );
+        assert_eq!(
+            sql(no_inherit, true, false).unwrap(),
+            r#"REVOKE "readers" FROM "app""#
+        );
     }
 
     fn facts() -> Vec<SchemaFacts> {

@@ -102,6 +102,31 @@ pub fn reassign_and_drop_owned(role: &RoleName, successor: &str) -> Vec<Statemen
     ]
 }
 
+/// The first steps of a drop: no new sessions, and membership in the role for the admin
+/// role (`admin_is_member`: it has it already), which REASSIGN OWNED and DROP OWNED need.
+pub fn take_apart(role: &RoleName, admin_is_member: bool) -> Vec<Statement> {
+    let r = ident(role.as_str());
+    let mut plan = vec![Statement::new(
+        format!("ALTER ROLE {r} WITH NOLOGIN"),
+        "refuse new sessions while the role is taken apart",
+    )];
+    if !admin_is_member {
+        plan.push(Statement::new(
+            format!("GRANT {r} TO CURRENT_USER"),
+            "REASSIGN OWNED and DROP OWNED need membership in the role",
+        ));
+    }
+    plan
+}
+
+/// psql's `\connect`, as a dry run shows that the next statements run in `database`.
+pub fn connect(database: &str) -> Statement {
+    Statement::new(
+        format!("\\connect {}", ident(database)),
+        "the next statements run in this database",
+    )
+}
+
 /// Drops the role itself, once nothing depends on it.
 pub fn drop_role(role: &RoleName) -> Vec<Statement> {
     vec![Statement::new(

@@ -12,21 +12,10 @@ use futures_util::StreamExt;
 
 use super::audit::AuditScope;
 use super::input::Input;
-use super::ops::UserOp;
+use super::ops::{Reach, UserOp};
 use super::users::{UserResult, status_of};
 use super::{App, Caller};
 use crate::error::Result;
-
-/// What an operation changes, which decides how targets on one server share the work.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reach {
-    /// Something in the target database (search_path, grants): run on every target.
-    Database,
-    /// The role itself (reset, lock, expire, …): run once per server, shared by the rest.
-    Role,
-    /// A create: the role once per server, then the database part on every target.
-    Create,
-}
 
 /// One target's result.
 pub struct Outcome<T> {

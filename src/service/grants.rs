@@ -14,8 +14,7 @@ use super::users::{
 use super::{App, Caller};
 use crate::error::{Error, Result};
 use crate::plan::admin::PG16;
-use crate::plan::grants::{Grant, GrantConfig, GrantOn, Privilege};
-use crate::plan::sql::ident;
+use crate::plan::grants::{Grant, GrantConfig, GrantOn, MembershipOptions, Privilege};
 use crate::plan::{self, PROFILE_COMMENT, RoleName, Statement};
 use crate::store::RegistryEntry;
 use crate::target::admin::{Memberships, admin_facts};
@@ -224,46 +223,18 @@ async fn membership(
     }
     let facts = admin_facts(&**tx, Memberships::Of(&[group.as_str()])).await?;
     refuse_missing(&facts, plan::admin::for_membership(group.as_str(), &facts))?;
-    let (r, g) = (ident(role.as_str()), ident(group.as_str()));
-    if revoke {
-        return Ok(Statement::new(
-            format!("REVOKE {g} FROM {r}"),
-            "revoke membership",
-        ));
-    }
-    let version = facts.server_version_num;
-    if (inherit.is_some() || set.is_some()) && version < PG16 {
-        return Err(Error::Invalid(
-            "inherit and set options of a membership need PostgreSQL 16 or later".into(),
-        ));
-    }
-    let mut options = Vec::new();
-    if admin {
-        options.push(if version >= PG16 {
-            "ADMIN TRUE"
-        } else {
-            "ADMIN OPTION"
-        });
-    }
-    for (word, value) in [("INHERIT", inherit), ("SET", set)] {
-        if let Some(v) = value {
-            options.push(match (word, v) {
-                ("INHERIT", true) => "INHERIT TRUE",
-                ("INHERIT", false) => "INHERIT FALSE",
-                (_, true) => "SET TRUE",
-                (_, false) => "SET FALSE",
-            });
-        }
-    }
-    let with = if options.is_empty() {
-        String::new()
-    } else {
-        format!(" WITH {}", options.join(", "))
-    };
-    Ok(Statement::new(
-        format!("GRANT {g} TO {r}{with}"),
-        "grant membership",
-    ))
+    plan::grants::membership(
+        role,
+        group,
+        MembershipOptions {
+            admin,
+            inherit,
+            set,
+        },
+        revoke,
+        facts.server_version_num >= PG16,
+    )
+    .map_err(Error::Invalid)
 }
 
 /// What a role can do in one database.

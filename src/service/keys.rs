@@ -13,7 +13,9 @@ use rand::TryRngCore;
 use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
 
+use super::audit::AuditScope;
 use super::input::Input;
+use super::{App, Caller};
 use crate::auth::{Operation, Principal, Scopes};
 use crate::error::{Error, Result};
 use crate::store::{ApiKey, Store, StoreError};
@@ -597,6 +599,43 @@ impl Throttle {
     pub fn summary_every(&self) -> Duration {
         self.summary_every
     }
+}
+
+/// Writes the summaries of finished windows of refusals (see [`Throttle::record_each`]).
+pub async fn write_summaries(app: &App) {
+    for s in app.throttle.due_summaries() {
+        let addr = s.addr.map_or_else(|| "*".to_owned(), |a| a.to_string());
+        let message = format!(
+            "{} more authentication refusals from {} since {} not recorded one by one",
+            s.count,
+            if s.addr.is_some() {
+                "this address"
+            } else {
+                "other addresses"
+            },
+            s.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+        audit_refusal(app, String::new(), "-".into(), addr, message).await;
+    }
+}
+
+/// Stores the `auth` failure record of one refusal (or of a summary of refusals).
+pub async fn audit_refusal(
+    app: &App,
+    request_id: String,
+    principal: String,
+    client_addr: String,
+    message: String,
+) {
+    let caller = Caller {
+        request_id,
+        principal,
+        client_addr,
+        scopes: None,
+    };
+    let scope = AuditScope::new(app, &caller, "auth", &Input::default());
+    let failed: Result<()> = Err(Error::Forbidden(message));
+    scope.outcome(&failed, |_| String::new()).await;
 }
 
 /// Extra Basic users from configuration, each with an argon2 hash and scopes.

@@ -12,7 +12,7 @@ use super::users::{
 use super::{App, Caller};
 use crate::error::{Error, Result};
 use crate::plan::lifecycle::{self, ALTERABLE_ATTRIBUTES, ValidUntil};
-use crate::plan::{self, RoleName, Statement, sql::ident};
+use crate::plan::{self, RoleName, Statement};
 use crate::store::RegistryEntry;
 use crate::target::catalog;
 
@@ -194,23 +194,12 @@ async fn drop_in(app: &App, scope: &mut AuditScope<'_>, input: &Input) -> Result
         return Ok(UserResult::new(&role, entry, status::NOT_FOUND));
     }
     let dependents = dependents(&tx, &role, &entry, successor.as_ref()).await?;
-    let mut plan = vec![Statement::new(
-        format!("ALTER ROLE {} WITH NOLOGIN", ident(role.as_str())),
-        "refuse new sessions while the role is taken apart",
-    )];
-    if !catalog::admin_uses(&tx, role.as_str()).await? {
-        plan.push(Statement::new(
-            format!("GRANT {} TO CURRENT_USER", ident(role.as_str())),
-            "REASSIGN OWNED and DROP OWNED need membership in the role",
-        ));
-    }
+    let admin_is_member = catalog::admin_uses(&tx, role.as_str()).await?;
+    let mut plan = lifecycle::take_apart(&role, admin_is_member);
     if dry_run {
         plan.push(lifecycle::terminate_sessions(&role));
         for d in &dependents {
-            plan.push(Statement::new(
-                format!("\\connect {}", ident(&d.db_name)),
-                "the next statements run in this database",
-            ));
+            plan.push(lifecycle::connect(&d.db_name));
             plan.extend(lifecycle::reassign_and_drop_owned(&role, &d.successor));
         }
         plan.extend(lifecycle::drop_role(&role));

@@ -6,10 +6,12 @@ pub mod doctor;
 pub mod fanout;
 pub mod grants;
 pub mod input;
+pub mod jobs;
 pub mod keys;
 pub mod lifecycle;
 pub mod ops;
 pub mod registry;
+pub mod reminders;
 pub mod users;
 
 use std::sync::Arc;
@@ -75,6 +77,8 @@ pub struct App {
     pub fan_out_parallelism: usize,
     /// Notification queues and channels.
     pub notifier: Notifier,
+    /// Background jobs, and this replica's name as the holder of their claims.
+    pub jobs: jobs::Jobs,
 }
 
 impl App {
@@ -115,6 +119,7 @@ impl App {
             profiles,
             fan_out_parallelism: config.targets.fan_out_parallelism.max(1),
             notifier: Notifier::new(&config.notify)?,
+            jobs: jobs::Jobs::default(),
         })
     }
 

@@ -3,9 +3,19 @@
 
 use std::borrow::Cow;
 
-use super::fanout::Reach;
 use crate::auth::Operation;
 use crate::notify::EventKind;
+
+/// What an operation changes, which decides how targets on one server share the work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Something in the target database (search_path, grants): run on every target.
+    Database,
+    /// The role itself (reset, lock, expire, …): run once per server, shared by the rest.
+    Role,
+    /// A create: the role once per server, then the database part on every target.
+    Create,
+}
 
 /// A changing operation on a user.
 #[derive(Clone, Debug, PartialEq, Eq)]

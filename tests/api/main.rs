@@ -9,6 +9,8 @@ mod fanout;
 mod faults;
 mod fuzz;
 mod grants;
+mod jobs;
+mod layout;
 mod lifecycle;
 mod metrics;
 mod notify;
