@@ -18,9 +18,7 @@ use crate::plan::grants::{Grant, GrantConfig, GrantOn, MembershipOptions, Privil
 use crate::plan::{self, PROFILE_COMMENT, RoleName, Statement};
 use crate::store::RegistryEntry;
 use crate::target::admin::{Memberships, admin_facts};
-use crate::target::catalog::{
-    self, DefaultPrivilege, Membership, RoleState, SchemaPrivileges, Settings,
-};
+use crate::target::catalog::{self, Privileges, RoleState};
 
 /// Predefined roles callers may join; the others (`pg_execute_server_program`,
 /// `pg_write_server_files`, `pg_signal_backend`, …) reach beyond the database and are refused.
@@ -245,16 +243,9 @@ pub struct PrivilegeReport {
     pub role: RoleInfo,
     /// The profile version that created it, if pg-user-api did.
     pub profile: Option<String>,
-    /// Roles it is a member of.
-    pub member_of: Vec<Membership>,
-    /// Effective privileges on the database (PUBLIC's included).
-    pub database_privileges: Vec<&'static str>,
-    /// Per schema: usage, create, and how many tables it may read or change.
-    pub schemas: Vec<SchemaPrivileges>,
-    /// Default privileges granted to it.
-    pub default_privileges: Vec<DefaultPrivilege>,
-    /// `ALTER ROLE … SET` values: in this database, and everywhere.
-    pub settings: Settings,
+    /// Memberships, database and schema privileges, default privileges, settings.
+    #[serde(flatten)]
+    pub privileges: Privileges,
 }
 
 /// The result of a privileges report.
@@ -306,10 +297,6 @@ fn privilege_report(found: catalog::RolePrivileges) -> PrivilegeReport {
         profile: found
             .comment
             .and_then(|c| c.strip_prefix(PROFILE_COMMENT).map(str::to_owned)),
-        member_of: found.member_of,
-        database_privileges: found.database,
-        schemas: found.schemas,
-        default_privileges: found.default_privileges,
-        settings: found.settings,
+        privileges: found.privileges,
     }
 }

@@ -369,21 +369,28 @@ pub struct Settings {
     pub all: Vec<String>,
 }
 
-/// What a role can do in the connection's database.
+/// A role, its comment, and what it can do in the connection's database.
 pub struct RolePrivileges {
     /// Its attributes.
     pub role: Role,
     /// Its comment (`COMMENT ON ROLE`).
     pub comment: Option<String>,
+    /// What it can do.
+    pub privileges: Privileges,
+}
+
+/// What a role can do in the connection's database.
+#[derive(Debug, Serialize)]
+pub struct Privileges {
     /// Roles it is a member of, by name.
     pub member_of: Vec<Membership>,
-    /// Its effective privileges on the database (PUBLIC's included).
-    pub database: Vec<&'static str>,
-    /// Per non-system schema, by name.
+    /// Effective privileges on the database (PUBLIC's included).
+    pub database_privileges: Vec<&'static str>,
+    /// Per non-system schema: usage, create, and how many tables it may read or change.
     pub schemas: Vec<SchemaPrivileges>,
     /// Default privileges granted to it.
     pub default_privileges: Vec<DefaultPrivilege>,
-    /// Its settings.
+    /// `ALTER ROLE … SET` values: in this database, and everywhere.
     pub settings: Settings,
 }
 
@@ -428,7 +435,7 @@ pub async fn role_privileges(c: &impl GenericClient, name: &str) -> Result<Optio
             &[&name],
         )
         .await?;
-    let database = ["CONNECT", "CREATE", "TEMPORARY"]
+    let database_privileges = ["CONNECT", "CREATE", "TEMPORARY"]
         .into_iter()
         .enumerate()
         .filter(|(i, _)| db.get::<_, bool>(*i))
@@ -517,10 +524,12 @@ pub async fn role_privileges(c: &impl GenericClient, name: &str) -> Result<Optio
     Ok(Some(RolePrivileges {
         role,
         comment,
-        member_of,
-        database,
-        schemas,
-        default_privileges,
-        settings,
+        privileges: Privileges {
+            member_of,
+            database_privileges,
+            schemas,
+            default_privileges,
+            settings,
+        },
     }))
 }
