@@ -3,7 +3,8 @@
 //! The parts, in the order a request meets them: [`http`] → [`service`] → [`plan`] (pure
 //! SQL generation) → [`target`] (pooled admin connections), with [`store`] holding the
 //! registry and the audit log, and [`notify`] telling chat rooms and mailboxes
-//! about changes. [`cli`] is the command line; [`cluster`] starts throw-away
+//! about changes; background work runs as [`service::jobs`]. [`auth`] and [`tls`] are
+//! leaves every layer may use. [`cli`] is the command line; [`cluster`] starts throw-away
 //! PostgreSQL clusters for the demo, the tests and the benchmark.
 
 pub mod auth;

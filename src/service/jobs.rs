@@ -153,6 +153,8 @@ pub fn start(app: &Arc<App>, config: &Config) -> anyhow::Result<()> {
             move |app| async move { reminders::remind(&app, days).await },
         ));
     }
+    let names: Vec<&str> = jobs.iter().map(|job| job.name).collect();
+    tracing::info!(replica = app.jobs.replica(), jobs = ?names, "background jobs started");
     let started: Vec<Running> = jobs.into_iter().map(|job| spawn(app, job)).collect();
     app.jobs
         .running
