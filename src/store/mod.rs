@@ -1,11 +1,13 @@
 //! The service's own data: registry of target databases and the audit log.
 //!
 //! One interface, [`Store`]; the embedded SQLite backend is the default, PostgreSQL lets
-//! several replicas share one store.
+//! several replicas share one store. [`sql`] holds what both backends share: the column
+//! list of each table, the statements and the row mappings.
 
 pub mod audit_queue;
 pub mod chain;
 pub mod postgres;
+pub mod sql;
 pub mod sqlite;
 
 use std::borrow::Cow;
