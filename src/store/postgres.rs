@@ -227,39 +227,47 @@ fn bind(query: Query, value: &Value<'_>) -> Query {
     }
 }
 
-/// Binds column `j` of every row as one array, for `unnest`.
-fn bind_column(query: Query, rows: &[Vec<Value<'_>>], j: usize) -> anyhow::Result<Query> {
-    fn gather<'a, T>(
-        rows: &[Vec<Value<'a>>],
-        j: usize,
-        pick: impl Fn(Value<'a>) -> Option<T>,
-    ) -> anyhow::Result<Vec<T>> {
-        rows.iter()
-            .map(|r| pick(r[j]).context("a batch column holds values of different kinds"))
-            .collect()
+/// One column of a batch, for `unnest`: an array of the column's type.
+enum Array<'a> {
+    Int(Vec<Option<i64>>),
+    Text(Vec<Option<&'a str>>),
+    Time(Vec<Option<DateTime<Utc>>>),
+    Flag(Vec<bool>),
+    Bytes(Vec<&'a [u8]>),
+}
+
+impl<'a> Array<'a> {
+    /// Column `j` of every row.
+    fn of(rows: &[Vec<Value<'a>>], j: usize) -> anyhow::Result<Self> {
+        let mut array = match rows[0][j] {
+            Value::Int(_) => Array::Int(Vec::with_capacity(rows.len())),
+            Value::Text(_) => Array::Text(Vec::with_capacity(rows.len())),
+            Value::Time(_) => Array::Time(Vec::with_capacity(rows.len())),
+            Value::Flag(_) => Array::Flag(Vec::with_capacity(rows.len())),
+            Value::Bytes(_) => Array::Bytes(Vec::with_capacity(rows.len())),
+        };
+        for row in rows {
+            match (&mut array, row[j]) {
+                (Array::Int(a), Value::Int(v)) => a.push(v),
+                (Array::Text(a), Value::Text(v)) => a.push(v),
+                (Array::Time(a), Value::Time(v)) => a.push(v),
+                (Array::Flag(a), Value::Flag(v)) => a.push(v),
+                (Array::Bytes(a), Value::Bytes(v)) => a.push(v),
+                _ => bail!("column {j} of a batch holds values of different kinds"),
+            }
+        }
+        Ok(array)
     }
-    Ok(match rows[0][j] {
-        Value::Int(_) => query.bind(gather(rows, j, |v| match v {
-            Value::Int(x) => Some(x),
-            _ => None,
-        })?),
-        Value::Text(_) => query.bind(gather(rows, j, |v| match v {
-            Value::Text(x) => Some(x),
-            _ => None,
-        })?),
-        Value::Time(_) => query.bind(gather(rows, j, |v| match v {
-            Value::Time(x) => Some(x),
-            _ => None,
-        })?),
-        Value::Flag(_) => query.bind(gather(rows, j, |v| match v {
-            Value::Flag(x) => Some(x),
-            _ => None,
-        })?),
-        Value::Bytes(_) => query.bind(gather(rows, j, |v| match v {
-            Value::Bytes(x) => Some(x),
-            _ => None,
-        })?),
-    })
+
+    fn bind(self, query: Query) -> Query {
+        match self {
+            Array::Int(a) => query.bind(a),
+            Array::Text(a) => query.bind(a),
+            Array::Time(a) => query.bind(a),
+            Array::Flag(a) => query.bind(a),
+            Array::Bytes(a) => query.bind(a),
+        }
+    }
 }
 
 fn query(sql: &'static str, args: &[Value<'_>]) -> Query {
@@ -372,7 +380,7 @@ impl Dialect for PostgresBackend {
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for j in 0..rows[0].len() {
-            q = bind_column(q, rows, j)?;
+            q = Array::of(rows, j)?.bind(q);
         }
         q.execute(&mut **tx).await?;
         Ok(())

@@ -156,6 +156,11 @@ impl Table {
         format!("SELECT {} FROM {}{rest}", self.all(), self.name)
     }
 
+    /// An insert that answers with the whole row.
+    fn insert_returning_all(&self) -> String {
+        self.insert(&format!(" RETURNING {}", self.all()))
+    }
+
     /// `INSERT INTO <table> (<columns>) VALUES ($1, …)` followed by `rest`.
     fn insert(&self, rest: &str) -> String {
         format!(
@@ -410,7 +415,7 @@ impl Sql {
 // the database's collation.
 static REGISTRY_LIST: Sql = Sql::new(|| REGISTRY.select(""));
 static REGISTRY_GET: Sql = Sql::new(|| REGISTRY.select(" WHERE env = $1 AND db_name = $2"));
-static REGISTRY_ADD: Sql = Sql::new(|| REGISTRY.insert(&format!(" RETURNING {}", REGISTRY.all())));
+static REGISTRY_ADD: Sql = Sql::new(|| REGISTRY.insert_returning_all());
 /// Sets every column but the key (the first two) of the entry the key names, so it binds
 /// [`registry_values`] as they are.
 static REGISTRY_UPDATE: Sql = Sql::new(|| {
@@ -463,7 +468,7 @@ static CHECKPOINT_LATEST: Sql = Sql::new(|| CHECKPOINTS.select(" ORDER BY id DES
 static KEY_LIST: Sql = Sql::new(|| KEYS.select(""));
 static KEYS_BY_ID: Sql = Sql::new(|| KEYS.select(" ORDER BY id"));
 static KEY_BY_HASH: Sql = Sql::new(|| KEYS.select(" WHERE hash = $1"));
-static KEY_ADD: Sql = Sql::new(|| KEYS.insert(&format!(" RETURNING {}", KEYS.all())));
+static KEY_ADD: Sql = Sql::new(|| KEYS.insert_returning_all());
 const KEY_REVOKE: &str =
     "UPDATE api_keys SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL";
 
@@ -472,8 +477,10 @@ const FINGERPRINT_KEY_ADD: &str =
 const FINGERPRINT_KEY: &str = "SELECT key FROM fingerprint_key WHERE id = 1";
 
 /// Takes a claim that is free, ran out, or is the holder's own (see [`Store::claim`]).
-const CLAIM: &str = "INSERT INTO claims (namespace, key, holder, until_epoch) VALUES ($1, $2, $3, $4)
-     ON CONFLICT (namespace, key) DO UPDATE SET holder = excluded.holder, until_epoch = excluded.until_epoch
+const CLAIM: &str = "INSERT INTO claims (namespace, key, holder, until_epoch)
+     VALUES ($1, $2, $3, $4)
+     ON CONFLICT (namespace, key) DO UPDATE
+     SET holder = excluded.holder, until_epoch = excluded.until_epoch
      WHERE claims.until_epoch <= $5 OR claims.holder = excluded.holder";
 const CLAIMS_PRUNE: &str = "DELETE FROM claims WHERE until_epoch < $1";
 
