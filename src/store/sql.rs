@@ -173,7 +173,7 @@ impl Table {
 }
 
 /// `($first+1, …, $first+n)`.
-pub fn placeholders(first: usize, n: usize) -> String {
+fn placeholders(first: usize, n: usize) -> String {
     let list: Vec<String> = (first + 1..=first + n).map(|i| format!("${i}")).collect();
     format!("({})", list.join(", "))
 }

@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::sql::{Cells, Dialect, Lock, On, SqlStore, Table, Value, placeholders};
+use super::sql::{Cells, Dialect, Lock, On, SqlStore, Table, Value};
 
 /// The SQLite store.
 pub type SqliteStore = SqlStore<SqliteBackend>;
@@ -151,16 +151,16 @@ impl Dialect for SqliteBackend {
         rows: &[Vec<Value<'_>>],
     ) -> anyhow::Result<()> {
         let columns = table.columns(with_generated);
-        // Multi-row INSERTs of constant text; every value is a bind parameter.
+        // Multi-row INSERTs of constant text; every value is a bind parameter. Anonymous
+        // `?`s here: SQLite looks a named parameter's name up by a linear search, which for
+        // thousands of `$n` would make each bind quadratic.
+        let tuple = format!("({})", vec!["?"; columns.len()].join(", "));
         for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let tuples: Vec<String> = (0..chunk.len())
-                .map(|i| placeholders(i * columns.len(), columns.len()))
-                .collect();
             let sql = format!(
                 "INSERT INTO {} ({}) VALUES {}",
                 table.name,
                 columns.join(", "),
-                tuples.join(", ")
+                vec![tuple.as_str(); chunk.len()].join(", ")
             );
             let args: Vec<Value<'_>> = chunk.iter().flatten().copied().collect();
             query(sqlx::AssertSqlSafe(sql), &args)
