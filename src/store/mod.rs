@@ -180,7 +180,7 @@ pub mod status {
 }
 
 /// One audit log row. Never holds a password or a verifier.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// Row id (0 before it is stored).
     pub id: i64,
@@ -217,7 +217,7 @@ pub struct AuditRecord {
 }
 
 /// An API key as stored: never the secret, only its SHA-256.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ApiKey {
     /// Row id.
     pub id: i64,

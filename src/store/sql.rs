@@ -490,7 +490,7 @@ const MIGRATION_ADD: &str = "INSERT INTO pgua_migrations (version) VALUES ($1)";
 /// The store over one backend.
 pub struct SqlStore<D> {
     /// The backend's connections.
-    pub db: D,
+    pub(super) db: D,
 }
 
 impl<D: Dialect> SqlStore<D> {
@@ -806,45 +806,11 @@ mod tests {
             sslmode: Default::default(),
         };
         assert_eq!(registry_values(&entry).len(), REGISTRY.columns.len());
-        let record = AuditRecord {
-            id: 0,
-            performed_at: Utc::now(),
-            request_id: String::new(),
-            principal: String::new(),
-            client_addr: String::new(),
-            env: String::new(),
-            db_name: String::new(),
-            pg_username: String::new(),
-            operation: String::new(),
-            profile: String::new(),
-            prev_hash: String::new(),
-            hash: String::new(),
-            status: String::new(),
-            detail: String::new(),
-            error: None,
-            duration_ms: None,
-        };
+        let record = AuditRecord::default();
         assert_eq!(audit_values(&record).len(), AUDIT.columns.len());
-        let key = ApiKey {
-            id: 0,
-            name: String::new(),
-            owner: String::new(),
-            prefix: String::new(),
-            hash: String::new(),
-            scopes: String::new(),
-            created_at: Utc::now(),
-            expires_at: None,
-            revoked_at: None,
-        };
+        let key = ApiKey::default();
         assert_eq!(key_values(&key).len(), KEYS.columns.len());
-        let cp = chain::Checkpoint {
-            id: 0,
-            created_at: Utc::now(),
-            through_id: 0,
-            last_hash: String::new(),
-            pruned: 0,
-            signature: String::new(),
-        };
+        let cp = chain::Checkpoint::default();
         assert_eq!(checkpoint_values(&cp).len(), CHECKPOINTS.columns.len());
     }
 
