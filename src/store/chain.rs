@@ -14,7 +14,7 @@ use super::{AuditRecord, Store};
 
 /// What a prune leaves behind: where the chain continues, signed so that a forged
 /// checkpoint cannot hide removed records.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Checkpoint {
     /// Row id.
     pub id: i64,

@@ -1,11 +1,13 @@
 //! The service's own data: registry of target databases and the audit log.
 //!
 //! One interface, [`Store`]; the embedded SQLite backend is the default, PostgreSQL lets
-//! several replicas share one store.
+//! several replicas share one store. [`sql`] holds what both backends share: the column
+//! list of each table, the statements and the row mappings.
 
 pub mod audit_queue;
 pub mod chain;
 pub mod postgres;
+pub mod sql;
 pub mod sqlite;
 
 use std::borrow::Cow;
@@ -178,7 +180,7 @@ pub mod status {
 }
 
 /// One audit log row. Never holds a password or a verifier.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// Row id (0 before it is stored).
     pub id: i64,
@@ -215,7 +217,7 @@ pub struct AuditRecord {
 }
 
 /// An API key as stored: never the secret, only its SHA-256.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ApiKey {
     /// Row id.
     pub id: i64,

@@ -3,42 +3,32 @@
 //! Tables and columns are the SQLite store's, with PostgreSQL types; rows come back exactly
 //! as the SQLite backend returns them (`active` as a bool, `created_at` as
 //! `YYYY-MM-DD HH:MM:SS` UTC). Migrations run under a transaction-level advisory lock, so
-//! replicas starting together apply each one exactly once.
+//! replicas starting together apply each one exactly once. The SQL and the row mappings are
+//! the shared ones in [`super::sql`]; this file says how PostgreSQL binds, reads, locks and
+//! batches, and how `store migrate` copies into it.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgExecutor, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Column, Postgres, Row, Transaction, TypeInfo};
 
-use super::{
-    ApiKey, AuditFilter, AuditRecord, NewEntry, RegistryEntry, Store, StoreError, chain,
-    redact_url, stored_text,
+use super::sql::{
+    self, AUDIT, CHECKPOINTS, Cells, Dialect, KEYS, Lock, On, REGISTRY, SqlStore, Table, Value,
 };
+use super::{ApiKey, AuditFilter, AuditRecord, NewEntry, RegistryEntry, chain, redact_url};
 
-/// Ordered migrations; each runs once, all in one transaction under [`MIGRATION_LOCK`].
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("migrations/postgres_001_initial.sql")),
-    (2, include_str!("migrations/postgres_002_audit_chain.sql")),
-    (3, include_str!("migrations/postgres_003_api_keys.sql")),
-    (
-        4,
-        include_str!("migrations/postgres_004_audit_retention.sql"),
-    ),
-    (
-        5,
-        include_str!("migrations/postgres_005_fingerprint_key.sql"),
-    ),
-    (6, include_str!("migrations/postgres_006_claims.sql")),
-];
+/// The PostgreSQL store.
+pub type PostgresStore = SqlStore<PostgresBackend>;
 
-/// Takes a claim that is free, ran out, or is the holder's own (see [`Store::claim`]).
-const CLAIM_SQL: &str = "INSERT INTO claims (namespace, key, holder, until_epoch) VALUES ($1, $2, $3, $4)
-     ON CONFLICT (namespace, key) DO UPDATE SET holder = excluded.holder, until_epoch = excluded.until_epoch
-     WHERE claims.until_epoch <= $5 OR claims.holder = excluded.holder";
+/// The PostgreSQL store's connection pool.
+#[derive(Clone)]
+pub struct PostgresBackend {
+    pool: PgPool,
+}
 
 /// Advisory lock key ("pguachai") held while appending to the audit chain.
 const CHAIN_LOCK: i64 = 0x7067_7561_6368_6169;
@@ -53,14 +43,6 @@ const POOL_SIZE: u32 = 8;
 
 /// How long to wait for a connection, including establishing a new one.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// SQLite's `CURRENT_TIMESTAMP` format, which `created_at` has always had.
-const CREATED_AT_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
-
-/// The PostgreSQL store.
-pub struct PostgresStore {
-    pool: PgPool,
-}
 
 impl PostgresStore {
     /// Connects to the database a `postgres://` URL names and migrates it.
@@ -78,7 +60,9 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .with_context(|| format!("connecting to PostgreSQL store {shown}"))?;
-        let store = Self { pool };
+        let store = SqlStore {
+            db: PostgresBackend { pool },
+        };
         store
             .migrate()
             .await
@@ -86,45 +70,10 @@ impl PostgresStore {
         Ok(store)
     }
 
-    async fn migrate(&self) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await?;
-        // Taken before anything else, so a second replica waits here instead of racing on
-        // CREATE TABLE, and then sees every migration the first one committed.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(MIGRATION_LOCK)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS pgua_migrations (
-                 version    bigint      PRIMARY KEY,
-                 applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let done: Vec<i64> = sqlx::query_scalar("SELECT version FROM pgua_migrations")
-            .fetch_all(&mut *tx)
-            .await?;
-        for (version, sql) in MIGRATIONS {
-            if done.contains(version) {
-                continue;
-            }
-            sqlx::raw_sql(*sql)
-                .execute(&mut *tx)
-                .await
-                .with_context(|| format!("applying store migration {version}"))?;
-            sqlx::query("INSERT INTO pgua_migrations (version) VALUES ($1)")
-                .bind(version)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// Starts a copy into this store (`store migrate`): locks both tables against writers
     /// and refuses unless both are empty. Nothing is visible until [`Import::commit`].
     pub async fn begin_import(&self) -> anyhow::Result<Import> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.pool.begin().await?;
         sqlx::raw_sql(
             "LOCK TABLE db_registry, audit_log, api_keys, audit_checkpoints IN EXCLUSIVE MODE",
         )
@@ -142,122 +91,82 @@ impl PostgresStore {
                  records, {keys} API keys); refusing to copy into it"
             );
         }
-        Ok(Import { tx })
+        let store = SqlStore {
+            db: self.db.clone(),
+        };
+        Ok(Import { store, tx })
     }
 }
 
 /// A copy into an empty PostgreSQL store, inside one transaction; ids are kept as given.
 pub struct Import {
+    store: PostgresStore,
     tx: Transaction<'static, Postgres>,
 }
 
 impl Import {
+    async fn insert(&mut self, table: &Table, rows: &[Vec<Value<'_>>]) -> anyhow::Result<()> {
+        PostgresBackend::insert_rows(&mut self.tx, table, true, rows).await
+    }
+
     /// Inserts registry entries with their ids and `created_at`.
     pub async fn add_registry(&mut self, entries: &[RegistryEntry]) -> anyhow::Result<()> {
-        let created_at = entries
+        let stored: Vec<NewEntry> = entries.iter().map(NewEntry::from).collect();
+        let rows = entries
             .iter()
-            .map(|e| {
-                parse_created_at(&e.created_at).with_context(|| {
-                    format!(
-                        "registry entry #{} has created_at '{}', not YYYY-MM-DD HH:MM:SS",
-                        e.id, e.created_at
-                    )
-                })
-            })
+            .zip(&stored)
+            .map(|(e, s)| sql::registry_copy_values(e, s))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        sqlx::query(
-            "INSERT INTO db_registry
-                 (id, env, db_name, hostname, port, active, notes, created_at, sslmode)
-             OVERRIDING SYSTEM VALUE
-             SELECT id, env, db_name, hostname, port, active, notes, created_at, sslmode
-             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::integer[],
-                         $6::boolean[], $7::text[], $8::timestamptz[], $9::text[])
-                  AS r(id, env, db_name, hostname, port, active, notes, created_at, sslmode)",
-        )
-        .bind(entries.iter().map(|e| e.id).collect::<Vec<_>>())
-        .bind(entries.iter().map(|e| e.env.as_str()).collect::<Vec<_>>())
-        .bind(
-            entries
-                .iter()
-                .map(|e| e.db_name.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            entries
-                .iter()
-                .map(|e| e.hostname.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            entries
-                .iter()
-                .map(|e| i32::from(e.port))
-                .collect::<Vec<_>>(),
-        )
-        .bind(entries.iter().map(|e| e.active).collect::<Vec<_>>())
-        .bind(
-            entries
-                .iter()
-                .map(|e| e.notes.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(created_at)
-        .bind(
-            entries
-                .iter()
-                .map(|e| e.sslmode.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut *self.tx)
-        .await
-        .context("copying registry entries")?;
-        Ok(())
+        self.insert(&REGISTRY, &rows)
+            .await
+            .context("copying registry entries")
     }
 
     /// Inserts audit records with their ids.
     pub async fn add_audit(&mut self, records: &[AuditRecord]) -> anyhow::Result<()> {
-        let a = AuditArrays::of(records);
-        let query = sqlx::query(
-            "INSERT INTO audit_log (id, env, db_name, pg_username, operation, status,
-                 performed_at, request_id, principal, client_addr, detail, error, duration_ms,
-                 profile, prev_hash, hash)
-             OVERRIDING SYSTEM VALUE
-             SELECT id, env, db_name, pg_username, operation, status, performed_at,
-                    request_id, principal, client_addr, detail, error, duration_ms, profile,
-                    nullif(prev_hash, ''), nullif(hash, '')
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[],
-                         $11::text[], $12::bigint[], $13::text[], $14::text[], $15::text[],
-                         $16::bigint[])
-                  AS r(env, db_name, pg_username, operation, status, performed_at,
-                       request_id, principal, client_addr, detail, error, duration_ms, profile,
-                       prev_hash, hash, id)",
-        );
-        a.bind(query)
-            .bind(records.iter().map(|r| r.id).collect::<Vec<_>>())
-            .execute(&mut *self.tx)
+        let rows: Vec<_> = records
+            .iter()
+            .map(|r| with_id(r.id, sql::audit_values(r)))
+            .collect();
+        self.insert(&AUDIT, &rows)
             .await
-            .context("copying audit records")?;
-        Ok(())
+            .context("copying audit records")
+    }
+
+    /// Inserts API keys (hashes only, as stored) with their ids and dates.
+    pub async fn add_keys(&mut self, keys: &[ApiKey]) -> anyhow::Result<()> {
+        let rows: Vec<_> = keys
+            .iter()
+            .map(|k| with_id(k.id, sql::key_values(k)))
+            .collect();
+        self.insert(&KEYS, &rows).await.context("copying API keys")
+    }
+
+    /// Inserts the checkpoint a prune left, so the copied chain verifies from it.
+    pub async fn add_checkpoint(&mut self, c: &chain::Checkpoint) -> anyhow::Result<()> {
+        let rows = [with_id(c.id, sql::checkpoint_values(c))];
+        self.insert(&CHECKPOINTS, &rows)
+            .await
+            .context("copying the audit checkpoint")
     }
 
     /// Makes `key` the copy's fingerprint key, so fingerprints in copied records still
     /// match new ones.
     pub async fn set_fingerprint_key(&mut self, key: &[u8]) -> anyhow::Result<()> {
-        sqlx::query(
-            "INSERT INTO fingerprint_key (id, key) VALUES (1, $1)
-             ON CONFLICT (id) DO UPDATE SET key = excluded.key",
-        )
-        .bind(key)
-        .execute(&mut *self.tx)
-        .await
-        .context("copying the fingerprint key")?;
+        let sql = "INSERT INTO fingerprint_key (id, key) VALUES (1, $1)
+                   ON CONFLICT (id) DO UPDATE SET key = excluded.key";
+        let args = [Value::Bytes(key)];
+        self.store
+            .db
+            .execute(On::Tx(&mut self.tx), sql, &args)
+            .await
+            .context("copying the fingerprint key")?;
         Ok(())
     }
 
     /// The registry as this uncommitted copy holds it.
     pub async fn registry_list(&mut self) -> anyhow::Result<Vec<RegistryEntry>> {
-        registry_list(&mut *self.tx).await
+        self.store.registry_list_on(On::Tx(&mut self.tx)).await
     }
 
     /// Audit records of this uncommitted copy with an id above `after_id`, lowest id first.
@@ -271,567 +180,240 @@ impl Import {
             limit,
             ..AuditFilter::default()
         };
-        audit_query(&mut *self.tx, &filter).await
-    }
-
-    /// Moves both identities past the copied ids and commits.
-    /// Inserts API keys (hashes only, as stored) with their ids and dates.
-    pub async fn add_keys(&mut self, keys: &[ApiKey]) -> anyhow::Result<()> {
-        for k in keys {
-            sqlx::query(
-                "INSERT INTO api_keys (id, name, owner, prefix, hash, scopes, created_at,
-                     expires_at, revoked_at)
-                 OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(k.id)
-            .bind(&k.name)
-            .bind(&k.owner)
-            .bind(&k.prefix)
-            .bind(&k.hash)
-            .bind(&k.scopes)
-            .bind(k.created_at)
-            .bind(k.expires_at)
-            .bind(k.revoked_at)
-            .execute(&mut *self.tx)
+        self.store
+            .audit_query_on(On::Tx(&mut self.tx), &filter)
             .await
-            .context("copying API keys")?;
-        }
-        Ok(())
     }
 
-    /// Inserts the checkpoint a prune left, so the copied chain verifies from it.
-    pub async fn add_checkpoint(&mut self, c: &chain::Checkpoint) -> anyhow::Result<()> {
-        sqlx::query(
-            "INSERT INTO audit_checkpoints (id, created_at, through_id, last_hash, pruned, signature)
-             OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(c.id)
-        .bind(c.created_at)
-        .bind(c.through_id)
-        .bind(&c.last_hash)
-        .bind(c.pruned)
-        .bind(&c.signature)
-        .execute(&mut *self.tx)
-        .await
-        .context("copying the audit checkpoint")?;
-        Ok(())
-    }
-
-    /// The API keys as this uncommitted copy holds them.
+    /// The API keys as this uncommitted copy holds them, lowest id first.
     pub async fn key_list(&mut self) -> anyhow::Result<Vec<ApiKey>> {
-        let rows = sqlx::query(
-            "SELECT id, name, owner, prefix, hash, scopes, created_at, expires_at, revoked_at
-             FROM api_keys ORDER BY id",
-        )
-        .fetch_all(&mut *self.tx)
-        .await?;
-        rows.iter().map(key_row).collect()
+        self.store.keys_by_id_on(On::Tx(&mut self.tx)).await
     }
 
-    /// Commits the copy.
+    /// Moves every identity past the copied ids and commits.
     pub async fn commit(mut self) -> anyhow::Result<()> {
         // Without this the next registry_add would reuse id 1 and fail on the primary key.
-        for sql in [
-            "SELECT setval(pg_get_serial_sequence('db_registry', 'id'),
-                           COALESCE(max(id), 0) + 1, false) FROM db_registry",
-            "SELECT setval(pg_get_serial_sequence('audit_log', 'id'),
-                           COALESCE(max(id), 0) + 1, false) FROM audit_log",
-            "SELECT setval(pg_get_serial_sequence('api_keys', 'id'),
-                           COALESCE(max(id), 0) + 1, false) FROM api_keys",
-            "SELECT setval(pg_get_serial_sequence('audit_checkpoints', 'id'),
-                           COALESCE(max(id), 0) + 1, false) FROM audit_checkpoints",
-        ] {
-            sqlx::query(sql).execute(&mut *self.tx).await?;
+        for table in [&REGISTRY, &AUDIT, &KEYS, &CHECKPOINTS] {
+            let sql = format!(
+                "SELECT setval(pg_get_serial_sequence('{0}', 'id'), COALESCE(max(id), 0) + 1,
+                               false) FROM {0}",
+                table.name
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *self.tx)
+                .await?;
         }
         self.tx.commit().await?;
         Ok(())
     }
 }
 
-type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
-
-/// An audit batch as one array per column, for `unnest`: one statement of constant text
-/// whatever the batch size, and no limit on bind parameters.
-struct AuditArrays<'a> {
-    env: Vec<&'a str>,
-    db_name: Vec<&'a str>,
-    pg_username: Vec<&'a str>,
-    operation: Vec<&'a str>,
-    status: Vec<&'a str>,
-    performed_at: Vec<DateTime<Utc>>,
-    request_id: Vec<&'a str>,
-    principal: Vec<&'a str>,
-    client_addr: Vec<&'a str>,
-    detail: Vec<&'a str>,
-    error: Vec<Option<&'a str>>,
-    duration_ms: Vec<Option<i64>>,
-    profile: Vec<&'a str>,
-    prev_hash: Vec<&'a str>,
-    hash: Vec<&'a str>,
+/// A copied row: its id, then the values an insert sets.
+fn with_id(id: i64, values: Vec<Value<'_>>) -> Vec<Value<'_>> {
+    let mut row = vec![Value::Int(Some(id))];
+    row.extend(values);
+    row
 }
 
-impl<'a> AuditArrays<'a> {
-    /// Binds the columns, in this order, as `$1` to `$15`.
-    fn bind<'q>(self, q: PgQuery<'q>) -> PgQuery<'q>
-    where
-        'a: 'q,
-    {
-        q.bind(self.env)
-            .bind(self.db_name)
-            .bind(self.pg_username)
-            .bind(self.operation)
-            .bind(self.status)
-            .bind(self.performed_at)
-            .bind(self.request_id)
-            .bind(self.principal)
-            .bind(self.client_addr)
-            .bind(self.detail)
-            .bind(self.error)
-            .bind(self.duration_ms)
-            .bind(self.profile)
-            .bind(self.prev_hash)
-            .bind(self.hash)
+type Query = sqlx::query::Query<'static, Postgres, PgArguments>;
+
+fn bind(query: Query, value: &Value<'_>) -> Query {
+    match *value {
+        Value::Int(v) => query.bind(v),
+        Value::Text(v) => query.bind(v),
+        Value::Time(v) => query.bind(v),
+        Value::Flag(v) => query.bind(v),
+        Value::Bytes(v) => query.bind(v),
+    }
+}
+
+/// One column of a batch, for `unnest`: an array of the column's type.
+enum Array<'a> {
+    Int(Vec<Option<i64>>),
+    Text(Vec<Option<&'a str>>),
+    Time(Vec<Option<DateTime<Utc>>>),
+    Flag(Vec<bool>),
+    Bytes(Vec<&'a [u8]>),
+}
+
+impl<'a> Array<'a> {
+    /// Column `j` of every row.
+    fn of(rows: &[Vec<Value<'a>>], j: usize) -> anyhow::Result<Self> {
+        let mut array = match rows[0][j] {
+            Value::Int(_) => Array::Int(Vec::with_capacity(rows.len())),
+            Value::Text(_) => Array::Text(Vec::with_capacity(rows.len())),
+            Value::Time(_) => Array::Time(Vec::with_capacity(rows.len())),
+            Value::Flag(_) => Array::Flag(Vec::with_capacity(rows.len())),
+            Value::Bytes(_) => Array::Bytes(Vec::with_capacity(rows.len())),
+        };
+        for row in rows {
+            match (&mut array, row[j]) {
+                (Array::Int(a), Value::Int(v)) => a.push(v),
+                (Array::Text(a), Value::Text(v)) => a.push(v),
+                (Array::Time(a), Value::Time(v)) => a.push(v),
+                (Array::Flag(a), Value::Flag(v)) => a.push(v),
+                (Array::Bytes(a), Value::Bytes(v)) => a.push(v),
+                _ => bail!("column {j} of a batch holds values of different kinds"),
+            }
+        }
+        Ok(array)
     }
 
-    fn of(records: &'a [AuditRecord]) -> Self {
-        let col = |f: fn(&'a AuditRecord) -> &'a str| records.iter().map(f).collect::<Vec<_>>();
-        Self {
-            env: col(|r| &r.env),
-            db_name: col(|r| &r.db_name),
-            pg_username: col(|r| &r.pg_username),
-            operation: col(|r| &r.operation),
-            status: col(|r| &r.status),
-            performed_at: records.iter().map(|r| r.performed_at).collect(),
-            request_id: col(|r| &r.request_id),
-            principal: col(|r| &r.principal),
-            client_addr: col(|r| &r.client_addr),
-            detail: col(|r| &r.detail),
-            error: records.iter().map(|r| r.error.as_deref()).collect(),
-            duration_ms: records.iter().map(|r| r.duration_ms).collect(),
-            profile: col(|r| &r.profile),
-            prev_hash: col(|r| &r.prev_hash),
-            hash: col(|r| &r.hash),
+    fn bind(self, query: Query) -> Query {
+        match self {
+            Array::Int(a) => query.bind(a),
+            Array::Text(a) => query.bind(a),
+            Array::Time(a) => query.bind(a),
+            Array::Flag(a) => query.bind(a),
+            Array::Bytes(a) => query.bind(a),
         }
     }
 }
 
-fn parse_created_at(s: &str) -> anyhow::Result<DateTime<Utc>> {
-    Ok(NaiveDateTime::parse_from_str(s, CREATED_AT_FORMAT)?.and_utc())
-}
-
-fn key_row(row: &PgRow) -> anyhow::Result<ApiKey> {
-    Ok(ApiKey {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        owner: row.try_get("owner")?,
-        prefix: row.try_get("prefix")?,
-        hash: row.try_get("hash")?,
-        scopes: row.try_get("scopes")?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-    })
-}
-
-fn registry_row(row: &PgRow) -> anyhow::Result<RegistryEntry> {
-    let port: i32 = row.try_get("port")?;
-    let created_at: DateTime<Utc> = row.try_get("created_at")?;
-    let sslmode: String = row.try_get("sslmode")?;
-    Ok(RegistryEntry {
-        id: row.try_get("id")?,
-        env: row.try_get("env")?,
-        db_name: row.try_get("db_name")?,
-        hostname: row.try_get("hostname")?,
-        port: u16::try_from(port).context("registry port out of range")?,
-        active: row.try_get("active")?,
-        notes: row.try_get("notes")?,
-        created_at: created_at.format(CREATED_AT_FORMAT).to_string(),
-        sslmode: sslmode.parse().map_err(anyhow::Error::msg)?,
-    })
-}
-
-fn audit_row(row: &PgRow) -> anyhow::Result<AuditRecord> {
-    let text = |col: &str| -> anyhow::Result<String> {
-        Ok(row.try_get::<Option<String>, _>(col)?.unwrap_or_default())
-    };
-    Ok(AuditRecord {
-        id: row.try_get("id")?,
-        performed_at: row.try_get("performed_at")?,
-        request_id: text("request_id")?,
-        principal: text("principal")?,
-        client_addr: text("client_addr")?,
-        env: text("env")?,
-        db_name: text("db_name")?,
-        pg_username: text("pg_username")?,
-        operation: text("operation")?,
-        status: text("status")?,
-        detail: text("detail")?,
-        error: row.try_get("error")?,
-        duration_ms: row.try_get("duration_ms")?,
-        profile: text("profile")?,
-        prev_hash: text("prev_hash")?,
-        hash: text("hash")?,
-    })
-}
-
-/// Sorted bytewise, as SQLite sorts, whatever the database's collation.
-async fn registry_list<'e>(db: impl PgExecutor<'e>) -> anyhow::Result<Vec<RegistryEntry>> {
-    let rows = sqlx::query(
-        r#"SELECT id, env, db_name, hostname, port, active, notes, created_at, sslmode
-           FROM db_registry ORDER BY env COLLATE "C", db_name COLLATE "C""#,
-    )
-    .fetch_all(db)
-    .await?;
-    rows.iter().map(registry_row).collect()
-}
-
-async fn audit_query<'e>(
-    db: impl PgExecutor<'e>,
-    f: &AuditFilter,
-) -> anyhow::Result<Vec<AuditRecord>> {
-    let f = &f.to_stored();
-    let rows = sqlx::query(
-        "SELECT id, env, db_name, pg_username, operation, status, performed_at, request_id,
-                principal, client_addr, detail, error, duration_ms, profile, prev_hash, hash
-         FROM audit_log
-         WHERE id > $1
-           AND ($2::timestamptz IS NULL OR performed_at >= $2)
-           AND ($3::timestamptz IS NULL OR performed_at < $3)
-           AND ($4::text IS NULL OR env = $4) AND ($5::text IS NULL OR db_name = $5)
-           AND ($6::text IS NULL OR pg_username = $6)
-           AND ($7::text IS NULL OR operation = $7 OR operation LIKE $7 || ':%')
-           AND ($8::text IS NULL OR principal = $8)
-         ORDER BY id LIMIT $9",
-    )
-    .bind(f.after_id)
-    .bind(f.since)
-    .bind(f.until)
-    .bind(&f.env)
-    .bind(&f.database)
-    .bind(&f.username)
-    .bind(&f.operation)
-    .bind(&f.principal)
-    .bind(i64::from(f.limit))
-    .fetch_all(db)
-    .await?;
-    rows.iter().map(audit_row).collect()
+fn query(sql: &'static str, args: &[Value<'_>]) -> Query {
+    args.iter().fold(sqlx::query(sql), bind)
 }
 
 #[async_trait]
-impl Store for PostgresStore {
-    async fn ping(&self) -> anyhow::Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
+impl Dialect for PostgresBackend {
+    type Row = PgRow;
+    type Tx = Transaction<'static, Postgres>;
 
-    async fn registry_list(&self) -> anyhow::Result<Vec<RegistryEntry>> {
-        registry_list(&self.pool).await
-    }
+    const MIGRATIONS_TABLE: &'static str = "CREATE TABLE IF NOT EXISTS pgua_migrations (
+         version    bigint      PRIMARY KEY,
+         applied_at timestamptz NOT NULL DEFAULT now())";
+    const MIGRATIONS: &'static [(i64, &'static str)] = &[
+        (1, include_str!("migrations/postgres_001_initial.sql")),
+        (2, include_str!("migrations/postgres_002_audit_chain.sql")),
+        (3, include_str!("migrations/postgres_003_api_keys.sql")),
+        (
+            4,
+            include_str!("migrations/postgres_004_audit_retention.sql"),
+        ),
+        (
+            5,
+            include_str!("migrations/postgres_005_fingerprint_key.sql"),
+        ),
+        (6, include_str!("migrations/postgres_006_claims.sql")),
+    ];
+    // The append-only trigger lets a DELETE through while this is on; SET LOCAL ends with
+    // the transaction in any case.
+    const ALLOW_PRUNING: &'static str = "SET LOCAL pgua.audit_pruning = 'on'";
+    const FORBID_PRUNING: &'static str = "SET LOCAL pgua.audit_pruning = 'off'";
 
-    async fn registry_get(
-        &self,
-        env: &str,
-        db_name: &str,
-    ) -> anyhow::Result<Option<RegistryEntry>> {
-        let row = sqlx::query(
-            "SELECT id, env, db_name, hostname, port, active, notes, created_at, sslmode
-             FROM db_registry WHERE env = $1 AND db_name = $2",
-        )
-        .bind(stored_text(env))
-        .bind(stored_text(db_name))
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| registry_row(&r)).transpose()
-    }
-
-    async fn registry_add(&self, e: &NewEntry) -> Result<RegistryEntry, StoreError> {
-        let e = &e.to_stored();
-        let result = sqlx::query(
-            "INSERT INTO db_registry (env, db_name, hostname, port, active, notes, sslmode)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             RETURNING id, env, db_name, hostname, port, active, notes, created_at, sslmode",
-        )
-        .bind(&e.env)
-        .bind(&e.db_name)
-        .bind(&e.hostname)
-        .bind(i32::from(e.port))
-        .bind(e.active)
-        .bind(&e.notes)
-        .bind(e.sslmode.as_str())
-        .fetch_one(&self.pool)
-        .await;
-        let row = result.map_err(|err| StoreError::on_insert(err, || StoreError::duplicate(e)))?;
-        Ok(registry_row(&row)?)
-    }
-
-    async fn registry_set_active(
-        &self,
-        env: &str,
-        db_name: &str,
-        active: bool,
-    ) -> anyhow::Result<bool> {
-        let done =
-            sqlx::query("UPDATE db_registry SET active = $1 WHERE env = $2 AND db_name = $3")
-                .bind(active)
-                .bind(stored_text(env))
-                .bind(stored_text(db_name))
-                .execute(&self.pool)
-                .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn registry_update(&self, e: &NewEntry) -> anyhow::Result<bool> {
-        let e = &e.to_stored();
-        let done = sqlx::query(
-            "UPDATE db_registry SET hostname = $1, port = $2, active = $3, notes = $4, sslmode = $5
-             WHERE env = $6 AND db_name = $7",
-        )
-        .bind(&e.hostname)
-        .bind(i32::from(e.port))
-        .bind(e.active)
-        .bind(&e.notes)
-        .bind(e.sslmode.as_str())
-        .bind(&e.env)
-        .bind(&e.db_name)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn claim(
-        &self,
-        namespace: &str,
-        key: &str,
-        holder: &str,
-        until: DateTime<Utc>,
-    ) -> anyhow::Result<bool> {
-        let done = sqlx::query(CLAIM_SQL)
-            .bind(namespace)
+    async fn begin(&self, lock: Lock) -> Result<Self::Tx, sqlx::Error> {
+        let key = match lock {
+            Lock::Chain => CHAIN_LOCK,
+            // Taken before anything else, so a second replica waits here instead of racing
+            // on CREATE TABLE, and then sees every migration the first one committed.
+            Lock::Migrations => MIGRATION_LOCK,
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(key)
-            .bind(holder)
-            .bind(until.timestamp())
-            .bind(Utc::now().timestamp())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(tx)
     }
 
-    async fn claims_prune(&self, before: DateTime<Utc>) -> anyhow::Result<u64> {
-        let done = sqlx::query("DELETE FROM claims WHERE until_epoch < $1")
-            .bind(before.timestamp())
-            .execute(&self.pool)
-            .await?;
+    async fn commit(tx: Self::Tx) -> Result<(), sqlx::Error> {
+        tx.commit().await
+    }
+
+    async fn fetch(
+        &self,
+        on: On<'_, Self::Tx>,
+        sql: &'static str,
+        args: &[Value<'_>],
+    ) -> Result<Vec<PgRow>, sqlx::Error> {
+        let q = query(sql, args);
+        match on {
+            On::Read | On::Write => q.fetch_all(&self.pool).await,
+            On::Tx(tx) => q.fetch_all(&mut **tx).await,
+        }
+    }
+
+    async fn execute(
+        &self,
+        on: On<'_, Self::Tx>,
+        sql: &'static str,
+        args: &[Value<'_>],
+    ) -> Result<u64, sqlx::Error> {
+        let q = query(sql, args);
+        let done = match on {
+            On::Read | On::Write => q.execute(&self.pool).await?,
+            On::Tx(tx) => q.execute(&mut **tx).await?,
+        };
         Ok(done.rows_affected())
     }
 
-    async fn audit_prune(
-        &self,
-        before: DateTime<Utc>,
-        key: Option<&[u8]>,
-    ) -> anyhow::Result<Option<chain::Checkpoint>> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(CHAIN_LOCK)
-            .execute(&mut *tx)
-            .await?;
-        let through: Option<i64> =
-            sqlx::query_scalar("SELECT max(id) FROM audit_log WHERE performed_at < $1")
-                .bind(before)
-                .fetch_one(&mut *tx)
-                .await?;
-        let Some(through_id) = through else {
-            return Ok(None);
-        };
-        let last_hash: Option<String> = sqlx::query_scalar(
-            "SELECT hash FROM audit_log WHERE id <= $1 AND hash IS NOT NULL
-             ORDER BY id DESC LIMIT 1",
-        )
-        .bind(through_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let pruned: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE id <= $1")
-            .bind(through_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let now = Utc::now();
-        let mut cp = chain::Checkpoint {
-            id: 0,
-            created_at: DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now),
-            through_id,
-            last_hash: last_hash.unwrap_or_default(),
-            pruned,
-            signature: String::new(),
-        };
-        cp.signature = chain::sign(key, &cp);
-        cp.id = sqlx::query_scalar(
-            "INSERT INTO audit_checkpoints (created_at, through_id, last_hash, pruned, signature)
-             VALUES ($1, $2, $3, $4, $5) RETURNING id",
-        )
-        .bind(cp.created_at)
-        .bind(cp.through_id)
-        .bind(&cp.last_hash)
-        .bind(cp.pruned)
-        .bind(&cp.signature)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query("SET LOCAL pgua.audit_pruning = 'on'")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM audit_log WHERE id <= $1")
-            .bind(through_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Some(cp))
+    async fn script(tx: &mut Self::Tx, sql: &'static str) -> Result<(), sqlx::Error> {
+        sqlx::raw_sql(sql).execute(&mut **tx).await.map(drop)
     }
 
-    async fn audit_checkpoint_latest(&self) -> anyhow::Result<Option<chain::Checkpoint>> {
-        let row = sqlx::query(
-            "SELECT id, created_at, through_id, last_hash, pruned, signature
-             FROM audit_checkpoints ORDER BY id DESC LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| -> anyhow::Result<chain::Checkpoint> {
-            Ok(chain::Checkpoint {
-                id: r.try_get("id")?,
-                created_at: r.try_get("created_at")?,
-                through_id: r.try_get("through_id")?,
-                last_hash: r.try_get("last_hash")?,
-                pruned: r.try_get("pruned")?,
-                signature: r.try_get("signature")?,
-            })
-        })
-        .transpose()
-    }
-
-    async fn fingerprint_key(&self, new: &[u8]) -> anyhow::Result<Vec<u8>> {
-        // Two statements: the read's snapshot then sees a key another replica made meanwhile.
-        sqlx::query("INSERT INTO fingerprint_key (id, key) VALUES (1, $1) ON CONFLICT DO NOTHING")
-            .bind(new)
-            .execute(&self.pool)
-            .await?;
-        Ok(
-            sqlx::query_scalar("SELECT key FROM fingerprint_key WHERE id = 1")
-                .fetch_one(&self.pool)
-                .await?,
-        )
-    }
-
-    async fn key_add(&self, k: &ApiKey) -> Result<ApiKey, StoreError> {
-        let k = &k.to_stored();
-        let result = sqlx::query(
-            "INSERT INTO api_keys (name, owner, prefix, hash, scopes, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             RETURNING id, name, owner, prefix, hash, scopes, created_at, expires_at, revoked_at",
-        )
-        .bind(&k.name)
-        .bind(&k.owner)
-        .bind(&k.prefix)
-        .bind(&k.hash)
-        .bind(&k.scopes)
-        .bind(k.created_at)
-        .bind(k.expires_at)
-        .fetch_one(&self.pool)
-        .await;
-        let duplicate = || StoreError::DuplicateKey(k.name.clone());
-        let row = result.map_err(|err| StoreError::on_insert(err, duplicate))?;
-        Ok(key_row(&row)?)
-    }
-
-    async fn key_list(&self) -> anyhow::Result<Vec<ApiKey>> {
-        let rows = sqlx::query(
-            "SELECT id, name, owner, prefix, hash, scopes, created_at, expires_at, revoked_at
-             FROM api_keys ORDER BY name COLLATE \"C\"",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(key_row).collect()
-    }
-
-    async fn key_by_hash(&self, hash: &str) -> anyhow::Result<Option<ApiKey>> {
-        let row = sqlx::query(
-            "SELECT id, name, owner, prefix, hash, scopes, created_at, expires_at, revoked_at
-             FROM api_keys WHERE hash = $1",
-        )
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(key_row).transpose()
-    }
-
-    async fn key_revoke(&self, name: &str) -> anyhow::Result<bool> {
-        let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL",
-        )
-        .bind(stored_text(name))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn registry_remove(&self, env: &str, db_name: &str) -> anyhow::Result<bool> {
-        let done = sqlx::query("DELETE FROM db_registry WHERE env = $1 AND db_name = $2")
-            .bind(stored_text(env))
-            .bind(stored_text(db_name))
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn audit_append(&self, records: &[AuditRecord]) -> anyhow::Result<()> {
-        if records.is_empty() {
+    /// One statement of constant text whatever the batch size, each column bound as one
+    /// array for `unnest`: no limit on bind parameters, one plan for every batch.
+    async fn insert_rows(
+        tx: &mut Self::Tx,
+        table: &Table,
+        with_generated: bool,
+        rows: &[Vec<Value<'_>>],
+    ) -> anyhow::Result<()> {
+        if rows.is_empty() {
             return Ok(());
         }
-        // Replicas append one at a time under the chain lock, so ids and links agree.
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(CHAIN_LOCK)
-            .execute(&mut *tx)
-            .await?;
-        let last: Option<String> = sqlx::query_scalar(
-            "SELECT hash FROM audit_log WHERE hash IS NOT NULL ORDER BY id DESC LIMIT 1",
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        let mut records = records.to_vec();
-        chain::chain(last, &mut records);
-        let a = AuditArrays::of(&records);
-        // ORDER BY the ordinality so ids follow the batch order, as SQLite's VALUES list does.
-        let query = sqlx::query(
-            "INSERT INTO audit_log (env, db_name, pg_username, operation, status, performed_at,
-                 request_id, principal, client_addr, detail, error, duration_ms, profile,
-                 prev_hash, hash)
-             SELECT env, db_name, pg_username, operation, status, performed_at,
-                    request_id, principal, client_addr, detail, error, duration_ms, profile,
-                    prev_hash, hash
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[],
-                         $11::text[], $12::bigint[], $13::text[], $14::text[], $15::text[])
-                  WITH ORDINALITY
-                  AS r(env, db_name, pg_username, operation, status, performed_at,
-                       request_id, principal, client_addr, detail, error, duration_ms, profile,
-                       prev_hash, hash, n)
-             ORDER BY n",
+        let columns = table.columns(with_generated).join(", ");
+        let arrays: Vec<String> = (1..=rows[0].len()).map(|i| format!("${i}")).collect();
+        // Only a copy sets the identity columns; ORDER BY the ordinality so ids follow the
+        // batch order, as SQLite's VALUES list does.
+        let overriding = if with_generated {
+            " OVERRIDING SYSTEM VALUE"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "INSERT INTO {name} ({columns}){overriding}
+             SELECT {columns} FROM unnest({arrays}) WITH ORDINALITY AS r({columns}, pgua_row)
+             ORDER BY pgua_row",
+            name = table.name,
+            arrays = arrays.join(", "),
         );
-        a.bind(query).execute(&mut *tx).await?;
-        tx.commit().await?;
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for j in 0..rows[0].len() {
+            q = Array::of(rows, j)?.bind(q);
+        }
+        q.execute(&mut **tx).await?;
         Ok(())
     }
+}
 
-    async fn audit_latest(&self, limit: u32) -> anyhow::Result<Vec<AuditRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, env, db_name, pg_username, operation, status, performed_at, request_id,
-                    principal, client_addr, detail, error, duration_ms, profile, prev_hash, hash
-             FROM audit_log ORDER BY performed_at DESC, id DESC LIMIT $1",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(audit_row).collect()
+impl Cells for PgRow {
+    fn opt_int(&self, col: &str) -> anyhow::Result<Option<i64>> {
+        // `port` is an integer column; every other is a bigint.
+        if self.try_column(col)?.type_info().name() == "INT4" {
+            return Ok(self.try_get::<Option<i32>, _>(col)?.map(i64::from));
+        }
+        Ok(self.try_get(col)?)
     }
 
-    async fn audit_query(&self, filter: &AuditFilter) -> anyhow::Result<Vec<AuditRecord>> {
-        audit_query(&self.pool, filter).await
+    fn opt_text(&self, col: &str) -> anyhow::Result<Option<String>> {
+        Ok(self.try_get(col)?)
+    }
+
+    fn opt_time(&self, col: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
+        Ok(self.try_get(col)?)
+    }
+
+    fn flag(&self, col: &str) -> anyhow::Result<bool> {
+        Ok(self.try_get(col)?)
+    }
+
+    fn bytes(&self, col: &str) -> anyhow::Result<Vec<u8>> {
+        Ok(self.try_get(col)?)
+    }
+
+    fn created_at(&self, col: &str) -> anyhow::Result<String> {
+        let at: DateTime<Utc> = self.try_get(col)?;
+        Ok(at.format(sql::CREATED_AT_FORMAT).to_string())
     }
 }
