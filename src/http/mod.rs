@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod auth_check;
 pub mod error;
 pub mod health;
 pub mod keys;
@@ -50,6 +51,7 @@ pub const REQUEST_ID: &str = "x-request-id";
 fn routes() -> (Router<Arc<App>>, Router<Arc<App>>, utoipa::openapi::OpenApi) {
     let (api, api_doc) = OpenApiRouter::new()
         .routes(routes!(me::me))
+        .routes(routes!(auth_check::check))
         .routes(routes!(registry::list))
         .routes(routes!(registry::add))
         .routes(routes!(registry::update))
@@ -237,6 +239,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
                 .extensions
                 .get::<Principal>()
                 .map(|p| p.scopes.clone()),
+            identity: parts
+                .extensions
+                .get::<Principal>()
+                .and_then(|p| p.identity.clone()),
             client_addr: parts
                 .extensions
                 .get::<ClientAddr>()

@@ -9,6 +9,7 @@ mod fanout;
 mod faults;
 mod fuzz;
 mod grants;
+mod jwt;
 mod lifecycle;
 mod metrics;
 mod notify;
