@@ -149,6 +149,12 @@ impl Jwks {
             return KeyLookup::Found(found);
         }
         let shown = kid.map_or_else(|| "no kid".to_owned(), |k| format!("kid '{k}'"));
+        if self.fetching.try_lock().is_err() {
+            // A fetch is under way (the first one, a refresh, a refetch): its keys may be
+            // the ones wanted, so wait for it rather than refuse.
+            drop(self.fetching.lock().await);
+            return self.after_fetch(kid, family, &shown);
+        }
         if !cooled {
             let s = self.state.read().expect("jwks poisoned");
             let ago = s.attempted.map_or(0, |t| now.duration_since(t).as_secs());
@@ -166,6 +172,11 @@ impl Jwks {
             });
         }
         self.refetch(attempted).await;
+        self.after_fetch(kid, family, &shown)
+    }
+
+    /// The lookup once a fetch has been made: the keys, or why there are none.
+    fn after_fetch(&self, kid: Option<&str>, family: Family, shown: &str) -> KeyLookup {
         let s = self.state.read().expect("jwks poisoned");
         let usable = s
             .fetched
@@ -220,15 +231,7 @@ impl Jwks {
             Some(url) => url.clone(),
             None => self.discover().await?,
         };
-        let res = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        if !res.status().is_success() {
-            bail!("GET {url}: HTTP {}", res.status());
-        }
+        let res = self.get(&url).await?;
         let age = res
             .headers()
             .get(reqwest::header::CACHE_CONTROL)
@@ -260,21 +263,27 @@ impl Jwks {
         Ok((keys, age))
     }
 
-    /// `jwks_uri` from the issuer's OpenID configuration, which must name the same issuer.
-    async fn discover(&self) -> anyhow::Result<String> {
-        let url = format!(
-            "{}/.well-known/openid-configuration",
-            self.issuer.trim_end_matches('/')
-        );
+    /// A successful response to `GET url`.
+    async fn get(&self, url: &str) -> anyhow::Result<reqwest::Response> {
         let res = self
             .http
-            .get(&url)
+            .get(url)
             .send()
             .await
             .with_context(|| format!("GET {url}"))?;
         if !res.status().is_success() {
             bail!("GET {url}: HTTP {}", res.status());
         }
+        Ok(res)
+    }
+
+    /// `jwks_uri` from the issuer's OpenID configuration, which must name the same issuer.
+    async fn discover(&self) -> anyhow::Result<String> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.issuer.trim_end_matches('/')
+        );
+        let res = self.get(&url).await?;
         let doc: serde_json::Value = res
             .json()
             .await

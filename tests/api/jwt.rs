@@ -355,7 +355,20 @@ async fn a_flood_of_unknown_kids_makes_at_most_one_fetch_per_cooldown() {
     let issuer = TestIssuer::start(&[&rsa]).await;
     let app = spawn_app_with(config(&issuer, "refetch_cooldown_secs = 3600")).await;
     let good = rsa.sign(&main_branch(&issuer, "warm"));
-    assert_eq!(app.get_bearer(&good, "/api/v1/me", &[]).await.status, 200);
+    // The first callers all wait for the one first fetch instead of being refused.
+    let first: Vec<_> = (0..20)
+        .map(|_| {
+            let (client, base, token) = (app.client.clone(), app.base.clone(), good.clone());
+            tokio::spawn(async move {
+                let r = client.get(format!("{base}/api/v1/me")).bearer_auth(token);
+                r.send().await.unwrap().status()
+            })
+        })
+        .collect();
+    for call in first {
+        assert_eq!(call.await.unwrap(), 200);
+    }
+    assert_eq!(issuer.jwks_fetches(), 1, "one fetch for all of them");
     let fetched = issuer.jwks_fetches();
     let mut calls = Vec::new();
     for i in 0..30 {

@@ -1,6 +1,7 @@
 //! A token issuer of the tests' own: HTTPS on loopback with a private CA, serving OpenID
 //! discovery and a JWKS, signing RS256 (keys from `openssl`) and ES256 (keys from ring)
-//! tokens. It can rotate keys, change its `Cache-Control` and go down.
+//! tokens. It can rotate keys, change its `Cache-Control` and go down. Self-contained, so
+//! the load benchmark uses it too.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -105,7 +106,7 @@ pub struct TestIssuer {
 impl TestIssuer {
     /// Starts an issuer publishing `keys`, with `Cache-Control: max-age=300`.
     pub async fn start(keys: &[&SigningKey]) -> Self {
-        let (tls, ca_pem) = super::localhost_tls();
+        let (tls, ca_pem) = localhost_tls();
         let dir = tempfile::tempdir().unwrap();
         let ca_file = dir.path().join("issuer-ca.pem");
         std::fs::write(&ca_file, ca_pem).unwrap();
@@ -205,4 +206,28 @@ impl TestIssuer {
         }
         claims
     }
+}
+
+/// A server certificate for `localhost` from a fresh private CA; the CA's PEM is returned too.
+pub fn localhost_tls() -> (Arc<tokio_rustls::rustls::ServerConfig>, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            tokio_rustls::rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+        )
+        .unwrap();
+    (Arc::new(config), ca.pem())
 }
