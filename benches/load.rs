@@ -7,8 +7,13 @@
 //! PostgreSQL store checks the scale-out guarantees: one `user created` in a same-name race,
 //! 1,000 distinct creates each done once, and a complete, verifiable audit log.
 //!
+//! It also compares credentials on one server: `find` and `create` through an API key and
+//! through a JWT (RS256, keys cached from the bench's own HTTPS issuer), with the server's
+//! CPU time per request. `--credentials-only` runs just that comparison.
+//!
 //! ```sh
 //! cargo bench --bench load -- --concurrency 20 --seconds 5
+//! cargo bench --bench load -- --credentials-only --concurrency 20 --seconds 3
 //! ```
 
 use std::process::{Child, Command, Stdio};
@@ -22,6 +27,11 @@ use pgua::plan::{self, NamePolicy, Password, Profiles, Statement};
 use pgua::store::chain;
 use pgua::store::{NewEntry, SslMode};
 
+// The tests' issuer; the bench uses only part of what it offers.
+#[allow(dead_code)]
+#[path = "../tests/api/support/issuer.rs"]
+mod issuer;
+
 const BIN: &str = env!("CARGO_BIN_EXE_pg-user-api");
 
 struct Args {
@@ -31,6 +41,7 @@ struct Args {
     audit_concurrency: usize,
     audit_requests: usize,
     distinct_creates: usize,
+    credentials_only: bool,
 }
 
 fn args() -> Args {
@@ -41,6 +52,7 @@ fn args() -> Args {
         audit_concurrency: 100,
         audit_requests: 1000,
         distinct_creates: 1000,
+        credentials_only: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
@@ -57,6 +69,7 @@ fn args() -> Args {
             "--audit-concurrency" => a.audit_concurrency = value() as usize,
             "--audit-requests" => a.audit_requests = value() as usize,
             "--distinct-creates" => a.distinct_creates = value() as usize,
+            "--credentials-only" => a.credentials_only = true,
             "--bench" => {}
             other => panic!("unknown flag {other}"),
         }
@@ -169,12 +182,25 @@ impl Drop for Server {
 const USER: &str = "bench";
 
 async fn start_server(store_url: &str, admin_password: &str, pass: &str) -> Server {
+    start_server_with(store_url, admin_password, pass, None).await
+}
+
+async fn start_server_with(
+    store_url: &str,
+    admin_password: &str,
+    pass: &str,
+    config: Option<&std::path::Path>,
+) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    if let Some(path) = config {
+        command.arg("--config").arg(path);
+    }
+    let child = command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("PG_API_USER", USER)
         .env("PG_API_PASS", pass)
@@ -462,6 +488,165 @@ async fn burst(
     .await
 }
 
+/// Registers the cluster's `dev` database as env `dev`.
+async fn register_dev(store: &dyn pgua::store::Store, port: u16) {
+    store
+        .registry_add(&NewEntry {
+            env: "dev".into(),
+            db_name: "dev".into(),
+            hostname: "127.0.0.1".into(),
+            port,
+            active: true,
+            notes: None,
+            sslmode: SslMode::Disable,
+        })
+        .await
+        .unwrap();
+}
+
+/// `find` and `create` through an API key and through a JWT on one server (SQLite store),
+/// alternating, with the server's CPU time per request and the JWT/key ratios.
+async fn credentials(
+    cluster: &TempCluster,
+    admin_pw: &str,
+    dir: &std::path::Path,
+    n: usize,
+    secs: u64,
+) {
+    use serde_json::json;
+    let key = issuer::SigningKey::rsa("bench-rs256");
+    let issuer = issuer::TestIssuer::start(&[&key]).await;
+    let config_path = dir.join("credentials.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"
+[[auth.jwt.issuers]]
+issuer = "{url}"
+discovery = true
+audiences = ["pg-user-api"]
+ca_file = "{ca}"
+
+[[auth.jwt.bindings]]
+name = "bench"
+issuer = "{url}"
+claims = {{ repository = "acme/bench", ref = "refs/heads/main" }}
+principal = "ci:{{repository}}@{{ref}}"
+scopes = {{ environments = ["dev"], operations = ["read", "create"], profiles = ["*"] }}
+"#,
+            url = issuer.url,
+            ca = issuer.ca_file.display()
+        ),
+    )
+    .unwrap();
+    let store_url = format!("sqlite://{}", dir.join("credentials.db").display());
+    let store = pgua::store::open(&store_url).await.unwrap();
+    register_dev(store.as_ref(), cluster.port()).await;
+    let pass = Password::generate().expose().to_owned();
+    let server = start_server_with(&store_url, admin_pw, &pass, Some(&config_path)).await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(n)
+        .build()
+        .unwrap();
+    let created: serde_json::Value = client
+        .post(format!("{}/api/v1/keys/create", server.base))
+        .basic_auth(USER, Some(&pass))
+        .json(
+            &json!({"name": "bench", "owner": "bench", "environments": "dev",
+            "operations": "read,create", "profiles": "*"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let api_key = created["key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no key secret in {created}"))
+        .to_owned();
+    let jwt = key.sign(&issuer.claims(
+        "pg-user-api",
+        json!({"sub": "repo:acme/bench:ref:refs/heads/main", "repository": "acme/bench",
+            "ref": "refs/heads/main", "exp": chrono::Utc::now().timestamp() + 86_400}),
+    ));
+    println!("\ncredentials, sqlite store, 1 replica (JWT: RS256, key cached):");
+    println!(
+        "{:<7} {:<4} {:>9} {:>8} {:>8} {:>7} {:>10} {:>11}",
+        "op", "via", "req/s", "p50 ms", "p99 ms", "errors", "cpu µs/req", "cpu vs key"
+    );
+    let pid = server.child.id();
+    let base = server.base.clone();
+    for (op, path, ok) in [
+        ("create", "/api/v1/users/devqa", "user created"),
+        ("find", "/api/v1/users/find", ""),
+    ] {
+        let mut key_cpu = 0.0;
+        let rounds = [
+            ("key", &api_key),
+            ("jwt", &jwt),
+            ("key", &api_key),
+            ("jwt", &jwt),
+        ];
+        for (round, (via, token)) in rounds.into_iter().enumerate() {
+            let cpu0 = cpu_time(pid);
+            let (client, base, token) = (client.clone(), base.clone(), token.clone());
+            let stats = drive(n, secs, move |t, i| {
+                let (client, base, token) = (client.clone(), base.clone(), token.clone());
+                async move {
+                    // find looks up a user the first create round made (each task made one).
+                    let name = match op {
+                        "create" => format!("cred_{via}{round}_{t}_{i}"),
+                        _ => format!("cred_key0_{t}_0"),
+                    };
+                    let res = client
+                        .get(format!("{base}{path}"))
+                        .bearer_auth(&token)
+                        .query(&[("env", "dev"), ("database", "dev"), ("username", &name)])
+                        .send()
+                        .await;
+                    match res {
+                        Ok(r) if r.status() == 200 => {
+                            let body: serde_json::Value = r.json().await.unwrap_or_default();
+                            match op {
+                                "find" => body["found"] == true,
+                                _ => body["status"] == ok,
+                            }
+                        }
+                        _ => false,
+                    }
+                }
+            })
+            .await;
+            let cpu_us = (cpu_time(pid) - cpu0).as_micros() as f64 / stats.count.max(1) as f64;
+            if via == "key" {
+                key_cpu = cpu_us;
+            }
+            let vs = if via == "key" {
+                String::new()
+            } else {
+                format!(
+                    "{:+.1}%",
+                    100.0 * (cpu_us / key_cpu.max(f64::MIN_POSITIVE) - 1.0)
+                )
+            };
+            println!(
+                "{op:<7} {via:<4} {:>9.0} {:>8.2} {:>8.2} {:>7} {:>10.0} {:>11}",
+                stats.rate(),
+                stats.pct(0.50).as_secs_f64() * 1e3,
+                stats.pct(0.99).as_secs_f64() * 1e3,
+                stats.errors,
+                cpu_us,
+                vs
+            );
+        }
+    }
+    println!(
+        "peak server RSS: {:.1} MiB",
+        peak_rss_kib(pid) as f64 / 1024.0
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let a = args();
@@ -480,8 +665,12 @@ async fn main() {
             .unwrap_or_default(),
         cluster.port()
     );
-    let raw_conns = raw_clients(cluster.port(), &admin_pw, n).await;
     let dir = tempfile::tempdir().unwrap();
+    credentials(&cluster, &admin_pw, dir.path(), n, secs).await;
+    if a.credentials_only {
+        return;
+    }
+    let raw_conns = raw_clients(cluster.port(), &admin_pw, n).await;
     for (k, (kind, replicas)) in [
         ("sqlite", 1),
         ("sqlite", 2),
@@ -507,18 +696,7 @@ async fn main() {
             )
         };
         let store = pgua::store::open(&store_url).await.unwrap();
-        store
-            .registry_add(&NewEntry {
-                env: "dev".into(),
-                db_name: "dev".into(),
-                hostname: "127.0.0.1".into(),
-                port: cluster.port(),
-                active: true,
-                notes: None,
-                sslmode: SslMode::Disable,
-            })
-            .await
-            .unwrap();
+        register_dev(store.as_ref(), cluster.port()).await;
         let pass = Password::generate().expose().to_owned();
         let mut servers = Vec::new();
         for _ in 0..replicas {

@@ -96,6 +96,8 @@ pub struct AuthConfig {
     pub trusted_proxies: Vec<Network>,
     /// The header trusted proxies name the client in.
     pub client_address_header: ClientAddressHeader,
+    /// JWT bearer tokens from trusted issuers (`[[auth.jwt.issuers]]`, `[[auth.jwt.bindings]]`).
+    pub jwt: crate::auth::jwt::JwtConfig,
 }
 
 /// Where trusted proxies put the client's address.
@@ -143,6 +145,7 @@ impl Default for AuthConfig {
             failure_summary_secs: 60,
             trusted_proxies: Vec::new(),
             client_address_header: ClientAddressHeader::default(),
+            jwt: Default::default(),
         }
     }
 }
@@ -285,6 +288,7 @@ impl Config {
             bail!("targets.connect_timeout_secs must be at least 1");
         }
         self.notify.validate()?;
+        self.auth.jwt.validate().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 }

@@ -1,6 +1,9 @@
 //! Who may call what: the operations a scope names, scopes, and the principal that
 //! authentication produces. A leaf: it knows nothing of how a caller proved who it is.
 
+pub mod jwks;
+pub mod jwt;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -119,10 +122,38 @@ impl Scopes {
 /// An authenticated caller and what it may do.
 #[derive(Clone, Debug)]
 pub struct Principal {
-    /// Basic user name, or `key:<name>` for an API key.
+    /// Basic user name, `key:<name>` for an API key, or a JWT binding's principal.
     pub name: String,
     /// Its scopes.
     pub scopes: Scopes,
+    /// The verified token behind a JWT caller; none for Basic and API keys.
+    pub identity: Option<Identity>,
+}
+
+/// Who stands behind a JWT caller: recorded in every audit record of its calls.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    /// The token's `iss`.
+    pub issuer: String,
+    /// The token's `sub`.
+    pub subject: String,
+    /// The token's `jti`, if it has one.
+    pub jti: Option<String>,
+    /// The binding that matched.
+    pub binding: String,
+}
+
+impl Identity {
+    /// `jwt iss=… sub=… jti=… binding=…`, as the audit log shows it beside the principal.
+    pub fn audit_text(&self) -> String {
+        format!(
+            "jwt iss={} sub={} jti={} binding={}",
+            self.issuer,
+            self.subject,
+            self.jti.as_deref().unwrap_or("-"),
+            self.binding
+        )
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The command line: `pg-user-api serve | demo | seed | registry … | audit … | store … |
-//! doctor | check-config`.
+//! auth … | doctor | check-config`.
 
 mod audit;
+mod auth;
 pub mod demo;
 mod doctor;
 mod keys;
@@ -58,6 +59,9 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Check how callers authenticate (JWTs from trusted issuers).
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
     /// Print the argon2 hash of a password read on standard input, for `[[auth.users]]`.
     HashPassword,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -189,6 +193,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Registry(cmd) => registry::run(cmd, &config).await,
         Command::Audit(cmd) => audit::run(cmd, &config).await,
         Command::Keys(cmd) => keys::run(cmd, &config).await,
+        Command::Auth(cmd) => auth::run(cmd, &config).await,
         Command::HashPassword => keys::hash_password(),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

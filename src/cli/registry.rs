@@ -203,6 +203,7 @@ fn cli_caller() -> Caller {
         principal: format!("cli:{}", os_user()),
         client_addr: "local".into(),
         scopes: Some(Scopes::all()),
+        identity: None,
     }
 }
 

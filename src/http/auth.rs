@@ -1,4 +1,5 @@
-//! Authentication: API keys (`Authorization: Bearer pgua_…`), the compatibility Basic user
+//! Authentication: API keys (`Authorization: Bearer pgua_…`), JWTs from trusted issuers
+//! (`Authorization: Bearer <three base64url segments>`, see [`crate::auth::jwt`]), the compatibility Basic user
 //! (`PG_API_USER` / `PG_API_PASS`, all scopes) and extra Basic users with argon2 hashes.
 //! Repeated failures of one claimed principal are slowed down, then refused with 429 for a
 //! while (see [`keys::Throttle`]); refusals are audited, past the first few as summaries.
@@ -18,9 +19,9 @@ use subtle::ConstantTimeEq;
 
 use super::ClientAddr;
 use super::error::json_error;
-use crate::auth::{Principal, Scopes};
-use crate::service::App;
+use crate::auth::{Principal, Scopes, jwt};
 use crate::service::keys::{self, audit_refusal, write_summaries};
+use crate::service::App;
 
 /// Compares digests so neither content nor length leaks through timing.
 fn same(a: &[u8], b: &[u8]) -> bool {
@@ -70,12 +71,14 @@ fn basic_principal(app: &App, user: &str, pass: &str) -> Option<Principal> {
             return Some(Principal {
                 name: user.to_owned(),
                 scopes: Scopes::all(),
+                identity: None,
             });
         }
     }
     app.basic_users.verify(user, pass).map(|scopes| Principal {
         name: user.to_owned(),
         scopes,
+        identity: None,
     })
 }
 
@@ -116,8 +119,37 @@ pub async fn require_auth(State(app): State<Arc<App>>, mut req: Request, next: N
         .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0);
     let creds = credentials(&req);
     let mut key_name = None;
-    let mut refusal = "wrong user or password";
-    if let Credentials::Bearer(token) = &creds {
+    let mut refusal: std::borrow::Cow<str> = "wrong user or password".into();
+    let mut jwt_claim = None;
+    if let Credentials::Bearer(token) = &creds
+        && app.jwt.enabled()
+        && jwt::looks_like_jwt(token)
+    {
+        // Nobody forges a signature either: a valid token never waits for a lock, and a
+        // failing one is counted under its issuer (or a fingerprint), never under a name
+        // another caller's valid token would need.
+        match keys::authenticate_jwt(app.store.as_ref(), &app.jwt, token).await {
+            Ok(Ok(principal)) => {
+                req.extensions_mut().insert(principal);
+                return next.run(req).await;
+            }
+            Ok(Err(why)) => {
+                jwt_claim = Some(
+                    app.jwt
+                        .claimed(token)
+                        .unwrap_or_else(|| app.fingerprints.label("jwt", token)),
+                );
+                refusal = why.to_string().into();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store unavailable for a single-use token");
+                return json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "authentication unavailable",
+                );
+            }
+        }
+    } else if let Credentials::Bearer(token) = &creds {
         // 256 random bits: nobody guesses a key, so a valid one never waits for a lock.
         match keys::authenticate(app.store.as_ref(), token).await {
             Ok(Ok(principal)) => {
@@ -129,7 +161,8 @@ pub async fn require_auth(State(app): State<Arc<App>>, mut req: Request, next: N
                     keys::KeyRefusal::Revoked => "API key revoked",
                     keys::KeyRefusal::Expired => "API key expired",
                     keys::KeyRefusal::Unknown => "unknown API key",
-                };
+                }
+                .into();
                 key_name = Some(name).filter(|n| !n.is_empty());
             }
             Err(e) => {
@@ -145,7 +178,7 @@ pub async fn require_auth(State(app): State<Arc<App>>, mut req: Request, next: N
         // Not an attempt but the first step of Basic: browsers ask before they send.
         return challenge();
     }
-    let claim = claimed(&app, &creds, key_name.as_deref());
+    let claim = jwt_claim.unwrap_or_else(|| claimed(&app, &creds, key_name.as_deref()));
     let request_id = req
         .headers()
         .get(super::REQUEST_ID)
@@ -203,7 +236,7 @@ pub async fn require_auth(State(app): State<Arc<App>>, mut req: Request, next: N
         req.extensions_mut().insert(principal);
         return next.run(req).await;
     }
-    tracing::info!(reason = refusal, "authentication failed");
+    tracing::info!(reason = %refusal, "authentication failed");
     metrics::counter!("pgua_auth_failures_total").increment(1);
     app.throttle.failed(ip, &claim);
     refuse(false, format!("authentication failed: {refusal}")).await;

@@ -1,5 +1,6 @@
 //! `/api/v1/me`: who the caller is and what its scopes allow, so a client (the web console)
-//! offers only what it may do. Any authenticated caller may ask; it needs no scope and,
+//! offers only what it may do; for a JWT caller also the token's issuer, `sub`, `jti` and
+//! the binding that matched. Any authenticated caller may ask; it needs no scope and,
 //! as it changes and reveals nothing of a target, it is not audited.
 
 use axum::Json;
@@ -9,11 +10,16 @@ use serde_json::{Value, json};
 use super::openapi;
 use crate::auth::Principal;
 
-/// `{"principal", "scopes": {"environments", "operations", "profiles"}}`.
+/// `{"principal", "scopes": {"environments", "operations", "profiles"}}`, and `identity`
+/// for a JWT caller.
 #[utoipa::path(
     method(get, post), path = "/api/v1/me", tag = "keys",
     responses((status = 200, description = "the caller", body = openapi::MeBody)),
 )]
 pub async fn me(Extension(principal): Extension<Principal>) -> Json<Value> {
-    Json(json!({ "principal": principal.name, "scopes": principal.scopes }))
+    let mut body = json!({ "principal": principal.name, "scopes": principal.scopes });
+    if let Some(identity) = &principal.identity {
+        body["identity"] = json!(identity);
+    }
+    Json(body)
 }

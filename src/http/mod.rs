@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod auth;
 pub mod bodies;
+pub mod auth_check;
 pub mod error;
 pub mod health;
 pub mod keys;
@@ -51,6 +52,7 @@ pub const REQUEST_ID: &str = "x-request-id";
 fn routes() -> (Router<Arc<App>>, Router<Arc<App>>, utoipa::openapi::OpenApi) {
     let (api, api_doc) = OpenApiRouter::new()
         .routes(routes!(me::me))
+        .routes(routes!(auth_check::check))
         .routes(routes!(registry::list))
         .routes(routes!(registry::add))
         .routes(routes!(registry::update))
@@ -238,6 +240,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
                 .extensions
                 .get::<Principal>()
                 .map(|p| p.scopes.clone()),
+            identity: parts
+                .extensions
+                .get::<Principal>()
+                .and_then(|p| p.identity.clone()),
             client_addr: parts
                 .extensions
                 .get::<ClientAddr>()

@@ -61,7 +61,7 @@ impl Modify for Security {
             SecurityScheme::Http(
                 utoipa::openapi::security::HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("pgua_…")
+                    .bearer_format("pgua_… API key, or a JWT from a trusted issuer")
                     .build(),
             ),
         );
@@ -802,8 +802,43 @@ pub struct AuditBody {
 /// Who the caller is and what it may do.
 #[derive(Serialize, ToSchema)]
 pub struct MeBody {
-    /// Basic user name, or `key:<name>`.
+    /// Basic user name, `key:<name>`, or a JWT binding's principal.
     pub principal: String,
     /// Environments, operations and profiles.
     pub scopes: serde_json::Value,
+    /// JWT callers only: `issuer`, `subject`, `jti` and the `binding` that matched.
+    pub identity: Option<serde_json::Value>,
+}
+
+/// The token `/api/v1/auth/check` explains.
+#[derive(ToSchema)]
+#[allow(dead_code)] // documents the request body; Params reads it
+pub struct CheckFields {
+    /// The JWT, in the body only.
+    pub token: String,
+}
+
+/// What `/api/v1/auth/check` (and `pg-user-api auth check-token`) says of a token.
+#[derive(Serialize, ToSchema)]
+pub struct CheckBody {
+    /// Whether the service would accept it (its audience aside).
+    pub accepted: bool,
+    /// The first failing check: `{"check", "reason"}`, with the claim values concerned.
+    pub refused: Option<serde_json::Value>,
+    /// The header's `alg`, `kid` and `typ`.
+    pub header: Option<serde_json::Value>,
+    /// The claims, once the signature verified.
+    pub claims: Option<serde_json::Value>,
+    /// Whether `aud` names one of the issuer's audiences (not required here).
+    pub audience: Option<String>,
+    /// Every binding of the issuer: `{"name", "matched", "mismatch"}`.
+    pub bindings: Vec<serde_json::Value>,
+    /// The binding that matched.
+    pub binding: Option<String>,
+    /// The principal it yields.
+    pub principal: Option<String>,
+    /// Its scopes.
+    pub scopes: Option<serde_json::Value>,
+    /// Whether a second use of the token would be refused.
+    pub single_use: bool,
 }

@@ -43,7 +43,7 @@ impl<'a> AuditScope<'a> {
                 id: 0,
                 performed_at: Utc::now(),
                 request_id: caller.request_id.clone(),
-                principal: caller.principal.clone(),
+                principal: caller.audit_principal(),
                 client_addr: caller.client_addr.clone(),
                 env: field("env"),
                 db_name: field("database"),

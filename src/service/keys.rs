@@ -211,7 +211,41 @@ pub async fn authenticate(
     Ok(Ok(Principal {
         name: format!("key:{}", key.name),
         scopes,
+        identity: None,
     }))
+}
+
+/// The principal of a JWT bearer token: verified and bound by `verifier`; a single-use
+/// binding's `jti` is claimed in the store until the token expires (plus leeway), so a
+/// replay is refused on every replica.
+pub async fn authenticate_jwt(
+    store: &dyn Store,
+    verifier: &crate::auth::jwt::Verifier,
+    token: &str,
+) -> anyhow::Result<std::result::Result<Principal, crate::auth::jwt::Refusal>> {
+    let verified = match verifier.authenticate(token).await {
+        Ok(v) => v,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    if verified.single_use
+        && let Some(id) = &verified.principal.identity
+    {
+        let jti = id.jti.as_deref().unwrap_or_default();
+        let until = verified.expires_at + verified.leeway_secs as i64;
+        let until = DateTime::from_timestamp(until, 0).unwrap_or_else(Utc::now);
+        let holder = URL_SAFE_NO_PAD.encode(random_bytes());
+        let key = format!("{}\n{jti}", id.issuer);
+        if !store.claim("jti", &key, &holder, until).await? {
+            return Ok(Err(crate::auth::jwt::Refusal {
+                check: "replay",
+                reason: format!(
+                    "single-use token (jti '{jti}') was already used; binding '{}'",
+                    id.binding
+                ),
+            }));
+        }
+    }
+    Ok(Ok(verified.principal))
 }
 
 #[cfg(test)]
@@ -632,6 +666,7 @@ pub async fn audit_refusal(
         principal,
         client_addr,
         scopes: None,
+        identity: None,
     };
     let scope = AuditScope::new(app, &caller, "auth", &Input::default());
     let failed: Result<()> = Err(Error::Forbidden(message));

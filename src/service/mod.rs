@@ -79,6 +79,8 @@ pub struct App {
     pub notifier: Notifier,
     /// Background jobs, and this replica's name as the holder of their claims.
     pub jobs: jobs::Jobs,
+    /// Verifier of JWT bearer tokens from the configured issuers.
+    pub jwt: crate::auth::jwt::Verifier,
 }
 
 impl App {
@@ -120,6 +122,7 @@ impl App {
             fan_out_parallelism: config.targets.fan_out_parallelism.max(1),
             notifier: Notifier::new(&config.notify)?,
             jobs: jobs::Jobs::default(),
+            jwt: crate::auth::jwt::Verifier::new(&config.auth.jwt)?,
         })
     }
 
@@ -209,6 +212,19 @@ pub struct Caller {
     pub client_addr: String,
     /// What the principal may do (none before authentication).
     pub scopes: Option<crate::auth::Scopes>,
+    /// The verified token behind a JWT caller (issuer, `sub`, `jti`, binding).
+    pub identity: Option<crate::auth::Identity>,
+}
+
+impl Caller {
+    /// The principal as audit records show it: a JWT caller's with its token's identity,
+    /// `github:acme/web@refs/heads/main (jwt iss=… sub=… jti=… binding=…)`.
+    pub fn audit_principal(&self) -> String {
+        match &self.identity {
+            Some(i) => format!("{} ({})", self.principal, i.audit_text()),
+            None => self.principal.clone(),
+        }
+    }
 }
 
 impl Caller {

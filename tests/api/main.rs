@@ -11,6 +11,7 @@ mod fuzz;
 mod grants;
 mod jobs;
 mod layout;
+mod jwt;
 mod lifecycle;
 mod metrics;
 mod notify;

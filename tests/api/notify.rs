@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
-use crate::support::{TestApp, spawn_app_with, unique};
+use crate::support::{TestApp, localhost_tls, spawn_app_with, unique};
 
 /// How long a test waits for something to arrive.
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -783,30 +783,6 @@ async fn a_password_about_to_expire_is_reminded_once() {
         .collect();
     assert_eq!(again.len(), 1, "{again:?}");
     assert_no_password(&[again[0].all_text()], &[&pw]);
-}
-
-/// A server certificate for `localhost` from a fresh private CA; the CA's PEM is returned too.
-fn localhost_tls() -> (Arc<rustls::ServerConfig>, String) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
-        )
-        .unwrap();
-    (Arc::new(config), ca.pem())
 }
 
 #[tokio::test]

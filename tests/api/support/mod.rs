@@ -16,6 +16,10 @@ use reqwest::header::HeaderMap;
 use secrecy::SecretString;
 use serde_json::Value;
 
+pub mod issuer;
+
+pub use issuer::localhost_tls;
+
 /// What tests need to know of one cluster; the cluster itself lives in `OWNED`.
 #[derive(Clone, Debug)]
 pub struct ClusterInfo {
