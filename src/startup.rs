@@ -42,6 +42,7 @@ impl Application {
         crate::http::metrics::handle();
         let app = Arc::new(App::open(config, store, api, admin).await?);
         crate::http::auth::spawn_failure_summaries(&app);
+        crate::http::sso::spawn_pruning(&app);
         if let Some(days) = config.audit.retention_days {
             spawn_pruning(app.store.clone(), days, crate::config::audit_key()?);
         }

@@ -1,6 +1,9 @@
 //! Who may call what: the operations a scope names, scopes, and the principal that
 //! authentication produces. A leaf: it knows nothing of how a caller proved who it is.
 
+pub mod oidc;
+pub mod session;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};

@@ -1,5 +1,6 @@
 //! Authentication: API keys (`Authorization: Bearer pgua_…`), the compatibility Basic user
-//! (`PG_API_USER` / `PG_API_PASS`, all scopes) and extra Basic users with argon2 hashes.
+//! (`PG_API_USER` / `PG_API_PASS`, all scopes), extra Basic users with argon2 hashes, and
+//! the console's single sign-on session cookie (see [`super::sso`]).
 //! Repeated failures of one claimed principal are slowed down, then refused with 429 for a
 //! while (see [`keys::Throttle`]); refusals are audited, past the first few as summaries.
 
@@ -194,6 +195,20 @@ pub async fn require_auth(State(app): State<Arc<App>>, mut req: Request, next: N
                 );
             }
         }
+    }
+    if matches!(creds, Credentials::None)
+        && let Some(session) =
+            super::sso::authenticate(&app, req.method(), req.uri().path(), req.headers()).await
+    {
+        // A console session from single sign-on (see `sso`): checked there, CSRF included.
+        return match session {
+            Ok((principal, session)) => {
+                req.extensions_mut().insert(principal);
+                req.extensions_mut().insert(session);
+                next.run(req).await
+            }
+            Err(refusal) => refusal,
+        };
     }
     if matches!(creds, Credentials::None) {
         // Not an attempt but the first step of Basic: browsers ask before they send.

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod params;
 pub mod registry;
+pub mod sso;
 pub mod ui;
 pub mod users;
 
@@ -83,6 +84,10 @@ fn routes() -> (Router<Arc<App>>, Router<Arc<App>>, utoipa::openapi::OpenApi) {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(metrics::render))
+        .routes(routes!(sso::info))
+        .routes(routes!(sso::login))
+        .routes(routes!(sso::callback))
+        .routes(routes!(sso::logout))
         .split_for_parts();
     doc.merge(api_doc);
     (api, public, doc)

@@ -43,6 +43,7 @@ use crate::plan::profile::{ParamKind, Profiles};
         (name = "keys", description = "API keys"),
         (name = "audit", description = "The audit log"),
         (name = "service", description = "Health, readiness and the banner"),
+        (name = "sso", description = "Single sign-on for the web console (OpenID Connect)"),
     )
 )]
 pub struct ApiDoc;
@@ -806,4 +807,7 @@ pub struct MeBody {
     pub principal: String,
     /// Environments, operations and profiles.
     pub scopes: serde_json::Value,
+    /// Only for a single sign-on session: the token its other calls carry in `x-csrf-token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf_token: Option<String>,
 }

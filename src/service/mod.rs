@@ -75,6 +75,8 @@ pub struct App {
     pub fan_out_parallelism: usize,
     /// Notification queues and channels.
     pub notifier: Notifier,
+    /// Single sign-on for the console, when `[auth.oidc]` is configured.
+    pub sso: Option<crate::auth::oidc::RelyingParty>,
 }
 
 impl App {
@@ -115,6 +117,16 @@ impl App {
             profiles,
             fan_out_parallelism: config.targets.fan_out_parallelism.max(1),
             notifier: Notifier::new(&config.notify)?,
+            sso: match &config.auth.oidc {
+                Some(oidc) => {
+                    let secret = match &oidc.client_secret {
+                        Some(s) => s.clone(),
+                        None => crate::config::oidc_client_secret()?,
+                    };
+                    Some(crate::auth::oidc::RelyingParty::new(oidc, secret)?)
+                }
+                None => None,
+            },
         })
     }
 

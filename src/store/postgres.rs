@@ -15,7 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgExecutor, PgPool, PgPoolOptions, PgRow}
 use sqlx::{Postgres, Row, Transaction};
 
 use super::{
-    ApiKey, AuditFilter, AuditRecord, NewEntry, RegistryEntry, Store, StoreError, chain,
+    ApiKey, AuditFilter, AuditRecord, NewEntry, RegistryEntry, Session, Store, StoreError, chain,
     redact_url, stored_text,
 };
 
@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/postgres_005_fingerprint_key.sql"),
     ),
     (6, include_str!("migrations/postgres_006_claims.sql")),
+    (7, include_str!("migrations/postgres_007_sessions.sql")),
 ];
 
 /// Takes a claim that is free, ran out, or is the holder's own (see [`Store::claim`]).
@@ -614,6 +615,73 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn session_put(&self, s: &Session) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, principal, scopes, csrf_hash, created_epoch, \
+             last_seen_epoch, expires_epoch) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&s.id_hash)
+        .bind(stored_text(&s.principal).as_ref())
+        .bind(&s.scopes)
+        .bind(&s.csrf_hash)
+        .bind(s.created)
+        .bind(s.last_seen)
+        .bind(s.expires)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session_get(
+        &self,
+        id_hash: &str,
+        now: i64,
+        idle_since: i64,
+    ) -> anyhow::Result<Option<Session>> {
+        let row = sqlx::query(
+            "UPDATE sessions SET last_seen_epoch = $1 \
+             WHERE id_hash = $2 AND expires_epoch > $3 AND last_seen_epoch >= $4 \
+             RETURNING id_hash, principal, scopes, csrf_hash, created_epoch, last_seen_epoch, \
+             expires_epoch",
+        )
+        .bind(now)
+        .bind(id_hash)
+        .bind(now)
+        .bind(idle_since)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Session {
+                id_hash: r.try_get(0)?,
+                principal: r.try_get(1)?,
+                scopes: r.try_get(2)?,
+                csrf_hash: r.try_get(3)?,
+                created: r.try_get(4)?,
+                last_seen: r.try_get(5)?,
+                expires: r.try_get(6)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn session_delete(&self, id_hash: &str) -> anyhow::Result<bool> {
+        let done = sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn sessions_prune(&self, now: i64, idle_since: i64) -> anyhow::Result<u64> {
+        let done =
+            sqlx::query("DELETE FROM sessions WHERE expires_epoch <= $1 OR last_seen_epoch < $2")
+                .bind(now)
+                .bind(idle_since)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected())
     }
 
     async fn claims_prune(&self, before: DateTime<Utc>) -> anyhow::Result<u64> {

@@ -17,7 +17,7 @@ use sqlx::sqlite::{
 };
 
 use super::{
-    ApiKey, AuditFilter, AuditRecord, NewEntry, RegistryEntry, Store, StoreError, chain,
+    ApiKey, AuditFilter, AuditRecord, NewEntry, RegistryEntry, Session, Store, StoreError, chain,
     stored_text,
 };
 
@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("migrations/sqlite_006_audit_retention.sql")),
     (7, include_str!("migrations/sqlite_007_fingerprint_key.sql")),
     (8, include_str!("migrations/sqlite_008_claims.sql")),
+    (9, include_str!("migrations/sqlite_009_sessions.sql")),
 ];
 
 /// Takes a claim that is free, ran out, or is the holder's own (see [`Store::claim`]).
@@ -302,6 +303,73 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn session_put(&self, s: &Session) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, principal, scopes, csrf_hash, created_epoch, \
+             last_seen_epoch, expires_epoch) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&s.id_hash)
+        .bind(stored_text(&s.principal).as_ref())
+        .bind(&s.scopes)
+        .bind(&s.csrf_hash)
+        .bind(s.created)
+        .bind(s.last_seen)
+        .bind(s.expires)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn session_get(
+        &self,
+        id_hash: &str,
+        now: i64,
+        idle_since: i64,
+    ) -> anyhow::Result<Option<Session>> {
+        let row = sqlx::query(
+            "UPDATE sessions SET last_seen_epoch = ? \
+             WHERE id_hash = ? AND expires_epoch > ? AND last_seen_epoch >= ? \
+             RETURNING id_hash, principal, scopes, csrf_hash, created_epoch, last_seen_epoch, \
+             expires_epoch",
+        )
+        .bind(now)
+        .bind(id_hash)
+        .bind(now)
+        .bind(idle_since)
+        .fetch_optional(&self.writer)
+        .await?;
+        row.map(|r| {
+            Ok(Session {
+                id_hash: r.try_get(0)?,
+                principal: r.try_get(1)?,
+                scopes: r.try_get(2)?,
+                csrf_hash: r.try_get(3)?,
+                created: r.try_get(4)?,
+                last_seen: r.try_get(5)?,
+                expires: r.try_get(6)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn session_delete(&self, id_hash: &str) -> anyhow::Result<bool> {
+        let done = sqlx::query("DELETE FROM sessions WHERE id_hash = ?")
+            .bind(id_hash)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn sessions_prune(&self, now: i64, idle_since: i64) -> anyhow::Result<u64> {
+        let done =
+            sqlx::query("DELETE FROM sessions WHERE expires_epoch <= ? OR last_seen_epoch < ?")
+                .bind(now)
+                .bind(idle_since)
+                .execute(&self.writer)
+                .await?;
+        Ok(done.rows_affected())
     }
 
     async fn claims_prune(&self, before: DateTime<Utc>) -> anyhow::Result<u64> {

@@ -18,6 +18,7 @@ mod per_version;
 mod profiles;
 mod quoting;
 mod security;
+mod sso;
 mod store;
 mod support;
 mod timeouts;
