@@ -85,9 +85,6 @@ fn routes() -> (Router<Arc<App>>, Router<Arc<App>>, utoipa::openapi::OpenApi) {
         .routes(routes!(health::readyz))
         .routes(routes!(metrics::render))
         .routes(routes!(sso::info))
-        .routes(routes!(sso::login))
-        .routes(routes!(sso::callback))
-        .routes(routes!(sso::logout))
         .split_for_parts();
     doc.merge(api_doc);
     (api, public, doc)
@@ -109,6 +106,7 @@ pub fn router(app: Arc<App>) -> Router {
     let request_id = axum::http::HeaderName::from_static(REQUEST_ID);
     public
         .merge(ui::routes())
+        .merge(sso::routes())
         .merge(api)
         .merge(SwaggerUi::new("/docs").url("/api/openapi.json", doc))
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "no such endpoint") })

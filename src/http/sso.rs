@@ -33,6 +33,16 @@ use crate::store::Session;
 /// How often each replica tries to prune ended sessions (one of them does, by claim).
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// The browser's routes of single sign-on: sign-in, callback, sign-out. Not in the OpenAPI
+/// document: they are redirects for a browser and its cookies, not an API for clients.
+pub fn routes() -> axum::Router<Arc<App>> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/auth/oidc/login", get(login))
+        .route("/auth/oidc/callback", get(callback))
+        .route("/auth/oidc/logout", post(logout))
+}
+
 /// A request authenticated by its session cookie, with the token the page must echo.
 #[derive(Clone, Debug)]
 pub struct SessionAuth {
@@ -105,13 +115,6 @@ fn not_configured() -> Response {
 
 /// `GET /auth/oidc/login`: redirects to the provider; the login cookie remembers the state,
 /// nonce and PKCE verifier until the callback.
-#[utoipa::path(
-    get, path = "/auth/oidc/login", tag = "sso",
-    responses(
-        (status = 303, description = "to the provider's authorization endpoint"),
-        (status = 404, description = "single sign-on is not configured", body = Object),
-    ),
-)]
 pub async fn login(State(app): State<Arc<App>>) -> Response {
     let Some(rp) = app.sso.as_ref() else {
         return not_configured();
@@ -147,7 +150,7 @@ pub async fn login(State(app): State<Arc<App>>) -> Response {
 }
 
 /// What the provider sends back to the callback.
-#[derive(Deserialize, utoipa::IntoParams)]
+#[derive(Deserialize)]
 pub struct CallbackParams {
     /// The authorization code.
     code: Option<String>,
@@ -172,10 +175,6 @@ fn caller_of(headers: &HeaderMap, addr: Option<&ClientAddr>, principal: &str) ->
 
 /// `GET /auth/oidc/callback`: validates the provider's answer, stores a session and sets
 /// its cookie, then returns to the console (with `?sso_error=` when refused).
-#[utoipa::path(
-    get, path = "/auth/oidc/callback", tag = "sso", params(CallbackParams),
-    responses((status = 303, description = "to the console, signed in or with `sso_error`")),
-)]
 pub async fn callback(
     State(app): State<Arc<App>>,
     addr: Option<Extension<ClientAddr>>,
@@ -419,14 +418,6 @@ async fn check_session(
 
 /// `POST /auth/oidc/logout`: ends the session in the store (so on every replica) and
 /// clears the cookie; needs the CSRF token. Answers where the provider's own sign-out is.
-#[utoipa::path(
-    post, path = "/auth/oidc/logout", tag = "sso",
-    responses(
-        (status = 200, description = "signed out", body = Object),
-        (status = 401, description = "no live session", body = Object),
-        (status = 403, description = "missing CSRF token or cross-site", body = Object),
-    ),
-)]
 pub async fn logout(
     State(app): State<Arc<App>>,
     addr: Option<Extension<ClientAddr>>,
