@@ -61,25 +61,46 @@ pub struct SsoInfo {
     /// Where the browser starts signing in, when enabled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub login_url: Option<String>,
+    /// Whether the request's session cookie names a live session, when enabled: the page
+    /// cannot see its `HttpOnly` cookie, and asking `/api/v1/me` blindly would make the
+    /// browser offer its own Basic prompt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_in: Option<bool>,
 }
 
-/// `GET /auth/oidc`: tells the console whether to offer "Sign in with <provider>".
+/// `GET /auth/oidc`: tells the console whether to offer "Sign in with <provider>", and
+/// whether it is signed in already (after the callback, or a reload).
 #[utoipa::path(
     get, path = "/auth/oidc", tag = "sso",
     responses((status = 200, description = "whether single sign-on is offered", body = SsoInfo)),
 )]
-pub async fn info(State(app): State<Arc<App>>) -> Json<SsoInfo> {
-    Json(match &app.sso {
-        Some(rp) => SsoInfo {
-            enabled: true,
-            provider: Some(rp.config().provider_name.clone()),
-            login_url: Some("/auth/oidc/login".into()),
-        },
-        None => SsoInfo {
+pub async fn info(State(app): State<Arc<App>>, headers: HeaderMap) -> Json<SsoInfo> {
+    let Some(rp) = &app.sso else {
+        return Json(SsoInfo {
             enabled: false,
             provider: None,
             login_url: None,
-        },
+            signed_in: None,
+        });
+    };
+    let signed_in = match session_cookie(rp, &headers) {
+        Some(id) => {
+            let now = chrono::Utc::now().timestamp();
+            let idle_since = now - rp.config().idle_timeout_secs as i64;
+            matches!(
+                app.store
+                    .session_get(&session::digest_hex(id), now, idle_since)
+                    .await,
+                Ok(Some(_))
+            )
+        }
+        None => false,
+    };
+    Json(SsoInfo {
+        enabled: true,
+        provider: Some(rp.config().provider_name.clone()),
+        login_url: Some("/auth/oidc/login".into()),
+        signed_in: Some(signed_in),
     })
 }
 

@@ -310,12 +310,25 @@ async fn sso_info_says_whether_sign_in_is_offered() {
     let r = plain.get_as("/auth/oidc/login", None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 
-    let (_provider, app) = setup(600, 3600).await;
+    let (provider, app) = setup(600, 3600).await;
     let r = app.get_as("/auth/oidc", None).await;
     assert_eq!(
         r.body,
-        json!({"enabled": true, "provider": "Test IdP", "login_url": "/auth/oidc/login"})
+        json!({"enabled": true, "provider": "Test IdP", "login_url": "/auth/oidc/login", "signed_in": false})
     );
+    let session = sign_in(&app, &provider.issuer, "alice")
+        .await
+        .session
+        .unwrap();
+    let res = app
+        .client
+        .get(format!("{}/auth/oidc", app.base))
+        .header(COOKIE, format!("pgua_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["signed_in"], true);
 }
 
 #[tokio::test]

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 
-use crate::support::{found, spawn_app};
+use crate::sso::{sso_config, start_provider};
+use crate::support::{closed_port, found, spawn_app, spawn_app_with};
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
@@ -162,4 +163,64 @@ async fn console_works_in_a_real_browser() {
         let png = std::fs::read(shots.join(format!("{name}.png"))).unwrap();
         assert!(png.starts_with(b"\x89PNG"), "{name}.png is a PNG");
     }
+}
+
+#[tokio::test]
+async fn console_signs_in_through_single_sign_on_in_a_real_browser() {
+    let chromium =
+        std::env::var("PGUA_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    assert!(Path::new(&chromium).exists(), "{chromium} is missing");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let scripts = root.join("tests/ui");
+    if !scripts.join("node_modules/playwright-core").exists() {
+        let out = run(
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&scripts),
+            "npm ci",
+            Duration::from_secs(300),
+        )
+        .await;
+        assert!(out.status.success(), "npm ci failed\n{}", show(&out));
+    }
+    let shots = root.join("target/ui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let port = closed_port();
+    let provider = start_provider(&[format!("http://127.0.0.1:{port}/auth/oidc/callback")]).await;
+    let app = spawn_app_with(sso_config(&provider.issuer, port, 600, 3600)).await;
+    let out = run(
+        Command::new("node")
+            .arg(scripts.join("sso.mjs"))
+            .env("PGUA_UI_BASE_URL", &app.base)
+            .env("PGUA_UI_USER", &app.user)
+            .env("PGUA_UI_PASS", &app.pass)
+            .env("PGUA_UI_SCREENSHOTS", &shots)
+            .env("PGUA_CHROMIUM", &chromium)
+            .current_dir(&scripts),
+        "the single sign-on browser test",
+        Duration::from_secs(180),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "the single sign-on browser test failed\n{}",
+        show(&out)
+    );
+    println!("{}", show(&out));
+    for name in [
+        "08-sso-offered",
+        "09-sso-signed-in",
+        "10-sso-created",
+        "11-sso-signed-out",
+    ] {
+        let png = std::fs::read(shots.join(format!("{name}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{name}.png is a PNG");
+    }
+    let audit = app.audit().await;
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.operation == "create:devqa" && r.principal == "oidc:alice@example.com"),
+        "the create is audited as the person"
+    );
 }
