@@ -1,6 +1,8 @@
 //! The web console at `/ui`: its assets and headers over plain HTTP, then the whole page
 //! driven in a real headless browser (Debian's chromium through playwright-core, see
-//! `tests/ui/console.mjs`), which saves a screenshot of each page in `target/ui-screenshots`.
+//! `tests/ui/console.mjs`), which saves a screenshot of each page in
+//! `target/ui-screenshots/console`; and single sign-on through a real OpenID Provider
+//! (`tests/ui/sso.mjs`, screenshots in `target/ui-screenshots/sso`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -95,8 +97,9 @@ fn show(output: &std::process::Output) -> String {
     )
 }
 
-#[tokio::test]
-async fn console_works_in_a_real_browser() {
+/// What a browser test needs: Chromium's path, `tests/ui` with its packages installed, and
+/// an emptied screenshot directory `target/ui-screenshots/<name>`.
+async fn browser_test(name: &str) -> (String, PathBuf, PathBuf) {
     let chromium =
         std::env::var("PGUA_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
     assert!(
@@ -121,7 +124,7 @@ async fn console_works_in_a_real_browser() {
         .await;
         assert!(out.status.success(), "npm ci failed\n{}", show(&out));
     }
-    let shots = root.join("target/ui-screenshots");
+    let shots = root.join("target/ui-screenshots").join(name);
     std::fs::create_dir_all(&shots).unwrap();
     for old in std::fs::read_dir(&shots).unwrap() {
         let old = old.unwrap().path();
@@ -129,7 +132,12 @@ async fn console_works_in_a_real_browser() {
             std::fs::remove_file(old).unwrap();
         }
     }
+    (chromium, scripts, shots)
+}
 
+#[tokio::test]
+async fn console_works_in_a_real_browser() {
+    let (chromium, scripts, shots) = browser_test("console").await;
     let app = spawn_app().await;
     let started = Instant::now();
     let out = run(
@@ -167,24 +175,7 @@ async fn console_works_in_a_real_browser() {
 
 #[tokio::test]
 async fn console_signs_in_through_single_sign_on_in_a_real_browser() {
-    let chromium =
-        std::env::var("PGUA_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
-    assert!(Path::new(&chromium).exists(), "{chromium} is missing");
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let scripts = root.join("tests/ui");
-    if !scripts.join("node_modules/playwright-core").exists() {
-        let out = run(
-            Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&scripts),
-            "npm ci",
-            Duration::from_secs(300),
-        )
-        .await;
-        assert!(out.status.success(), "npm ci failed\n{}", show(&out));
-    }
-    let shots = root.join("target/ui-screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
+    let (chromium, scripts, shots) = browser_test("sso").await;
     let port = closed_port();
     let provider = start_provider(&[format!("http://127.0.0.1:{port}/auth/oidc/callback")]).await;
     let app = spawn_app_with(sso_config(&provider.issuer, port, 600, 3600)).await;

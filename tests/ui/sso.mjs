@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { launch } from './launch.mjs';
 
 const base = process.env.PGUA_UI_BASE_URL;
 const basic = `Basic ${Buffer.from(`${process.env.PGUA_UI_USER}:${process.env.PGUA_UI_PASS}`).toString('base64')}`;
@@ -44,11 +44,7 @@ await new Promise((resolve) => evil.listen(0, '127.0.0.1', resolve));
 const evilUrl = `http://localhost:${evil.address().port}/`;
 
 await mkdir(shots, { recursive: true });
-const browser = await chromium.launch({
-  executablePath: process.env.PGUA_CHROMIUM ?? '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 const problems = [];
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
