@@ -525,6 +525,7 @@ impl RelyingParty {
         v.set_audience(&[&self.config.client_id]);
         v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         v.leeway = self.config.leeway_secs;
+        v.validate_nbf = true;
         let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &v)
             .map_err(|e| OidcError::Token(token_error(&e)))?
             .claims;
@@ -672,6 +673,34 @@ mod tests {
         );
         assert_eq!(id.principal, "oidc:u1");
         assert_eq!(id.groups, ["dev"]);
+    }
+
+    #[tokio::test]
+    async fn symmetric_and_unsigned_id_tokens_are_refused_before_any_key_is_fetched() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // The issuer does not exist: a refusal that needed its keys would say "unavailable".
+        let rp = RelyingParty::new(&config(), SecretString::from("secret")).unwrap();
+        let claims = serde_json::json!({"iss": "https://login.example.com", "aud": "pgua",
+            "sub": "u1", "exp": 4_000_000_000_i64, "iat": 1, "nonce": "n"});
+        let hs256 = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(b"secret"),
+        )
+        .unwrap();
+        let e = rp.validate_id_token(&hs256, "n").await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "ID token refused: algorithm HS256 is not allowed"
+        );
+        let body = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let none = format!("{}.{body}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#));
+        let e = rp.validate_id_token(&none, "n").await.unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("ID token refused: unreadable header"),
+            "{e}"
+        );
     }
 
     #[test]
