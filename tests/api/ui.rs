@@ -97,6 +97,10 @@ fn show(output: &std::process::Output) -> String {
     )
 }
 
+/// Held while a browser runs: two Chromiums at once on a small machine slow each other past
+/// the page timeouts.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// What a browser test needs: Chromium's path, `tests/ui` with its packages installed, and
 /// an emptied screenshot directory `target/ui-screenshots/<name>`.
 async fn browser_test(name: &str) -> (String, PathBuf, PathBuf) {
@@ -139,6 +143,7 @@ async fn browser_test(name: &str) -> (String, PathBuf, PathBuf) {
 async fn console_works_in_a_real_browser() {
     let (chromium, scripts, shots) = browser_test("console").await;
     let app = spawn_app().await;
+    let _browser = ONE_BROWSER.lock().await;
     let started = Instant::now();
     let out = run(
         Command::new("node")
@@ -179,6 +184,7 @@ async fn console_signs_in_through_single_sign_on_in_a_real_browser() {
     let port = closed_port();
     let provider = start_provider(&[format!("http://127.0.0.1:{port}/auth/oidc/callback")]).await;
     let app = spawn_app_with(sso_config(&provider.issuer, port, 600, 3600)).await;
+    let _browser = ONE_BROWSER.lock().await;
     let out = run(
         Command::new("node")
             .arg(scripts.join("sso.mjs"))
