@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::process::Command;
 
 use crate::sso::{sso_config, start_provider};
-use crate::support::{closed_port, found, spawn_app, spawn_app_with};
+use crate::support::{TestApp, closed_port, found, spawn_app, spawn_app_with};
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
@@ -139,80 +139,69 @@ async fn browser_test(name: &str) -> (String, PathBuf, PathBuf) {
     (chromium, scripts, shots)
 }
 
-#[tokio::test]
-async fn console_works_in_a_real_browser() {
-    let (chromium, scripts, shots) = browser_test("console").await;
-    let app = spawn_app().await;
+/// Runs `tests/ui/<script>` against `app`, one browser at a time, and checks that it
+/// passed and saved each of `screenshots`.
+async fn drive(script: &str, app: &TestApp, screenshots: &[&str]) {
+    let name = script.trim_end_matches(".mjs");
+    let (chromium, scripts, shots) = browser_test(name).await;
     let _browser = ONE_BROWSER.lock().await;
     let started = Instant::now();
     let out = run(
         Command::new("node")
-            .arg(scripts.join("console.mjs"))
+            .arg(scripts.join(script))
             .env("PGUA_UI_BASE_URL", &app.base)
             .env("PGUA_UI_USER", &app.user)
             .env("PGUA_UI_PASS", &app.pass)
             .env("PGUA_UI_SCREENSHOTS", &shots)
             .env("PGUA_CHROMIUM", &chromium)
             .current_dir(&scripts),
-        "the browser test",
+        script,
         Duration::from_secs(180),
     )
     .await;
-    assert!(
-        out.status.success(),
-        "the browser test failed\n{}",
-        show(&out)
-    );
-    println!("browser test took {:?}\n{}", started.elapsed(), show(&out));
-    for name in [
-        "01-sign-in",
-        "02-registry",
-        "03-create-password-shown",
-        "04-user-lookup",
-        "05-audit",
-        "06-read-only",
-        "07-api-docs",
-    ] {
+    assert!(out.status.success(), "{script} failed\n{}", show(&out));
+    println!("{script} took {:?}\n{}", started.elapsed(), show(&out));
+    for name in screenshots {
         let png = std::fs::read(shots.join(format!("{name}.png"))).unwrap();
         assert!(png.starts_with(b"\x89PNG"), "{name}.png is a PNG");
     }
 }
 
 #[tokio::test]
+async fn console_works_in_a_real_browser() {
+    let app = spawn_app().await;
+    drive(
+        "console.mjs",
+        &app,
+        &[
+            "01-sign-in",
+            "02-registry",
+            "03-create-password-shown",
+            "04-user-lookup",
+            "05-audit",
+            "06-read-only",
+            "07-api-docs",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn console_signs_in_through_single_sign_on_in_a_real_browser() {
-    let (chromium, scripts, shots) = browser_test("sso").await;
     let port = closed_port();
     let provider = start_provider(&[format!("http://127.0.0.1:{port}/auth/oidc/callback")]).await;
     let app = spawn_app_with(sso_config(&provider.issuer, port, 600, 3600)).await;
-    let _browser = ONE_BROWSER.lock().await;
-    let out = run(
-        Command::new("node")
-            .arg(scripts.join("sso.mjs"))
-            .env("PGUA_UI_BASE_URL", &app.base)
-            .env("PGUA_UI_USER", &app.user)
-            .env("PGUA_UI_PASS", &app.pass)
-            .env("PGUA_UI_SCREENSHOTS", &shots)
-            .env("PGUA_CHROMIUM", &chromium)
-            .current_dir(&scripts),
-        "the single sign-on browser test",
-        Duration::from_secs(180),
+    drive(
+        "sso.mjs",
+        &app,
+        &[
+            "08-sso-offered",
+            "09-sso-signed-in",
+            "10-sso-created",
+            "11-sso-signed-out",
+        ],
     )
     .await;
-    assert!(
-        out.status.success(),
-        "the single sign-on browser test failed\n{}",
-        show(&out)
-    );
-    println!("{}", show(&out));
-    for name in [
-        "08-sso-offered",
-        "09-sso-signed-in",
-        "10-sso-created",
-        "11-sso-signed-out",
-    ] {
-        let png = std::fs::read(shots.join(format!("{name}.png"))).unwrap();
-        assert!(png.starts_with(b"\x89PNG"), "{name}.png is a PNG");
-    }
     let audit = app.audit().await;
     assert!(
         audit
