@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::auth::Scopes;
+use crate::auth::oidc::OidcConfig;
 use crate::notify::NotifyConfig;
 use crate::plan::profile::{Attribute, ProfileConfig};
 use crate::plan::{NamePolicy, Profiles};
@@ -98,6 +99,8 @@ pub struct AuthConfig {
     pub client_address_header: ClientAddressHeader,
     /// JWT bearer tokens from trusted issuers (`[[auth.jwt.issuers]]`, `[[auth.jwt.bindings]]`).
     pub jwt: crate::auth::jwt::JwtConfig,
+    /// Single sign-on for the web console (`[auth.oidc]`); off when absent.
+    pub oidc: Option<OidcConfig>,
 }
 
 /// Where trusted proxies put the client's address.
@@ -146,6 +149,7 @@ impl Default for AuthConfig {
             trusted_proxies: Vec::new(),
             client_address_header: ClientAddressHeader::default(),
             jwt: Default::default(),
+            oidc: None,
         }
     }
 }
@@ -289,6 +293,9 @@ impl Config {
         }
         self.notify.validate()?;
         self.auth.jwt.validate().map_err(anyhow::Error::msg)?;
+        if let Some(oidc) = &self.auth.oidc {
+            oidc.validate()?;
+        }
         Ok(())
     }
 }
@@ -311,6 +318,15 @@ pub fn secret_from_env(var: &str) -> anyhow::Result<Option<SecretString>> {
         return Ok(Some(SecretString::from(text.to_owned())));
     }
     Ok(None)
+}
+
+/// The OIDC client secret: `PGUA_OIDC_CLIENT_SECRET`, or the file
+/// `PGUA_OIDC_CLIENT_SECRET_FILE` names; required when `[auth.oidc]` is configured.
+pub fn oidc_client_secret() -> anyhow::Result<SecretString> {
+    secret_from_env("PGUA_OIDC_CLIENT_SECRET")?.context(
+        "[auth.oidc] is configured but PGUA_OIDC_CLIENT_SECRET (or PGUA_OIDC_CLIENT_SECRET_FILE) \
+         is not set; the client secret is never read from the config file",
+    )
 }
 
 /// Who may call the API over HTTP Basic (`PG_API_USER` / `PG_API_PASS`).

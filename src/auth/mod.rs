@@ -3,6 +3,8 @@
 
 pub mod jwks;
 pub mod jwt;
+pub mod oidc;
+pub mod session;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,7 @@
 //! Authentication: API keys (`Authorization: Bearer pgua_…`), JWTs from trusted issuers
-//! (`Authorization: Bearer <three base64url segments>`, see [`crate::auth::jwt`]), the compatibility Basic user
-//! (`PG_API_USER` / `PG_API_PASS`, all scopes) and extra Basic users with argon2 hashes.
+//! (`Authorization: Bearer <three base64url segments>`, see [`crate::auth::jwt`]), the
+//! compatibility Basic user (`PG_API_USER` / `PG_API_PASS`, all scopes), extra Basic users
+//! with argon2 hashes, and the console's single sign-on session cookie (see [`super::sso`]).
 //! Repeated failures of one claimed principal are slowed down, then refused with 429 for a
 //! while (see [`keys::Throttle`]); refusals are audited, past the first few as summaries.
 
@@ -20,8 +21,8 @@ use subtle::ConstantTimeEq;
 use super::ClientAddr;
 use super::error::json_error;
 use crate::auth::{Principal, Scopes, jwt};
-use crate::service::keys::{self, audit_refusal, write_summaries};
 use crate::service::App;
+use crate::service::keys::{self, audit_refusal, write_summaries};
 
 /// Compares digests so neither content nor length leaks through timing.
 fn same(a: &[u8], b: &[u8]) -> bool {
@@ -173,6 +174,20 @@ pub async fn require_auth(State(app): State<Arc<App>>, mut req: Request, next: N
                 );
             }
         }
+    }
+    if matches!(creds, Credentials::None)
+        && let Some(session) =
+            super::sso::authenticate(&app, req.method(), req.uri().path(), req.headers()).await
+    {
+        // A console session from single sign-on (see `sso`): checked there, CSRF included.
+        return match session {
+            Ok((principal, session)) => {
+                req.extensions_mut().insert(principal);
+                req.extensions_mut().insert(session);
+                next.run(req).await
+            }
+            Err(refusal) => refusal,
+        };
     }
     if matches!(creds, Credentials::None) {
         // Not an attempt but the first step of Basic: browsers ask before they send.

@@ -8,16 +8,24 @@ use axum::extract::Extension;
 use serde_json::{Value, json};
 
 use super::openapi;
+use super::sso::SessionAuth;
 use crate::auth::Principal;
 
-/// `{"principal", "scopes": {"environments", "operations", "profiles"}}`, and `identity`
-/// for a JWT caller.
+/// `{"principal", "scopes": {"environments", "operations", "profiles"}}`, `identity` for a
+/// JWT caller, and for a single sign-on session its `csrf_token`, which every other call
+/// with the cookie must carry.
 #[utoipa::path(
     method(get, post), path = "/api/v1/me", tag = "keys",
     responses((status = 200, description = "the caller", body = openapi::MeBody)),
 )]
-pub async fn me(Extension(principal): Extension<Principal>) -> Json<Value> {
+pub async fn me(
+    Extension(principal): Extension<Principal>,
+    session: Option<Extension<SessionAuth>>,
+) -> Json<Value> {
     let mut body = json!({ "principal": principal.name, "scopes": principal.scopes });
+    if let Some(Extension(s)) = session {
+        body["csrf_token"] = s.csrf_token.into();
+    }
     if let Some(identity) = &principal.identity {
         body["identity"] = json!(identity);
     }

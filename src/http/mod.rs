@@ -5,8 +5,8 @@
 
 pub mod audit;
 pub mod auth;
-pub mod bodies;
 pub mod auth_check;
+pub mod bodies;
 pub mod error;
 pub mod health;
 pub mod keys;
@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod params;
 pub mod registry;
+pub mod sso;
 pub mod ui;
 pub mod users;
 
@@ -86,6 +87,7 @@ fn routes() -> (Router<Arc<App>>, Router<Arc<App>>, utoipa::openapi::OpenApi) {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(metrics::render))
+        .routes(routes!(sso::info))
         .split_for_parts();
     doc.merge(api_doc);
     (api, public, doc)
@@ -107,6 +109,7 @@ pub fn router(app: Arc<App>) -> Router {
     let request_id = axum::http::HeaderName::from_static(REQUEST_ID);
     public
         .merge(ui::routes())
+        .merge(sso::routes())
         .merge(api)
         .merge(SwaggerUi::new("/docs").url("/api/openapi.json", doc))
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "no such endpoint") })

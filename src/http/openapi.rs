@@ -43,6 +43,7 @@ use crate::plan::profile::{ParamKind, Profiles};
         (name = "keys", description = "API keys"),
         (name = "audit", description = "The audit log"),
         (name = "service", description = "Health, readiness and the banner"),
+        (name = "sso", description = "Single sign-on for the web console (OpenID Connect)"),
     )
 )]
 pub struct ApiDoc;
@@ -841,4 +842,7 @@ pub struct CheckBody {
     pub scopes: Option<serde_json::Value>,
     /// Whether a second use of the token would be refused.
     pub single_use: bool,
+    /// Only for a single sign-on session: the token its other calls carry in `x-csrf-token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf_token: Option<String>,
 }

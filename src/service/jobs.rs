@@ -20,6 +20,9 @@ const CLAIMS: &str = "job";
 /// How often the store is tidied: audit records past retention, claims that ran out.
 const HOURLY: Duration = Duration::from_secs(3600);
 
+/// How often ended console sessions are forgotten.
+const SESSIONS_PRUNE_EVERY: Duration = Duration::from_secs(600);
+
 /// Where a job runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
@@ -153,6 +156,15 @@ pub fn start(app: &Arc<App>, config: &Config) -> anyhow::Result<()> {
             move |app| async move { reminders::remind(&app, days).await },
         ));
     }
+    if let Some(rp) = &app.sso {
+        let idle = i64::try_from(rp.config().idle_timeout_secs).unwrap_or(i64::MAX);
+        jobs.push(Job::new(
+            "sessions-pruning",
+            SESSIONS_PRUNE_EVERY,
+            Scope::OneReplica,
+            move |app| prune_sessions(app, idle),
+        ));
+    }
     let names: Vec<&str> = jobs.iter().map(|job| job.name).collect();
     tracing::info!(replica = app.jobs.replica(), jobs = ?names, "background jobs started");
     let started: Vec<Running> = jobs.into_iter().map(|job| spawn(app, job)).collect();
@@ -176,6 +188,20 @@ async fn prune_audit(app: Arc<App>, days: u32, key: Option<SecretString>) {
         ),
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "audit pruning failed"),
+    }
+}
+
+/// Forgets the console's sessions that ended, idle for `idle` seconds or past their end.
+async fn prune_sessions(app: Arc<App>, idle: i64) {
+    let now = Utc::now().timestamp();
+    match app
+        .store
+        .sessions_prune(now, now.saturating_sub(idle))
+        .await
+    {
+        Ok(n) if n > 0 => tracing::info!(pruned = n, "ended sessions pruned"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "session pruning failed"),
     }
 }
 

@@ -81,6 +81,8 @@ pub struct App {
     pub jobs: jobs::Jobs,
     /// Verifier of JWT bearer tokens from the configured issuers.
     pub jwt: crate::auth::jwt::Verifier,
+    /// Single sign-on for the console, when `[auth.oidc]` is configured.
+    pub sso: Option<crate::auth::oidc::RelyingParty>,
 }
 
 impl App {
@@ -123,6 +125,16 @@ impl App {
             notifier: Notifier::new(&config.notify)?,
             jobs: jobs::Jobs::default(),
             jwt: crate::auth::jwt::Verifier::new(&config.auth.jwt)?,
+            sso: match &config.auth.oidc {
+                Some(oidc) => {
+                    let secret = match &oidc.client_secret {
+                        Some(s) => s.clone(),
+                        None => crate::config::oidc_client_secret()?,
+                    };
+                    Some(crate::auth::oidc::RelyingParty::new(oidc, secret)?)
+                }
+                None => None,
+            },
         })
     }
 

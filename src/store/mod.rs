@@ -240,6 +240,26 @@ pub struct ApiKey {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// A console session after single sign-on, as stored: never the id or the CSRF token, only
+/// their SHA-256. Times are Unix seconds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// SHA-256 (hex) of the random session id in the cookie.
+    pub id_hash: String,
+    /// `oidc:<email or sub>`.
+    pub principal: String,
+    /// Scopes as JSON, fixed at sign-in.
+    pub scopes: String,
+    /// SHA-256 (hex) of the session's CSRF token.
+    pub csrf_hash: String,
+    /// Sign-in time.
+    pub created: i64,
+    /// Last use.
+    pub last_seen: i64,
+    /// Absolute end.
+    pub expires: i64,
+}
+
 /// Which audit records to read: every condition given must hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AuditFilter {
@@ -357,6 +377,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> anyhow::Result<bool>;
     /// Forgets the claims that ran out before `before`; how many.
     async fn claims_prune(&self, before: DateTime<Utc>) -> anyhow::Result<u64>;
+    /// Stores a new session.
+    async fn session_put(&self, session: &Session) -> anyhow::Result<()>;
+    /// The session `id_hash` names, unless it ended: its absolute end is at or before `now`,
+    /// or it was last used before `idle_since`. A live one is touched (`last_seen = now`) in
+    /// the same statement, so every replica sees the same idle clock.
+    async fn session_get(
+        &self,
+        id_hash: &str,
+        now: i64,
+        idle_since: i64,
+    ) -> anyhow::Result<Option<Session>>;
+    /// Ends a session on every replica; false when there was none.
+    async fn session_delete(&self, id_hash: &str) -> anyhow::Result<bool>;
+    /// Forgets the sessions that ended (as [`Store::session_get`] judges); how many.
+    async fn sessions_prune(&self, now: i64, idle_since: i64) -> anyhow::Result<u64>;
     /// Records with an id above `after_id`, lowest id first: pages through the whole log.
     async fn audit_after(&self, after_id: i64, limit: u32) -> anyhow::Result<Vec<AuditRecord>> {
         self.audit_query(&AuditFilter {

@@ -295,6 +295,7 @@ impl Dialect for PostgresBackend {
             include_str!("migrations/postgres_005_fingerprint_key.sql"),
         ),
         (6, include_str!("migrations/postgres_006_claims.sql")),
+        (7, include_str!("migrations/postgres_007_sessions.sql")),
     ];
     // The append-only trigger lets a DELETE through while this is on; SET LOCAL ends with
     // the transaction in any case.

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    ApiKey, AuditFilter, AuditRecord, NewEntry, RegistryEntry, Store, StoreError, chain,
+    ApiKey, AuditFilter, AuditRecord, NewEntry, RegistryEntry, Session, Store, StoreError, chain,
     stored_text,
 };
 
@@ -227,6 +227,21 @@ pub const KEYS: Table = Table {
     ],
 };
 
+/// `sessions`: the console's sessions after single sign-on.
+pub const SESSIONS: Table = Table {
+    name: "sessions",
+    generated: &[],
+    columns: &[
+        "id_hash",
+        "principal",
+        "scopes",
+        "csrf_hash",
+        "created_epoch",
+        "last_seen_epoch",
+        "expires_epoch",
+    ],
+};
+
 /// Where a pruned audit chain continues.
 pub const CHECKPOINTS: Table = Table {
     name: "audit_checkpoints",
@@ -398,6 +413,31 @@ fn checkpoint_row(r: &impl Cells) -> anyhow::Result<chain::Checkpoint> {
     })
 }
 
+/// A session's values in [`SESSIONS`]'s column order.
+pub fn session_values(s: &Session) -> Vec<Value<'_>> {
+    vec![
+        Value::Text(Some(&s.id_hash)),
+        Value::Text(Some(&s.principal)),
+        Value::Text(Some(&s.scopes)),
+        Value::Text(Some(&s.csrf_hash)),
+        Value::Int(Some(s.created)),
+        Value::Int(Some(s.last_seen)),
+        Value::Int(Some(s.expires)),
+    ]
+}
+
+fn session_row(r: &impl Cells) -> anyhow::Result<Session> {
+    Ok(Session {
+        id_hash: r.text("id_hash")?,
+        principal: r.text("principal")?,
+        scopes: r.text("scopes")?,
+        csrf_hash: r.text("csrf_hash")?,
+        created: r.int("created_epoch")?,
+        last_seen: r.int("last_seen_epoch")?,
+        expires: r.int("expires_epoch")?,
+    })
+}
+
 /// A statement built once from the tables above: constant text, every value a parameter.
 struct Sql(LazyLock<String>);
 
@@ -483,6 +523,21 @@ const CLAIM: &str = "INSERT INTO claims (namespace, key, holder, until_epoch)
      SET holder = excluded.holder, until_epoch = excluded.until_epoch
      WHERE claims.until_epoch <= $5 OR claims.holder = excluded.holder";
 const CLAIMS_PRUNE: &str = "DELETE FROM claims WHERE until_epoch < $1";
+
+static SESSION_PUT: Sql = Sql::new(|| SESSIONS.insert(""));
+/// Reads a live session and touches it in one statement, so every replica shares one idle
+/// clock: `$1` now, `$2` the id's hash, `$3` the oldest last use still live.
+static SESSION_GET: Sql = Sql::new(|| {
+    format!(
+        "UPDATE sessions SET last_seen_epoch = $1
+         WHERE id_hash = $2 AND expires_epoch > $1 AND last_seen_epoch >= $3
+         RETURNING {}",
+        SESSIONS.columns.join(", ")
+    )
+});
+const SESSION_DELETE: &str = "DELETE FROM sessions WHERE id_hash = $1";
+const SESSIONS_PRUNE: &str =
+    "DELETE FROM sessions WHERE expires_epoch <= $1 OR last_seen_epoch < $2";
 
 const MIGRATION_DONE: &str = "SELECT version FROM pgua_migrations";
 const MIGRATION_ADD: &str = "INSERT INTO pgua_migrations (version) VALUES ($1)";
@@ -654,6 +709,42 @@ impl<D: Dialect> Store for SqlStore<D> {
     async fn claims_prune(&self, before: DateTime<Utc>) -> anyhow::Result<u64> {
         let args = [Value::Int(Some(before.timestamp()))];
         Ok(self.db.execute(On::Write, CLAIMS_PRUNE, &args).await?)
+    }
+
+    async fn session_put(&self, s: &Session) -> anyhow::Result<()> {
+        let s = Session {
+            principal: stored_text(&s.principal).into_owned(),
+            ..s.clone()
+        };
+        self.db
+            .execute(On::Write, SESSION_PUT.get(), &session_values(&s))
+            .await?;
+        Ok(())
+    }
+
+    async fn session_get(
+        &self,
+        id_hash: &str,
+        now: i64,
+        idle_since: i64,
+    ) -> anyhow::Result<Option<Session>> {
+        let args = [
+            Value::Int(Some(now)),
+            Value::Text(Some(id_hash)),
+            Value::Int(Some(idle_since)),
+        ];
+        let rows = self.db.fetch(On::Write, SESSION_GET.get(), &args).await?;
+        first(&rows, session_row)
+    }
+
+    async fn session_delete(&self, id_hash: &str) -> anyhow::Result<bool> {
+        let args = [Value::Text(Some(id_hash))];
+        Ok(self.db.execute(On::Write, SESSION_DELETE, &args).await? > 0)
+    }
+
+    async fn sessions_prune(&self, now: i64, idle_since: i64) -> anyhow::Result<u64> {
+        let args = [Value::Int(Some(now)), Value::Int(Some(idle_since))];
+        Ok(self.db.execute(On::Write, SESSIONS_PRUNE, &args).await?)
     }
 
     async fn audit_append(&self, records: &[AuditRecord]) -> anyhow::Result<()> {

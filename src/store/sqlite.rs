@@ -96,6 +96,7 @@ impl Dialect for SqliteBackend {
         (6, include_str!("migrations/sqlite_006_audit_retention.sql")),
         (7, include_str!("migrations/sqlite_007_fingerprint_key.sql")),
         (8, include_str!("migrations/sqlite_008_claims.sql")),
+        (9, include_str!("migrations/sqlite_009_sessions.sql")),
     ];
     // The append-only trigger lets a DELETE through while the marker row exists, which is
     // only inside a prune's transaction.

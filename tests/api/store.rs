@@ -90,6 +90,7 @@ on_both_backends!(
     hostile_bytes_in_every_parameter_are_audited_and_the_log_migrates_and_verifies,
     the_fingerprint_key_is_made_once_and_kept,
     a_claim_has_one_holder_until_it_runs_out,
+    a_session_is_touched_while_live_and_gone_once_ended,
 );
 
 /// Bytes a hostile caller sends: NUL, C0 and C1 controls, ESC, DEL, quotes, backslashes.
@@ -140,6 +141,62 @@ async fn a_claim_has_one_holder_until_it_runs_out(t: TestStore) {
     assert!(s.claim("jti", "old", "x", past).await.unwrap());
     assert_eq!(s.claims_prune(Utc::now()).await.unwrap(), 1);
     assert!(s.claim("jti", "old", "y", soon).await.unwrap());
+}
+
+async fn a_session_is_touched_while_live_and_gone_once_ended(t: TestStore) {
+    use pgua::store::Session;
+    let s = &t.store;
+    let session = |id: &str, created: i64, expires: i64| Session {
+        id_hash: id.to_owned(),
+        principal: format!("oidc:{id}@example.com"),
+        scopes: r#"{"environments":["dev"],"operations":["read"],"profiles":[]}"#.into(),
+        csrf_hash: format!("csrf-{id}"),
+        created,
+        last_seen: created,
+        expires,
+    };
+    let live = session("live", 1000, 5000);
+    s.session_put(&live).await.unwrap();
+    s.session_put(&session("idle", 1000, 5000)).await.unwrap();
+    s.session_put(&session("over", 1000, 2000)).await.unwrap();
+
+    // Used at 1500 with an idle cutoff of 900: found, and last-seen moves to 1500.
+    let got = s.session_get("live", 1500, 900).await.unwrap().unwrap();
+    assert_eq!(
+        got,
+        Session {
+            last_seen: 1500,
+            ..live.clone()
+        }
+    );
+    // At 2200 with a cutoff of 1400: "live" was seen at 1500, "idle" at 1000 only.
+    let again = pgua::store::open(&t.url).await.unwrap();
+    assert!(
+        again
+            .session_get("live", 2200, 1400)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        again
+            .session_get("idle", 2200, 1400)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Past its absolute end, however recently used.
+    assert!(s.session_get("over", 2000, 0).await.unwrap().is_none());
+    assert!(s.session_get("unknown", 1500, 0).await.unwrap().is_none());
+
+    assert_eq!(
+        s.sessions_prune(2200, 1400).await.unwrap(),
+        2,
+        "idle and over"
+    );
+    assert!(s.session_delete("live").await.unwrap());
+    assert!(!s.session_delete("live").await.unwrap());
+    assert!(again.session_get("live", 2300, 0).await.unwrap().is_none());
 }
 
 async fn pruning_leaves_a_signed_checkpoint_and_a_verifiable_chain(t: TestStore) {

@@ -1,6 +1,8 @@
 //! The web console at `/ui`: its assets and headers over plain HTTP, then the whole page
 //! driven in a real headless browser (Debian's chromium through playwright-core, see
-//! `tests/ui/console.mjs`), which saves a screenshot of each page in `target/ui-screenshots`.
+//! `tests/ui/console.mjs`), which saves a screenshot of each page in
+//! `target/ui-screenshots/console`; and single sign-on through a real OpenID Provider
+//! (`tests/ui/sso.mjs`, screenshots in `target/ui-screenshots/sso`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -8,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 
-use crate::support::{found, spawn_app};
+use crate::sso::{sso_config, start_provider};
+use crate::support::{TestApp, closed_port, found, spawn_app, spawn_app_with};
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
@@ -94,8 +97,13 @@ fn show(output: &std::process::Output) -> String {
     )
 }
 
-#[tokio::test]
-async fn console_works_in_a_real_browser() {
+/// Held while a browser runs: two Chromiums at once on a small machine slow each other past
+/// the page timeouts.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What a browser test needs: Chromium's path, `tests/ui` with its packages installed, and
+/// an emptied screenshot directory `target/ui-screenshots/<name>`.
+async fn browser_test(name: &str) -> (String, PathBuf, PathBuf) {
     let chromium =
         std::env::var("PGUA_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
     assert!(
@@ -120,7 +128,7 @@ async fn console_works_in_a_real_browser() {
         .await;
         assert!(out.status.success(), "npm ci failed\n{}", show(&out));
     }
-    let shots = root.join("target/ui-screenshots");
+    let shots = root.join("target/ui-screenshots").join(name);
     std::fs::create_dir_all(&shots).unwrap();
     for old in std::fs::read_dir(&shots).unwrap() {
         let old = old.unwrap().path();
@@ -128,38 +136,77 @@ async fn console_works_in_a_real_browser() {
             std::fs::remove_file(old).unwrap();
         }
     }
+    (chromium, scripts, shots)
+}
 
-    let app = spawn_app().await;
+/// Runs `tests/ui/<script>` against `app`, one browser at a time, and checks that it
+/// passed and saved each of `screenshots`.
+async fn drive(script: &str, app: &TestApp, screenshots: &[&str]) {
+    let name = script.trim_end_matches(".mjs");
+    let (chromium, scripts, shots) = browser_test(name).await;
+    let _browser = ONE_BROWSER.lock().await;
     let started = Instant::now();
     let out = run(
         Command::new("node")
-            .arg(scripts.join("console.mjs"))
+            .arg(scripts.join(script))
             .env("PGUA_UI_BASE_URL", &app.base)
             .env("PGUA_UI_USER", &app.user)
             .env("PGUA_UI_PASS", &app.pass)
             .env("PGUA_UI_SCREENSHOTS", &shots)
             .env("PGUA_CHROMIUM", &chromium)
             .current_dir(&scripts),
-        "the browser test",
+        script,
         Duration::from_secs(180),
     )
     .await;
-    assert!(
-        out.status.success(),
-        "the browser test failed\n{}",
-        show(&out)
-    );
-    println!("browser test took {:?}\n{}", started.elapsed(), show(&out));
-    for name in [
-        "01-sign-in",
-        "02-registry",
-        "03-create-password-shown",
-        "04-user-lookup",
-        "05-audit",
-        "06-read-only",
-        "07-api-docs",
-    ] {
+    assert!(out.status.success(), "{script} failed\n{}", show(&out));
+    println!("{script} took {:?}\n{}", started.elapsed(), show(&out));
+    for name in screenshots {
         let png = std::fs::read(shots.join(format!("{name}.png"))).unwrap();
         assert!(png.starts_with(b"\x89PNG"), "{name}.png is a PNG");
     }
+}
+
+#[tokio::test]
+async fn console_works_in_a_real_browser() {
+    let app = spawn_app().await;
+    drive(
+        "console.mjs",
+        &app,
+        &[
+            "01-sign-in",
+            "02-registry",
+            "03-create-password-shown",
+            "04-user-lookup",
+            "05-audit",
+            "06-read-only",
+            "07-api-docs",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn console_signs_in_through_single_sign_on_in_a_real_browser() {
+    let port = closed_port();
+    let provider = start_provider(&[format!("http://127.0.0.1:{port}/auth/oidc/callback")]).await;
+    let app = spawn_app_with(sso_config(&provider.issuer, port, 600, 3600)).await;
+    drive(
+        "sso.mjs",
+        &app,
+        &[
+            "08-sso-offered",
+            "09-sso-signed-in",
+            "10-sso-created",
+            "11-sso-signed-out",
+        ],
+    )
+    .await;
+    let audit = app.audit().await;
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.operation == "create:devqa" && r.principal == "oidc:alice@example.com"),
+        "the create is audited as the person"
+    );
 }

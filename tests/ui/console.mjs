@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { launch } from './launch.mjs';
 
 const [base, user, pass, shots] = [
   process.argv[2] ?? process.env.PGUA_UI_BASE_URL,
@@ -32,11 +32,7 @@ function step(text) {
 }
 
 await mkdir(shots, { recursive: true });
-const browser = await chromium.launch({
-  executablePath: process.env.PGUA_CHROMIUM ?? '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 const problems = [];
 try {
   const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1280, height: 860 } });

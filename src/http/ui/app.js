@@ -1,11 +1,15 @@
 // The pg-user-api web console. Plain ES module, no dependencies.
 //
-// Credentials live in `session` only (never in storage or cookies), so reloading the page
-// signs out. Every value from the API reaches the page through textContent, never as HTML.
+// Key and Basic credentials live in `session` only (never in storage or cookies), so
+// reloading the page signs out. After single sign-on the credential is the server's
+// HttpOnly session cookie, which this script never sees; it only holds the session's CSRF
+// token (from /api/v1/me) and sends it with every call. Every value from the API reaches
+// the page through textContent, never as HTML.
 
 const AUDIT_PAGE = 100;
 
-/** The signed-in caller: { authorization, principal, scopes }, or null. */
+/** The signed-in caller: { authorization, principal, scopes } or, after single sign-on,
+ * { csrf, principal, scopes }; null when signed out. */
 let session = null;
 /** Active registry entries the caller may see. */
 let targets = [];
@@ -53,9 +57,13 @@ async function call(path, params = {}, { method = 'GET', raw = false, authorizat
     if (method === 'GET') url.searchParams.set(key, value);
     else body[key] = value;
   }
-  const headers = { Authorization: authorization ?? session?.authorization ?? '' };
-  // credentials 'omit': no cookies, and a 401 never opens the browser's own Basic prompt.
-  const init = { method, headers, cache: 'no-store', credentials: 'omit' };
+  const cookie = authorization === undefined && session?.csrf !== undefined;
+  // Key or Basic: credentials 'omit', so no cookie rides along and a 401 never opens the
+  // browser's own Basic prompt. Single sign-on: the session cookie, and its CSRF token.
+  const headers = cookie
+    ? { 'X-CSRF-Token': session.csrf }
+    : { Authorization: authorization ?? session?.authorization ?? '' };
+  const init = { method, headers, cache: 'no-store', credentials: cookie ? 'same-origin' : 'omit' };
   if (method !== 'GET') {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -146,7 +154,51 @@ async function signIn(event) {
   }
 }
 
-function signOut() {
+/** Fixed texts for the callback's `sso_error` codes (never text from the URL). */
+const SSO_ERRORS = {
+  'no-group': 'Single sign-on worked, but you are in no group that may use pg-user-api.',
+  refused: 'Single sign-on was refused; please try again.',
+  provider: 'The identity provider cannot be reached; please try again later.',
+  unavailable: 'Signing in is not possible right now; please try again later.',
+};
+
+/** Offers single sign-on when configured, and resumes a session the cookie still holds. */
+async function offerSso() {
+  const error = new URLSearchParams(location.search).get('sso_error');
+  if (error !== null) {
+    history.replaceState(null, '', location.pathname);
+    say(SSO_ERRORS[error] ?? SSO_ERRORS.refused, 'error');
+  }
+  let info;
+  try {
+    const res = await fetch('/auth/oidc', { cache: 'no-store', credentials: 'same-origin' });
+    info = await res.json();
+  } catch {
+    return;
+  }
+  if (!info.enabled) return;
+  $('sso-provider').textContent = info.provider;
+  $('sso').hidden = false;
+  if (!info.signed_in) return;
+  const res = await fetch('/api/v1/me', { cache: 'no-store', credentials: 'same-origin' });
+  if (!res.ok) return;
+  const me = await res.json();
+  session = { csrf: me.csrf_token, principal: me.principal, scopes: me.scopes };
+  await start();
+}
+
+async function signOut() {
+  if (session?.csrf !== undefined) {
+    // Ends the session in the store, on every replica; the server clears the cookie.
+    try {
+      await call('/auth/oidc/logout', {}, { method: 'POST' });
+    } catch (e) {
+      if (!(e instanceof ApiError && e.status === 401)) {
+        say(`Sign-out failed: ${e.message}`, 'error');
+        return;
+      }
+    }
+  }
   session = null;
   targets = [];
   profiles = [];
@@ -462,3 +514,4 @@ $('audit-next').addEventListener('click', (e) => guarded(e.target, () => pageAud
 $('audit-prev').addEventListener('click', (e) => guarded(e.target, () => pageAudit(false)));
 $('audit-csv').addEventListener('click', (e) => guarded(e.target, downloadCsv));
 showMethod();
+offerSso();

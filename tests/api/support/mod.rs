@@ -279,7 +279,11 @@ async fn spawn_app_on(
             .await
             .unwrap();
     }
-    config.listen = "127.0.0.1:0".into();
+    // A test that must know the port before the server starts (a redirect URL registered
+    // at an identity provider) names it; every other test gets a free one.
+    if config.listen == pgua::config::DEFAULT_LISTEN {
+        config.listen = "127.0.0.1:0".into();
+    }
     let pass = Password::generate().expose().to_owned();
     let api = ApiCredentials {
         user: "tester".into(),
