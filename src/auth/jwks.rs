@@ -18,8 +18,6 @@ use anyhow::{Context, bail};
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
-use super::jwt::{CachePolicy, IssuerConfig};
-
 /// Key families a JWKS can hold that we accept (never symmetric keys).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Family {
@@ -88,23 +86,51 @@ fn max_age(value: &str) -> Option<Duration> {
     age
 }
 
+/// How long the key cache of an issuer keeps and refreshes keys.
+#[derive(Clone, Copy, Debug)]
+pub struct CachePolicy {
+    /// Floor of the `Cache-Control` max-age.
+    pub min: Duration,
+    /// Ceiling of the `Cache-Control` max-age.
+    pub max: Duration,
+    /// At most one unknown-`kid` refetch per this long.
+    pub cooldown: Duration,
+    /// Keys age out this long after the last successful fetch.
+    pub max_stale: Duration,
+}
+
+/// Where an issuer's keys come from and how they are cached.
+#[derive(Clone, Debug)]
+pub struct KeySource {
+    /// The exact `iss`; discovery is read from it when there is no `jwks_url`.
+    pub issuer: String,
+    /// The JWKS address, when not discovered.
+    pub jwks_url: Option<String>,
+    /// An extra CA (PEM) for the issuer's HTTPS, besides the system roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// How long a fetch may take.
+    pub fetch_timeout: Duration,
+    /// How keys are kept and refreshed.
+    pub policy: CachePolicy,
+}
+
 impl Jwks {
     /// An empty cache for an issuer, with its HTTPS client (system roots plus `ca_file`).
-    pub fn new(config: &IssuerConfig) -> anyhow::Result<Self> {
+    pub fn new(config: KeySource) -> anyhow::Result<Self> {
         let tls = crate::target::tls::verified(config.ca_file.as_deref())
             .with_context(|| format!("TLS for issuer {}", config.issuer))?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .https_only(true)
-            .timeout(Duration::from_secs(config.fetch_timeout_secs.max(1)))
+            .timeout(config.fetch_timeout)
             .user_agent(concat!("pg-user-api/", env!("CARGO_PKG_VERSION")))
             .build()
             .context("building the JWKS HTTP client")?;
         Ok(Self {
-            issuer: config.issuer.clone(),
-            jwks_url: config.jwks_url.clone(),
+            issuer: config.issuer,
+            jwks_url: config.jwks_url,
             http,
-            policy: config.cache_policy(),
+            policy: config.policy,
             state: RwLock::default(),
             fetching: tokio::sync::Mutex::new(()),
         })

@@ -24,7 +24,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::jwks::{Jwks, KeyLookup};
+use super::jwks::{CachePolicy, Jwks, KeyLookup, KeySource};
 use super::{Identity, Principal, Scopes};
 
 /// `[auth.jwt]`: trusted issuers and the bindings that turn their tokens into principals.
@@ -457,7 +457,7 @@ impl Verifier {
             .map(|c| {
                 Ok(Issuer {
                     algorithms: c.algorithms.iter().filter_map(|a| algorithm(a)).collect(),
-                    keys: Arc::new(Jwks::new(c)?),
+                    keys: Arc::new(Jwks::new(c.key_source())?),
                     config: c.clone(),
                 })
             })
@@ -792,27 +792,20 @@ fn audience_mismatch(config: &IssuerConfig, claims: &Map<String, Value>) -> Opti
     ))
 }
 
-/// How long the key cache of an issuer keeps and refreshes keys.
-#[derive(Clone, Copy, Debug)]
-pub struct CachePolicy {
-    /// Floor of the `Cache-Control` max-age.
-    pub min: Duration,
-    /// Ceiling of the `Cache-Control` max-age.
-    pub max: Duration,
-    /// At most one unknown-`kid` refetch per this long.
-    pub cooldown: Duration,
-    /// Keys age out this long after the last successful fetch.
-    pub max_stale: Duration,
-}
-
 impl IssuerConfig {
-    /// The cache settings of this issuer.
-    pub fn cache_policy(&self) -> CachePolicy {
-        CachePolicy {
-            min: Duration::from_secs(self.keys_min_cache_secs),
-            max: Duration::from_secs(self.keys_max_cache_secs),
-            cooldown: Duration::from_secs(self.refetch_cooldown_secs),
-            max_stale: Duration::from_secs(self.keys_max_stale_secs),
+    /// Where and how this issuer's keys are fetched and cached.
+    pub fn key_source(&self) -> KeySource {
+        KeySource {
+            issuer: self.issuer.clone(),
+            jwks_url: self.jwks_url.clone(),
+            ca_file: self.ca_file.clone(),
+            fetch_timeout: Duration::from_secs(self.fetch_timeout_secs.max(1)),
+            policy: CachePolicy {
+                min: Duration::from_secs(self.keys_min_cache_secs),
+                max: Duration::from_secs(self.keys_max_cache_secs),
+                cooldown: Duration::from_secs(self.refetch_cooldown_secs),
+                max_stale: Duration::from_secs(self.keys_max_stale_secs),
+            },
         }
     }
 }
