@@ -12,7 +12,7 @@ use super::openapi;
 use super::params::Params;
 use crate::auth::Operation;
 use crate::error::{Error, Result};
-use crate::service::input::Input;
+use crate::service::params::AuditQuery;
 use crate::service::{App, Caller, audit};
 
 /// Header naming the cursor of the next page (`after_id=`), when there may be one.
@@ -22,28 +22,27 @@ pub const NEXT_AFTER_ID: &str = "x-next-after-id";
 /// `username`, `operation`, `principal`, paging with `after_id` and `limit`.
 #[utoipa::path(
     method(get, post), path = "/api/v1/audit", tag = "audit",
-    params(openapi::AuditFilter),
+    params(AuditQuery),
     responses((status = 200, description = "a page of records", content((openapi::AuditBody = "application/json"), (String = "text/csv")))),
 )]
-pub async fn export(State(app): State<Arc<App>>, caller: Caller, p: Params) -> Result<Response> {
-    let format = p.0.get("format").unwrap_or("json").to_ascii_lowercase();
+pub async fn export(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Params(query): Params<AuditQuery>,
+) -> Result<Response> {
+    let format = query
+        .format
+        .as_deref()
+        .unwrap_or("json")
+        .to_ascii_lowercase();
     if format != "json" && format != "csv" {
         return Err(Error::Invalid(format!(
             "format '{format}' must be json or csv"
         )));
     }
-    let none = Input::default();
-    super::users::authorize(
-        &app,
-        &caller,
-        Operation::AuditRead,
-        "audit:read",
-        &none,
-        None,
-    )
-    .await?;
-    let limit = audit::export_filter(&p.0)?.limit as usize;
-    let records = audit::export(&app, &caller, &p.0).await?;
+    super::users::authorize(&app, &caller, Operation::AuditRead, "audit:read", None, "").await?;
+    let limit = audit::export_filter(&query)?.limit as usize;
+    let records = audit::export(&app, &caller, &query).await?;
     let next = (records.len() == limit && limit > 0)
         .then(|| records.last().map(|r| r.id))
         .flatten();

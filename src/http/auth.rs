@@ -20,7 +20,6 @@ use super::ClientAddr;
 use super::error::json_error;
 use crate::auth::{Principal, Scopes};
 use crate::service::audit::AuditScope;
-use crate::service::input::Input;
 use crate::service::keys;
 use crate::service::{App, Caller};
 
@@ -153,7 +152,7 @@ async fn audit_refusal(
         client_addr,
         scopes: None,
     };
-    let scope = AuditScope::new(app, &caller, "auth", &Input::default());
+    let scope = AuditScope::new(app, &caller, "auth", None, "");
     let failed: crate::error::Result<()> = Err(crate::error::Error::Forbidden(message));
     scope.outcome(&failed, |_| String::new()).await;
 }

@@ -14,8 +14,8 @@ use super::users::authorize;
 use crate::auth::{Operation, Scopes};
 use crate::error::{Error, Result};
 use crate::service::audit::AuditScope;
-use crate::service::input::Input;
 use crate::service::keys;
+use crate::service::params::{KeyName, KeyScopes, NewKey};
 use crate::service::{App, Caller};
 use crate::store::ApiKey;
 
@@ -48,22 +48,26 @@ fn shown(k: &ApiKey) -> serde_json::Value {
 /// `days`]. The secret is in this response only.
 #[utoipa::path(
     method(get, post), path = "/api/v1/keys/create", tag = "keys",
-    params(("profile" = String, Path, description = "The profile"), openapi::KeyFields),
+    params(NewKey, KeyScopes),
     responses((status = 200, description = "done", body = openapi::KeyBody)),
 )]
-pub async fn create(State(app): State<Arc<App>>, caller: Caller, p: Params) -> Result<Response> {
+pub async fn create(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Params(new): Params<NewKey>,
+) -> Result<Response> {
     authorize(
         &app,
         &caller,
         Operation::RegistryAdmin,
         "keys:create",
-        &Input::default(),
         None,
+        "",
     )
     .await?;
-    let scope = AuditScope::new(&app, &caller, "keys:create", &Input::default());
+    let scope = AuditScope::new(&app, &caller, "keys:create", None, "");
     let result = async {
-        let scopes = keys::scopes_from_input(&p.0)?;
+        let scopes = keys::scopes(&new.scopes)?;
         if !caller
             .scopes
             .as_ref()
@@ -74,16 +78,8 @@ pub async fn create(State(app): State<Arc<App>>, caller: Caller, p: Params) -> R
                 caller.principal
             )));
         }
-        let name = p.0.required("name")?;
-        let owner = p.0.required("owner")?;
-        keys::create(
-            app.store.as_ref(),
-            name,
-            owner,
-            &scopes,
-            keys::expiry(&p.0)?,
-        )
-        .await
+        let expiry = keys::expiry(&new.scopes)?;
+        keys::create(app.store.as_ref(), &new.name, &new.owner, &scopes, expiry).await
     }
     .await;
     scope
@@ -109,8 +105,8 @@ pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> Result<Respons
         &caller,
         Operation::RegistryAdmin,
         "keys:list",
-        &Input::default(),
         None,
+        "",
     )
     .await?;
     let keys = app.store.key_list().await?;
@@ -121,22 +117,26 @@ pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> Result<Respons
 /// Revokes a key by `name`; every replica refuses it from the next call on.
 #[utoipa::path(
     method(get, post), path = "/api/v1/keys/revoke", tag = "keys",
-    params(openapi::KeyName),
+    params(KeyName),
     responses((status = 200, description = "done", body = openapi::RevokedBody)),
 )]
-pub async fn revoke(State(app): State<Arc<App>>, caller: Caller, p: Params) -> Result<Response> {
+pub async fn revoke(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Params(KeyName { name }): Params<KeyName>,
+) -> Result<Response> {
     authorize(
         &app,
         &caller,
         Operation::RegistryAdmin,
         "keys:revoke",
-        &Input::default(),
         None,
+        "",
     )
     .await?;
-    let scope = AuditScope::new(&app, &caller, "keys:revoke", &Input::default());
+    let scope = AuditScope::new(&app, &caller, "keys:revoke", None, "");
     let result = async {
-        let name = p.0.required("name")?;
+        let name = name.as_str();
         if app.store.key_revoke(name).await? {
             Ok(name.to_owned())
         } else {

@@ -1,24 +1,36 @@
-//! Parameters from the query string (GET, as the original) or a JSON or form body (POST).
-//! Any other body is refused before anything runs: 415 for another content type on POST, 400
-//! for a body on GET.
+//! Parameters from the query string (GET, as the original) or a JSON or form body (POST),
+//! read into the operation's typed parameters ([`crate::service::params`]). Any other body
+//! is refused before anything runs: 415 for another content type on POST, 400 for a body on
+//! GET; a missing parameter is a 400, a value of the wrong kind a 422.
 
 use axum::extract::{FromRequest, Request};
 use axum::http::{Method, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
 
 use super::error::json_error;
-use crate::service::input::Input;
+use crate::service::params::from_pairs;
 
 /// Bodies larger than this are refused; no parameter set comes close.
 const MAX_BODY: usize = 64 * 1024;
 
-/// The call's parameters; body values override query values of the same name.
-pub struct Params(pub Input);
+/// The call's parameters as `T`; body values override query values of the same name.
+pub struct Params<T>(pub T);
 
-impl<S: Send + Sync> FromRequest<S> for Params {
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Params<T> {
     type Rejection = Response;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Response> {
+        let pairs = pairs(req).await?;
+        from_pairs(pairs)
+            .map(Params)
+            .map_err(IntoResponse::into_response)
+    }
+}
+
+/// The name/value pairs of the query string and the body, in that order.
+async fn pairs(req: Request) -> Result<Vec<(String, String)>, Response> {
+    {
         let bad = |msg: String| json_error(StatusCode::BAD_REQUEST, msg);
         let mut pairs: Vec<(String, String)> = match req.uri().query() {
             Some(q) => serde_urlencoded::from_str(q)
@@ -41,7 +53,7 @@ impl<S: Send + Sync> FromRequest<S> for Params {
             .await
             .map_err(|_| json_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"))?;
         if body.is_empty() {
-            return Ok(Params(Input::from_pairs(pairs)));
+            return Ok(pairs);
         }
         // A GET's body would be ignored, and with it a `dry_run=true` sent there.
         if !post {
@@ -66,7 +78,7 @@ impl<S: Send + Sync> FromRequest<S> for Params {
                 ));
             }
         }
-        Ok(Params(Input::from_pairs(pairs)))
+        Ok(pairs)
     }
 }
 

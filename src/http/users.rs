@@ -18,8 +18,10 @@ use crate::auth::Operation;
 use crate::error::Result;
 use crate::service::audit::AuditScope;
 use crate::service::fanout::{self, Outcome};
-use crate::service::input::Input;
 use crate::service::ops::UserOp;
+use crate::service::params::{
+    self as p, CreateUser, Lookup, Named, Nothing, On, RoleChange, Target,
+};
 use crate::service::users::{self as ops, UserResult, V1Role, status};
 use crate::service::{App, Caller};
 use crate::service::{grants, lifecycle};
@@ -194,17 +196,18 @@ fn rendered(outcomes: Vec<Outcome<UserResult>>) -> Vec<Outcome<Rendered>> {
         .collect()
 }
 
-/// Checks the caller's scopes; a refusal is audited like any failed operation.
+/// Checks the caller's scopes for a call on `target` (or none); a refusal is audited like
+/// any failed operation.
 pub(super) async fn authorize(
     app: &App,
     caller: &Caller,
     op: Operation,
     operation: &str,
-    input: &Input,
-    profile: Option<&str>,
+    target: Option<&Target>,
+    username: &str,
 ) -> Result<()> {
-    audit_refusal(caller.authorize(op, input, profile), || {
-        AuditScope::new(app, caller, operation, input)
+    audit_refusal(caller.authorize(op, target, None), || {
+        AuditScope::new(app, caller, operation, target, username)
     })
     .await
 }
@@ -221,21 +224,31 @@ async fn audit_refusal<'a>(
 }
 
 /// Runs a read on the one target a call names, or on each of several.
-async fn read<T, F, Fut>(
+async fn read<P, T, F, Fut>(
     app: Arc<App>,
     caller: Caller,
-    params: Params,
+    call: On<P>,
     op: F,
     render: fn(&T) -> Rendered,
 ) -> Result<Response>
 where
-    F: Fn(Arc<App>, Caller, Input) -> Fut,
+    P: Clone + Named,
+    F: Fn(Arc<App>, Caller, On<P>) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    authorize(&app, &caller, Operation::Read, "read", &params.0, None).await?;
-    match fanout::split(&params.0) {
+    let username = call.params.username();
+    authorize(
+        &app,
+        &caller,
+        Operation::Read,
+        "read",
+        Some(&call.target),
+        username,
+    )
+    .await?;
+    match fanout::split(&call) {
         None => {
-            let (code, body, pw) = render(&op(app, caller, params.0).await?);
+            let (code, body, pw) = render(&op(app, caller, call).await?);
             Ok(respond(code, body, pw))
         }
         Some(inputs) => {
@@ -256,25 +269,27 @@ where
 
 /// Runs a user operation on the one target a call names, or on each of several
 /// (`env=dev,qa` and/or `database=a,b`).
-async fn run<F, Fut>(
+async fn run<P, F, Fut>(
     app: Arc<App>,
     caller: Caller,
-    params: Params,
+    call: On<P>,
     operation: UserOp,
     op: F,
 ) -> Result<Response>
 where
-    F: Fn(Arc<App>, Caller, Input, bool) -> Fut,
+    P: Clone + Named,
+    F: Fn(Arc<App>, Caller, On<P>, bool) -> Fut,
     Fut: Future<Output = Result<UserResult>>,
 {
-    let allowed = caller.authorize(operation.scope(), &params.0, operation.profile());
+    let target = &call.target;
+    let allowed = caller.authorize(operation.scope(), Some(target), operation.profile());
     audit_refusal(allowed, || {
-        AuditScope::for_op(&app, &caller, &operation, &params.0)
+        AuditScope::for_op(&app, &caller, &operation, target, call.params.username())
     })
     .await?;
-    match fanout::split(&params.0) {
+    match fanout::split(&call) {
         None => {
-            let (code, body, pw) = user_body(&op(app, caller, params.0, false).await?);
+            let (code, body, pw) = user_body(&op(app, caller, call, false).await?);
             Ok(respond(code, body, pw))
         }
         Some(inputs) => {
@@ -289,14 +304,14 @@ where
 /// keeps the v1 keys and names the profile version in `x-pgua-profile`.
 #[utoipa::path(
     method(get, post), path = "/api/v1/users/{profile}", tag = "users",
-    params(("profile" = String, Path, description = "The profile"), openapi::Target, openapi::DryRun),
+    params(("profile" = String, Path, description = "The profile"), Target, CreateUser),
     responses(openapi::UserChange),
 )]
 pub async fn create(
     State(app): State<Arc<App>>,
     Path(profile): Path<String>,
     caller: Caller,
-    params: Params,
+    Params(call): Params<On<CreateUser>>,
 ) -> Result<Response> {
     let Some(profile) = app.profiles.get(&profile) else {
         return Ok(json_error(
@@ -306,7 +321,7 @@ pub async fn create(
     };
     let label = profile.label();
     let operation = UserOp::Create(profile.name.clone());
-    let mut res = run(app, caller, params, operation, move |a, c, i, same| {
+    let mut res = run(app, caller, call, operation, move |a, c, i, same| {
         let profile = profile.clone();
         async move {
             if same {
@@ -329,15 +344,7 @@ pub async fn create(
     responses((status = 200, description = "the answer", body = openapi::ProfilesBody)),
 )]
 pub async fn profiles(State(app): State<Arc<App>>, caller: Caller) -> Result<Response> {
-    authorize(
-        &app,
-        &caller,
-        Operation::Read,
-        "profiles",
-        &Input::default(),
-        None,
-    )
-    .await?;
+    authorize(&app, &caller, Operation::Read, "profiles", None, "").await?;
     let list: Vec<_> = app.profiles.iter().map(|p| p.as_ref()).collect();
     Ok(Json(json!({ "count": list.len(), "profiles": list })).into_response())
 }
@@ -347,11 +354,15 @@ pub async fn profiles(State(app): State<Arc<App>>, caller: Caller) -> Result<Res
     method(get, post),
     path = "/api/v1/users/reset",
     tag = "users",
-    params(openapi::Target, openapi::Username, openapi::DryRun),
+    params(Target, RoleChange),
     responses(openapi::UserChange)
 )]
-pub async fn reset(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, UserOp::Reset, |a, c, i, _| async move {
+pub async fn reset(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<RoleChange>>,
+) -> Result<Response> {
+    run(a, c, call, UserOp::Reset, |a, c, i, _| async move {
         ops::reset(&a, &c, &i).await
     })
     .await
@@ -362,16 +373,15 @@ pub async fn reset(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Re
     method(get, post),
     path = "/api/v1/users/search-path",
     tag = "users",
-    params(
-        openapi::Target,
-        openapi::Username,
-        openapi::SearchPath,
-        openapi::DryRun
-    ),
+    params(Target, p::SearchPath),
     responses(openapi::SearchPathChange)
 )]
-pub async fn search_path(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, UserOp::SearchPath, |a, c, i, _| async move {
+pub async fn search_path(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<p::SearchPath>>,
+) -> Result<Response> {
+    run(a, c, call, UserOp::SearchPath, |a, c, i, _| async move {
         ops::search_path(&a, &c, &i).await
     })
     .await
@@ -382,11 +392,15 @@ pub async fn search_path(State(a): State<Arc<App>>, c: Caller, p: Params) -> Res
     method(get, post),
     path = "/api/v1/users/lock",
     tag = "users",
-    params(openapi::Target, openapi::Username, openapi::DryRun),
+    params(Target, RoleChange),
     responses(openapi::UserChange)
 )]
-pub async fn lock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, UserOp::Lock, |a, c, i, _| async move {
+pub async fn lock(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<RoleChange>>,
+) -> Result<Response> {
+    run(a, c, call, UserOp::Lock, |a, c, i, _| async move {
         lifecycle::lock(&a, &c, &i).await
     })
     .await
@@ -397,11 +411,15 @@ pub async fn lock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Res
     method(get, post),
     path = "/api/v1/users/unlock",
     tag = "users",
-    params(openapi::Target, openapi::Username, openapi::DryRun),
+    params(Target, RoleChange),
     responses(openapi::UserChange)
 )]
-pub async fn unlock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, UserOp::Unlock, |a, c, i, _| async move {
+pub async fn unlock(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<RoleChange>>,
+) -> Result<Response> {
+    run(a, c, call, UserOp::Unlock, |a, c, i, _| async move {
         lifecycle::unlock(&a, &c, &i).await
     })
     .await
@@ -412,11 +430,15 @@ pub async fn unlock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<R
     method(get, post),
     path = "/api/v1/users/expire",
     tag = "users",
-    params(openapi::Target, openapi::Username, openapi::Expire, openapi::DryRun),
+    params(Target, p::Expire),
     responses(openapi::UserChange)
 )]
-pub async fn expire(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, UserOp::Expire, |a, c, i, _| async move {
+pub async fn expire(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<p::Expire>>,
+) -> Result<Response> {
+    run(a, c, call, UserOp::Expire, |a, c, i, _| async move {
         lifecycle::expire(&a, &c, &i).await
     })
     .await
@@ -427,11 +449,15 @@ pub async fn expire(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<R
     method(get, post),
     path = "/api/v1/users/renew",
     tag = "users",
-    params(openapi::Target, openapi::Username, openapi::Renew, openapi::DryRun),
+    params(Target, p::Renew),
     responses(openapi::UserChange)
 )]
-pub async fn renew(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, UserOp::Renew, |a, c, i, _| async move {
+pub async fn renew(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<p::Renew>>,
+) -> Result<Response> {
+    run(a, c, call, UserOp::Renew, |a, c, i, _| async move {
         lifecycle::renew(&a, &c, &i).await
     })
     .await
@@ -442,11 +468,15 @@ pub async fn renew(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Re
     method(get, post),
     path = "/api/v1/users/alter",
     tag = "users",
-    params(openapi::Target, openapi::Username, openapi::Alter, openapi::DryRun),
+    params(Target, p::Alter),
     responses(openapi::UserChange)
 )]
-pub async fn alter(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, UserOp::Alter, |a, c, i, _| async move {
+pub async fn alter(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<p::Alter>>,
+) -> Result<Response> {
+    run(a, c, call, UserOp::Alter, |a, c, i, _| async move {
         lifecycle::alter(&a, &c, &i).await
     })
     .await
@@ -457,11 +487,15 @@ pub async fn alter(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Re
     method(get, post),
     path = "/api/v1/users/drop",
     tag = "users",
-    params(openapi::Target, openapi::Username, openapi::Drop, openapi::DryRun),
+    params(Target, p::Drop),
     responses(openapi::UserChange)
 )]
-pub async fn drop(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, UserOp::Drop, |a, c, i, _| async move {
+pub async fn drop(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<p::Drop>>,
+) -> Result<Response> {
+    run(a, c, call, UserOp::Drop, |a, c, i, _| async move {
         lifecycle::drop(&a, &c, &i).await
     })
     .await
@@ -472,11 +506,15 @@ pub async fn drop(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Res
     method(get, post),
     path = "/api/v1/users/grant",
     tag = "users",
-    params(openapi::Target, openapi::Username, openapi::Grant, openapi::DryRun),
+    params(Target, p::Grant),
     responses(openapi::UserChange)
 )]
-pub async fn grant(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, UserOp::Grant, |a, c, i, _| async move {
+pub async fn grant(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<p::Grant>>,
+) -> Result<Response> {
+    run(a, c, call, UserOp::Grant, |a, c, i, _| async move {
         grants::grant(&a, &c, &i).await
     })
     .await
@@ -487,11 +525,15 @@ pub async fn grant(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Re
     method(get, post),
     path = "/api/v1/users/revoke",
     tag = "users",
-    params(openapi::Target, openapi::Username, openapi::Grant, openapi::DryRun),
+    params(Target, p::Grant),
     responses(openapi::UserChange)
 )]
-pub async fn revoke(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, UserOp::Revoke, |a, c, i, _| async move {
+pub async fn revoke(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<p::Grant>>,
+) -> Result<Response> {
+    run(a, c, call, UserOp::Revoke, |a, c, i, _| async move {
         grants::revoke(&a, &c, &i).await
     })
     .await
@@ -500,12 +542,17 @@ pub async fn revoke(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<R
 /// What a user can do in the target database.
 #[utoipa::path(
     method(get, post), path = "/api/v1/users/privileges", tag = "users",
-    params(openapi::Target, openapi::Username),
+    params(Target, Lookup),
     responses((status = 200, description = "done", body = openapi::PrivilegesResponse), (status = 404, description = "no such entry, profile or user", body = openapi::PrivilegesResponse)),
 )]
-pub async fn privileges(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    let op = |a: Arc<App>, c: Caller, i: Input| async move { grants::report(&a, &c, &i).await };
-    read(a, c, p, op, |r| {
+pub async fn privileges(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<Lookup>>,
+) -> Result<Response> {
+    let op =
+        |a: Arc<App>, c: Caller, i: On<Lookup>| async move { grants::report(&a, &c, &i).await };
+    read(a, c, call, op, |r| {
         let mut body = json!(TargetKeys::from(&r.entry));
         body["found"] = r.report.is_some().into();
         body["username"] = r.username.clone().into();
@@ -544,12 +591,16 @@ pub struct FindBody {
 /// Looks a user up: `{found, username, attributes, hostname, database, port, env}`.
 #[utoipa::path(
     method(get, post), path = "/api/v1/users/find", tag = "users",
-    params(openapi::Target, openapi::Username),
+    params(Target, Lookup),
     responses((status = 200, description = "the answer", body = openapi::FindResponse)),
 )]
-pub async fn find(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    let op = |a: Arc<App>, c: Caller, i: Input| async move { ops::find(&a, &c, &i).await };
-    read(a, c, p, op, |r| {
+pub async fn find(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<Lookup>>,
+) -> Result<Response> {
+    let op = |a: Arc<App>, c: Caller, i: On<Lookup>| async move { ops::find(&a, &c, &i).await };
+    read(a, c, call, op, |r| {
         let body = FindBody {
             found: r.role.is_some(),
             username: r.username.clone(),
@@ -582,12 +633,16 @@ pub struct UsersBody {
 /// Lists the target's users (the roles that can log in): `{env, hostname, database, port, users}`.
 #[utoipa::path(
     method(get, post), path = "/api/v1/users/all", tag = "users",
-    params(openapi::Target),
+    params(Target, Nothing),
     responses((status = 200, description = "the answer", body = openapi::UsersResponse)),
 )]
-pub async fn all(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    let op = |a: Arc<App>, c: Caller, i: Input| async move { ops::list(&a, &c, &i).await };
-    read(a, c, p, op, |r| {
+pub async fn all(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<Nothing>>,
+) -> Result<Response> {
+    let op = |a: Arc<App>, c: Caller, i: On<Nothing>| async move { ops::list(&a, &c, &i).await };
+    read(a, c, call, op, |r| {
         let users = r.users.iter().map(|u| UserEntry {
             username: u.username.clone(),
             attributes: u.attributes(),
