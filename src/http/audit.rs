@@ -2,18 +2,28 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::openapi;
+use super::answer::Answer;
 use super::params::Params;
 use crate::auth::Operation;
 use crate::error::{Error, Result};
 use crate::service::params::AuditQuery;
 use crate::service::{App, Caller, audit};
+use crate::store::AuditRecord;
+
+/// A page of audit records (or CSV with `format=csv`).
+#[derive(Serialize, ToSchema)]
+pub struct AuditBody {
+    /// The records, oldest first.
+    records: Vec<AuditRecord>,
+    /// The cursor of the next page, when there may be one.
+    next_after_id: Option<i64>,
+}
 
 /// Header naming the cursor of the next page (`after_id=`), when there may be one.
 pub const NEXT_AFTER_ID: &str = "x-next-after-id";
@@ -23,7 +33,7 @@ pub const NEXT_AFTER_ID: &str = "x-next-after-id";
 #[utoipa::path(
     method(get, post), path = "/api/v1/audit", tag = "audit",
     params(AuditQuery),
-    responses((status = 200, description = "a page of records", content((openapi::AuditBody = "application/json"), (String = "text/csv")))),
+    responses((status = 200, description = "a page of records", content((AuditBody = "application/json"), (String = "text/csv")))),
 )]
 pub async fn export(
     State(app): State<Arc<App>>,
@@ -61,7 +71,11 @@ pub async fn export(
         );
         res
     } else {
-        Json(json!({ "records": records, "next_after_id": next })).into_response()
+        Answer(AuditBody {
+            records,
+            next_after_id: next,
+        })
+        .into_response()
     };
     if let Some(id) = next {
         res.headers_mut()

@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::openapi;
+use super::answer::Answer;
 use super::params::Params;
 use super::users::authorize;
 use crate::auth::{Operation, Scopes};
@@ -32,16 +33,61 @@ fn within(new: &Scopes, creator: &Scopes) -> bool {
             .all(|o| creator.operations.contains(o))
 }
 
-fn shown(k: &ApiKey) -> serde_json::Value {
-    json!({
-        "name": k.name,
-        "owner": k.owner,
-        "prefix": k.prefix,
-        "scopes": serde_json::from_str::<serde_json::Value>(&k.scopes).unwrap_or_default(),
-        "created_at": k.created_at,
-        "expires_at": k.expires_at,
-        "revoked_at": k.revoked_at,
-    })
+/// An API key as listed: never its secret or hash.
+#[derive(Serialize, ToSchema)]
+pub struct KeyBody {
+    /// Unique name.
+    name: String,
+    /// Who answers for it.
+    owner: String,
+    /// The secret's first characters.
+    prefix: String,
+    /// Environments, operations and profiles.
+    #[schema(value_type = Object)]
+    scopes: serde_json::Value,
+    /// When it was made.
+    created_at: DateTime<Utc>,
+    /// When it stops working.
+    expires_at: Option<DateTime<Utc>>,
+    /// When it was revoked.
+    revoked_at: Option<DateTime<Utc>>,
+    /// The secret: only in the answer to create.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    key: Option<String>,
+}
+
+impl From<&ApiKey> for KeyBody {
+    fn from(k: &ApiKey) -> Self {
+        Self {
+            name: k.name.clone(),
+            owner: k.owner.clone(),
+            prefix: k.prefix.clone(),
+            scopes: serde_json::from_str(&k.scopes).unwrap_or_default(),
+            created_at: k.created_at,
+            expires_at: k.expires_at,
+            revoked_at: k.revoked_at,
+            key: None,
+        }
+    }
+}
+
+/// The API keys.
+#[derive(Serialize, ToSchema)]
+pub struct KeysBody {
+    /// Keys listed.
+    count: usize,
+    /// The keys.
+    keys: Vec<KeyBody>,
+}
+
+/// A revoked key.
+#[derive(Serialize, ToSchema)]
+pub struct RevokedBody {
+    /// The key's name.
+    name: String,
+    /// `revoked`.
+    status: &'static str,
 }
 
 /// Creates a key: `name`, `owner`, `environments`, `operations`, `profiles`, [`expires` |
@@ -49,7 +95,7 @@ fn shown(k: &ApiKey) -> serde_json::Value {
 #[utoipa::path(
     method(get, post), path = "/api/v1/keys/create", tag = "keys",
     params(NewKey, KeyScopes),
-    responses((status = 200, description = "done", body = openapi::KeyBody)),
+    responses((status = 200, description = "done", body = KeyBody)),
 )]
 pub async fn create(
     State(app): State<Arc<App>>,
@@ -86,9 +132,11 @@ pub async fn create(
         .outcome(&result, |(k, _)| format!("key '{}' created", k.name))
         .await;
     let (key, secret) = result?;
-    let mut body = shown(&key);
-    body["key"] = json!(secret);
-    let mut res = Json(body).into_response();
+    let body = KeyBody {
+        key: Some(secret),
+        ..KeyBody::from(&key)
+    };
+    let mut res = Answer(body).into_response();
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)
@@ -97,9 +145,9 @@ pub async fn create(
 /// Lists keys: names, owners, prefixes, scopes and dates; never a secret or a hash.
 #[utoipa::path(
     method(get, post), path = "/api/v1/keys", tag = "keys",
-    responses((status = 200, description = "the answer", body = openapi::KeysBody)),
+    responses((status = 200, description = "the answer", body = KeysBody)),
 )]
-pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> Result<Response> {
+pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> Result<Answer<KeysBody>> {
     authorize(
         &app,
         &caller,
@@ -110,21 +158,24 @@ pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> Result<Respons
     )
     .await?;
     let keys = app.store.key_list().await?;
-    let list: Vec<_> = keys.iter().map(shown).collect();
-    Ok(Json(json!({ "count": list.len(), "keys": list })).into_response())
+    let keys: Vec<KeyBody> = keys.iter().map(KeyBody::from).collect();
+    Ok(Answer(KeysBody {
+        count: keys.len(),
+        keys,
+    }))
 }
 
 /// Revokes a key by `name`; every replica refuses it from the next call on.
 #[utoipa::path(
     method(get, post), path = "/api/v1/keys/revoke", tag = "keys",
     params(KeyName),
-    responses((status = 200, description = "done", body = openapi::RevokedBody)),
+    responses((status = 200, description = "done", body = RevokedBody)),
 )]
 pub async fn revoke(
     State(app): State<Arc<App>>,
     caller: Caller,
     Params(KeyName { name }): Params<KeyName>,
-) -> Result<Response> {
+) -> Result<Answer<RevokedBody>> {
     authorize(
         &app,
         &caller,
@@ -148,5 +199,8 @@ pub async fn revoke(
         .outcome(&result, |n| format!("key '{n}' revoked"))
         .await;
     let name = result?;
-    Ok(Json(json!({ "name": name, "status": "revoked" })).into_response())
+    Ok(Answer(RevokedBody {
+        name,
+        status: "revoked",
+    }))
 }

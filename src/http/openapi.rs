@@ -22,6 +22,7 @@ use utoipa::openapi::{
 };
 use utoipa::{Modify, ToSchema};
 
+use super::users::{FindBody, MultiBody, PrivilegesBody, SearchPathBody, UserBody, UsersBody};
 use crate::plan::NamePolicy;
 use crate::plan::profile::{ParamKind, Profiles};
 
@@ -132,7 +133,10 @@ pub fn document(mut api: OpenApi, profiles: &Profiles, names: &NamePolicy) -> Op
                 let params = op.parameters.get_or_insert_with(Vec::new);
                 params.retain(|p| param(p).is_none_or(|p| p.name != "profile"));
                 for (name, kind) in &profile.params {
-                    params.push(RefOr::T(query_param(name, *kind, names)));
+                    // The part that starts the name must start it as the policy requires:
+                    // `servername=0&port=1` would make `0_1`, which the server refuses.
+                    let leading = profile.template.starts_with(&format!("{{{name}}}"));
+                    params.push(RefOr::T(query_param(name, *kind, leading, names)));
                 }
                 op.operation_id = Some(format!("create_{}", profile.name.replace('-', "_")));
             }
@@ -166,8 +170,9 @@ pub fn document(mut api: OpenApi, profiles: &Profiles, names: &NamePolicy) -> Op
         for op in operations(item) {
             let params = op.parameters.iter_mut().flatten();
             for p in params.filter_map(|p| param_mut(p)) {
-                // The role a user endpoint acts on; elsewhere (the audit filter) any text.
-                if on_target && p.name == "username" {
+                // The role a user endpoint acts on, and drop's successor; elsewhere (the
+                // audit filter) any text.
+                if on_target && (p.name == "username" || p.name == "successor") {
                     p.schema = Some(name_schema(names).into());
                 }
             }
@@ -244,12 +249,31 @@ fn param_mut(p: &mut RefOr<Parameter>) -> Option<&mut Parameter> {
     }
 }
 
+/// The name policy's pattern for text as callers send it: the server folds names to lower
+/// case first, so upper-case letters are allowed wherever lower-case ones are.
+fn unfolded(pattern: &str) -> String {
+    if pattern.contains("A-Z") {
+        pattern.to_owned()
+    } else {
+        pattern.replace("a-z", "A-Za-z")
+    }
+}
+
+/// The first character class of the name policy's pattern (`[a-z_]` by default), as
+/// callers may send it, when the pattern starts with one.
+fn leading_class(names: &NamePolicy) -> Option<String> {
+    let pattern = unfolded(names.pattern());
+    let rest = pattern.strip_prefix("^[")?;
+    let end = rest.find(']')?;
+    Some(format!("[{}]", &rest[..end]))
+}
+
 /// A role name: what the name policy accepts once folded to lower case.
 fn name_schema(names: &NamePolicy) -> Schema {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .max_length(Some(63))
-        .pattern(Some(names.pattern()))
+        .pattern(Some(unfolded(names.pattern())))
         .description(Some(
             "a role name; folded to lower case, it must match the pattern (at most 63 bytes)",
         ))
@@ -262,7 +286,18 @@ fn body_from(query: &[RefOr<Parameter>]) -> Option<RequestBody> {
     if query.is_empty() {
         return None;
     }
-    let mut object = ObjectBuilder::new().schema_type(Type::Object);
+    // Other fields are accepted (and ignored) as long as they are scalars, as v1 callers
+    // send them.
+    let scalar =
+        ObjectBuilder::new().schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            Type::String,
+            Type::Number,
+            Type::Boolean,
+            Type::Null,
+        ]));
+    let mut object = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(scalar));
     for p in &query {
         if let Some(mut schema) = p.schema.clone() {
             if let RefOr::T(Schema::Object(o)) = &mut schema {
@@ -306,8 +341,8 @@ fn response(description: &str, schema: &str) -> RefOr<Response> {
         .into()
 }
 
-/// A profile parameter as a required query parameter.
-fn query_param(name: &str, kind: ParamKind, names: &NamePolicy) -> Parameter {
+/// A profile parameter as a required query parameter; `leading` when it starts the name.
+fn query_param(name: &str, kind: ParamKind, leading: bool, names: &NamePolicy) -> Parameter {
     let schema = match kind {
         ParamKind::Port => ObjectBuilder::new()
             .schema_type(Type::Integer)
@@ -315,11 +350,24 @@ fn query_param(name: &str, kind: ParamKind, names: &NamePolicy) -> Parameter {
             .maximum(Some(65535))
             .into(),
         ParamKind::Name => name_schema(names),
-        ParamKind::NamePart => ObjectBuilder::new()
-            .schema_type(Type::String)
-            .pattern(Some("^[A-Za-z0-9_.-]+$"))
-            .description(Some("part of the role name: letters, digits, _ . -"))
-            .into(),
+        ParamKind::NamePart => {
+            let (pattern, description) = match leading_class(names).filter(|_| leading) {
+                Some(first) => (
+                    format!("^{first}[A-Za-z0-9_.-]*$"),
+                    "the start of the role name: letters, digits, _ . -, first as names start",
+                ),
+                None => (
+                    "^[A-Za-z0-9_.-]+$".to_owned(),
+                    "part of the role name: letters, digits, _ . -",
+                ),
+            };
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(63))
+                .pattern(Some(pattern))
+                .description(Some(description))
+                .into()
+        }
     };
     utoipa::openapi::path::ParameterBuilder::new()
         .name(name)
@@ -331,77 +379,12 @@ fn query_param(name: &str, kind: ParamKind, names: &NamePolicy) -> Parameter {
 
 // ---- bodies --------------------------------------------------------------------------
 
-/// The v1 body of a user change: exactly the original's keys.
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UserBody {
-    /// The role.
-    pub username: String,
-    /// The generated password, on create and reset only; shown in this response only.
-    pub password: Option<String>,
-    /// `user created`, `user already exists`, `password reset`, `user not found`, …
-    pub status: String,
-    /// Target server.
-    pub hostname: String,
-    /// Target database.
-    pub database: String,
-    /// Target port, as text (as the original).
-    pub port: String,
-    /// Target environment.
-    pub env: String,
-    /// Lock and drop: sessions ended.
-    #[schema(nullable = false)]
-    pub sessions_terminated: Option<u64>,
-}
-
-/// A dry run: the v1 keys, and the statements that would run (passwords redacted).
-#[derive(Serialize, ToSchema)]
-pub struct DryRunBody {
-    /// Always true.
-    pub dry_run: bool,
-    /// The role.
-    pub username: String,
-    /// Never a password.
-    pub password: Option<String>,
-    /// What would happen.
-    pub status: String,
-    /// The SQL, in order.
-    pub sql: Vec<serde_json::Value>,
-}
-
-/// A call with several targets: one result per (env, database), whatever the status.
-#[derive(Serialize, ToSchema)]
-pub struct MultiBody {
-    /// Each target's body (or `error`) with `env`, `database` and `http_status`.
-    pub results: Vec<serde_json::Value>,
-    /// Targets that succeeded.
-    pub succeeded: u32,
-    /// Targets that failed.
-    pub failed: u32,
-}
-
-/// What a user can do in the target database: attributes, profile, memberships, database
-/// privileges, per schema usage and table counts, default privileges, settings.
-#[derive(Serialize, ToSchema)]
-pub struct PrivilegesBody {
-    /// Whether the role exists.
-    pub found: bool,
-    /// The role.
-    pub username: String,
-    /// Target environment.
-    pub env: String,
-    /// Target database.
-    pub database: String,
-}
-
-/// The answer of a user change: one target, a dry run, or several targets.
+/// The answer of a user change: one target (or its dry run), or several targets.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum UserResponse {
     /// One target.
     One(UserBody),
-    /// A dry run.
-    DryRun(DryRunBody),
     /// Several targets.
     Many(MultiBody),
 }
@@ -417,14 +400,12 @@ impl utoipa::IntoResponses for UserChange {
     }
 }
 
-/// The answer of search-path: one target, a dry run, or several targets.
+/// The answer of search-path: one target (or its dry run), or several targets.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum SearchPathResponse {
     /// One target.
-    One(super::users::SearchPathBody),
-    /// A dry run.
-    DryRun(DryRunBody),
+    One(SearchPathBody),
     /// Several targets.
     Many(MultiBody),
 }
@@ -436,7 +417,7 @@ pub enum SearchPathNotFound {
     /// No such entry.
     Error(ErrorBody),
     /// No such user.
-    One(super::users::SearchPathBody),
+    One(SearchPathBody),
     /// Several targets.
     Many(MultiBody),
 }
@@ -479,7 +460,7 @@ pub enum TargetError {
 #[serde(untagged)]
 pub enum FindResponse {
     /// One target.
-    One(super::users::FindBody),
+    One(FindBody),
     /// Several targets.
     Many(MultiBody),
 }
@@ -489,7 +470,7 @@ pub enum FindResponse {
 #[serde(untagged)]
 pub enum UsersResponse {
     /// One target.
-    One(super::users::UsersBody),
+    One(UsersBody),
     /// Several targets.
     Many(MultiBody),
 }
@@ -501,91 +482,7 @@ pub enum PrivilegesResponse {
     /// No such registry entry.
     Error(ErrorBody),
     /// One target.
-    One(PrivilegesBody),
+    One(PrivilegesBody<'static>),
     /// Several targets.
     Many(MultiBody),
-}
-/// The registry.
-#[derive(Serialize, ToSchema)]
-pub struct RegistryBody {
-    /// Entries listed.
-    pub count: u32,
-    /// The entries.
-    pub databases: Vec<crate::store::RegistryEntry>,
-}
-
-/// A registry change.
-#[derive(Serialize, ToSchema)]
-pub struct RegistryChangeBody {
-    /// What was done.
-    pub status: String,
-    /// The entry after the change.
-    pub entry: Option<crate::store::RegistryEntry>,
-}
-
-/// The profiles.
-#[derive(Serialize, ToSchema)]
-pub struct ProfilesBody {
-    /// Profiles listed.
-    pub count: u32,
-    /// Each profile's parameters, attributes, grants, settings and version.
-    pub profiles: Vec<serde_json::Value>,
-}
-
-/// An API key as listed: never its secret.
-#[derive(Serialize, ToSchema)]
-pub struct KeyBody {
-    /// Unique name.
-    pub name: String,
-    /// Who answers for it.
-    pub owner: String,
-    /// The secret's first characters.
-    pub prefix: String,
-    /// Environments, operations and profiles.
-    pub scopes: serde_json::Value,
-    /// When it was made.
-    pub created_at: String,
-    /// When it stops working.
-    pub expires_at: Option<String>,
-    /// When it was revoked.
-    pub revoked_at: Option<String>,
-    /// The secret: only in the answer to create.
-    #[schema(nullable = false)]
-    pub key: Option<String>,
-}
-
-/// The API keys.
-#[derive(Serialize, ToSchema)]
-pub struct KeysBody {
-    /// Keys listed.
-    pub count: u32,
-    /// The keys.
-    pub keys: Vec<KeyBody>,
-}
-
-/// A revoked key.
-#[derive(Serialize, ToSchema)]
-pub struct RevokedBody {
-    /// The key's name.
-    pub name: String,
-    /// `revoked`.
-    pub status: String,
-}
-
-/// A page of audit records (or CSV with `format=csv`).
-#[derive(Serialize, ToSchema)]
-pub struct AuditBody {
-    /// The records, oldest first.
-    pub records: Vec<crate::store::AuditRecord>,
-    /// The cursor of the next page, when there may be one.
-    pub next_after_id: Option<i64>,
-}
-
-/// Who the caller is and what it may do.
-#[derive(Serialize, ToSchema)]
-pub struct MeBody {
-    /// Basic user name, or `key:<name>`.
-    pub principal: String,
-    /// Environments, operations and profiles.
-    pub scopes: serde_json::Value,
 }

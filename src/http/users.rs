@@ -11,13 +11,16 @@ use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
+use super::answer::Answer;
 use super::error::json_error;
 use super::openapi;
 use super::params::Params;
 use crate::auth::Operation;
 use crate::error::Result;
+use crate::plan::Statement;
 use crate::service::audit::AuditScope;
 use crate::service::fanout::{self, Outcome};
+use crate::service::grants::PrivilegeReport;
 use crate::service::ops::UserOp;
 use crate::service::params::{
     self as p, CreateUser, Lookup, Named, Nothing, On, RoleChange, Target,
@@ -54,20 +57,50 @@ impl From<&RegistryEntry> for TargetKeys {
     }
 }
 
-/// The v1 body of user-changing endpoints: exactly these keys.
-#[derive(Serialize)]
-struct UserBody<'a> {
-    username: &'a str,
-    password: Option<&'a str>,
-    status: &'a str,
+/// The v1 body of user-changing endpoints: exactly the original's keys; a dry run adds
+/// `dry_run` and `sql`.
+#[derive(Serialize, ToSchema)]
+pub struct UserBody {
+    /// The role.
+    username: String,
+    /// The generated password, on create and reset only; shown in this response only.
+    password: Option<String>,
+    /// `user created`, `user already exists`, `password reset`, `user not found`, …
+    status: String,
     #[serde(flatten)]
     target: TargetKeys,
-    /// Only lock and drop report it; the v1 bodies never carry it.
+    /// Lock and drop: sessions ended (the v1 bodies never carry it).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     sessions_terminated: Option<u64>,
+    #[serde(flatten)]
+    plan: Planned,
 }
 
-/// The original's search-path answer: exactly these keys, no password.
+/// What a dry run adds to a body: the statements that would run, passwords redacted.
+#[derive(Default, Serialize, ToSchema)]
+pub struct Planned {
+    /// Present (true) on a dry run only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    dry_run: Option<bool>,
+    /// The SQL that would run, in order, each with `sql` and `comment` (dry run only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, value_type = Option<Vec<Object>>)]
+    sql: Option<Vec<Statement>>,
+}
+
+impl Planned {
+    fn of(r: &UserResult) -> Self {
+        Self {
+            dry_run: r.plan.as_ref().map(|_| true),
+            sql: r.plan.clone(),
+        }
+    }
+}
+
+/// The original's search-path answer: exactly these keys, no password (a dry run adds
+/// `dry_run` and `sql`).
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)] // documents the exact key set
 pub struct SearchPathBody {
@@ -85,13 +118,15 @@ pub struct SearchPathBody {
     port: String,
     /// Target environment.
     env: String,
+    #[serde(flatten)]
+    plan: Planned,
 }
 
 /// The v1 body of one result, its status, and whether it carries a password; a dry run
 /// adds `dry_run` and the statements that would run.
 fn user_body(r: &UserResult) -> Rendered {
     let target = TargetKeys::from(&r.entry);
-    let (mut body, carries_password) = match &r.schema {
+    let (body, carries_password) = match &r.schema {
         Some(schema) => {
             let body = SearchPathBody {
                 username: r.username.clone(),
@@ -101,23 +136,23 @@ fn user_body(r: &UserResult) -> Rendered {
                 database: target.database,
                 port: target.port,
                 env: target.env,
+                plan: Planned::of(r),
             };
             (json!(body), false)
         }
         None => {
             let body = UserBody {
-                username: &r.username,
-                password: r.password.as_ref().map(|p| p.expose()),
-                status: &r.status,
+                username: r.username.clone(),
+                password: r.password.as_ref().map(|p| p.expose().to_owned()),
+                status: r.status.clone(),
                 target,
                 sessions_terminated: r.sessions_terminated,
+                plan: Planned::of(r),
             };
             (json!(body), body.password.is_some())
         }
     };
-    if let Some(plan) = &r.plan {
-        body["dry_run"] = json!(true);
-        body["sql"] = json!(plan);
+    if r.plan.is_some() {
         return (StatusCode::OK, body, false);
     }
     let code = if r.status == status::NOT_FOUND {
@@ -135,6 +170,17 @@ fn respond(code: StatusCode, body: serde_json::Value, carries_password: bool) ->
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     res
+}
+
+/// A call with several targets: one result per (env, database), whatever the status.
+#[derive(Serialize, ToSchema)]
+pub struct MultiBody {
+    /// Each target's body (or `error`) with `env`, `database` and `http_status`.
+    results: Vec<serde_json::Value>,
+    /// Targets that succeeded.
+    succeeded: usize,
+    /// Targets that failed.
+    failed: usize,
 }
 
 /// A rendered result: status, body, whether the body carries a password.
@@ -177,12 +223,12 @@ fn multi_response(outcomes: Vec<Outcome<Rendered>>) -> Response {
     } else {
         StatusCode::BAD_GATEWAY
     };
-    let body = json!({
-        "results": results,
-        "succeeded": succeeded,
-        "failed": codes.len() - succeeded,
-    });
-    respond(overall, body, any_password)
+    let body = MultiBody {
+        results,
+        succeeded,
+        failed: codes.len() - succeeded,
+    };
+    respond(overall, json!(body), any_password)
 }
 
 fn rendered(outcomes: Vec<Outcome<UserResult>>) -> Vec<Outcome<Rendered>> {
@@ -311,13 +357,18 @@ pub async fn create(
     State(app): State<Arc<App>>,
     Path(profile): Path<String>,
     caller: Caller,
-    Params(call): Params<On<CreateUser>>,
+    // An unknown profile is a 404 whatever the parameters: they are read only after it.
+    call: std::result::Result<Params<On<CreateUser>>, Response>,
 ) -> Result<Response> {
     let Some(profile) = app.profiles.get(&profile) else {
         return Ok(json_error(
             StatusCode::NOT_FOUND,
             format!("no such endpoint or profile: {profile}"),
         ));
+    };
+    let call = match call {
+        Ok(Params(call)) => call,
+        Err(refused) => return Ok(refused),
     };
     let label = profile.label();
     let operation = UserOp::Create(profile.name.clone());
@@ -338,15 +389,29 @@ pub async fn create(
     Ok(res)
 }
 
+/// The profiles.
+#[derive(Serialize, ToSchema)]
+pub struct ProfilesBody<'a> {
+    /// Profiles listed.
+    count: usize,
+    /// Each profile's parameters, attributes, grants, settings and version.
+    #[schema(value_type = Vec<Object>)]
+    profiles: Vec<&'a crate::plan::Profile>,
+}
+
 /// Lists the profiles: parameters, attributes, grants, settings and version.
 #[utoipa::path(
     get, path = "/api/v1/profiles", tag = "users",
-    responses((status = 200, description = "the answer", body = openapi::ProfilesBody)),
+    responses((status = 200, description = "the answer", body = ProfilesBody)),
 )]
 pub async fn profiles(State(app): State<Arc<App>>, caller: Caller) -> Result<Response> {
     authorize(&app, &caller, Operation::Read, "profiles", None, "").await?;
-    let list: Vec<_> = app.profiles.iter().map(|p| p.as_ref()).collect();
-    Ok(Json(json!({ "count": list.len(), "profiles": list })).into_response())
+    let profiles: Vec<_> = app.profiles.iter().map(|p| p.as_ref()).collect();
+    Ok(Answer(ProfilesBody {
+        count: profiles.len(),
+        profiles,
+    })
+    .into_response())
 }
 
 /// Gives a user a new generated password.
@@ -539,6 +604,22 @@ pub async fn revoke(
     .await
 }
 
+/// What a user can do in the target database: attributes, profile, memberships, database
+/// privileges, per schema usage and table counts, default privileges, settings.
+#[derive(Serialize, ToSchema)]
+pub struct PrivilegesBody<'a> {
+    /// Whether the role exists.
+    found: bool,
+    /// The role.
+    username: String,
+    #[serde(flatten)]
+    target: TargetKeys,
+    /// The report's sections, when the role exists.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    report: Option<&'a PrivilegeReport>,
+}
+
 /// What a user can do in the target database.
 #[utoipa::path(
     method(get, post), path = "/api/v1/users/privileges", tag = "users",
@@ -553,21 +634,18 @@ pub async fn privileges(
     let op =
         |a: Arc<App>, c: Caller, i: On<Lookup>| async move { grants::report(&a, &c, &i).await };
     read(a, c, call, op, |r| {
-        let mut body = json!(TargetKeys::from(&r.entry));
-        body["found"] = r.report.is_some().into();
-        body["username"] = r.username.clone().into();
-        let code = match &r.report {
-            Some(report) => {
-                if let serde_json::Value::Object(fields) = json!(report) {
-                    for (key, value) in fields {
-                        body[key] = value;
-                    }
-                }
-                StatusCode::OK
-            }
-            None => StatusCode::NOT_FOUND,
+        let body = PrivilegesBody {
+            found: r.report.is_some(),
+            username: r.username.clone(),
+            target: (&r.entry).into(),
+            report: r.report.as_ref(),
         };
-        (code, body, false)
+        let code = if body.found {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        (code, json!(body), false)
     })
     .await
 }

@@ -6,8 +6,8 @@ use super::audit::AuditScope;
 use super::ops::UserOp;
 use super::params::{self, On, RoleChange, parse_time};
 use super::users::{
-    Change, Existing, UserResult, alter_existing, existing_role, lock_existing, status, status_of,
-    terminate_sessions,
+    Change, Existing, RoleState, UserResult, alter_existing, existing_role, lock_existing,
+    role_state, status, status_of, terminate_sessions,
 };
 use super::{App, Caller};
 use crate::error::{Error, Result};
@@ -201,6 +201,15 @@ async fn drop_in(
     let tx = conn.transaction().await.map_err(|e| classify(&e))?;
     if !lock_existing(&tx, &role).await? {
         return Ok(UserResult::new(&role, entry, status::NOT_FOUND));
+    }
+    // REASSIGN OWNED to a role that does not exist would fail inside the target (42704);
+    // it is the caller's mistake, told as such.
+    if let Some(s) = &successor
+        && matches!(role_state(&tx, s).await?, RoleState::Missing)
+    {
+        return Err(Error::Invalid(format!(
+            "the successor role '{s}' does not exist on this server; nothing was changed"
+        )));
     }
     let dependents = dependents(&tx, &role, &entry, successor.as_ref()).await?;
     let mut plan = vec![Statement::new(

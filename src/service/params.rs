@@ -346,21 +346,17 @@ pub struct Grant {
     #[param(inline, value_type = GrantOn)]
     pub on: String,
     /// Schemas, comma-separated, or `*`.
-    #[param(min_length = 1)]
     pub schema: Option<String>,
     /// Object names in that one schema; empty: all.
     pub objects: Option<String>,
     /// Comma-separated privileges from the closed set of that kind.
-    #[param(min_length = 1)]
     pub privileges: Option<String>,
     /// Also objects created later (default privileges).
     #[serde(default, deserialize_with = "text::future")]
     pub future: bool,
     /// With `future`: only objects this role creates.
-    #[param(min_length = 1)]
     pub owner: Option<String>,
-    /// With `on=role`: the group role.
-    #[param(min_length = 1)]
+    /// With `on=role`: the group role (required there, ignored otherwise).
     pub role: Option<String>,
     /// With `on=role`: WITH ADMIN.
     #[serde(default, deserialize_with = "text::admin")]
@@ -394,7 +390,7 @@ pub struct RegistryFields {
     #[serde(default, deserialize_with = "text::active")]
     pub active: Option<bool>,
     /// disable, prefer, require or verify-full.
-    #[param(pattern = r"^(?i)\s*(disable|prefer|require|verify-full)\s*$")]
+    #[param(pattern = r"^(disable|prefer|require|verify-full)$")]
     pub sslmode: Option<String>,
 }
 
@@ -428,7 +424,6 @@ pub struct KeyScopes {
     )]
     pub operations: Option<String>,
     /// Profiles `create` may use, comma-separated, or `*`; default `*`.
-    #[param(min_length = 1)]
     pub profiles: Option<String>,
     /// Expiry: RFC 3339 or `YYYY-MM-DD`.
     #[param(min_length = 1)]
@@ -447,7 +442,7 @@ pub struct NewKey {
     #[param(pattern = r"^[A-Za-z0-9_.-]{1,63}$")]
     pub name: String,
     /// Who answers for it.
-    #[param(min_length = 1)]
+    #[param(pattern = r"\S")]
     pub owner: String,
     /// What it may do.
     #[serde(flatten)]
@@ -464,15 +459,13 @@ pub struct KeyName {
     pub name: String,
 }
 
-/// One registry entry, or with the doctor, a filter of entries.
+/// Which registry entries a check covers: all, or those of env and/or database.
 #[derive(Clone, Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CheckFilter {
     /// Only entries of this environment.
-    #[param(min_length = 1)]
     pub env: Option<String>,
     /// Only entries of this database name.
-    #[param(min_length = 1)]
     pub database: Option<String>,
 }
 
@@ -487,6 +480,17 @@ pub enum Format {
     Csv,
 }
 
+/// An RFC 3339 time, or a `YYYY-MM-DD` date (midnight UTC).
+#[derive(serde::Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // documents the two forms `parse_time` reads; never built
+pub enum Time {
+    /// An RFC 3339 time.
+    At(DateTime<Utc>),
+    /// A date: midnight UTC.
+    Day(NaiveDate),
+}
+
 /// Audit filters and paging.
 #[derive(Clone, Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -495,10 +499,10 @@ pub struct AuditQuery {
     #[param(inline, value_type = Option<Format>)]
     pub format: Option<String>,
     /// From this time (RFC 3339 or `YYYY-MM-DD`).
-    #[param(min_length = 1)]
+    #[param(value_type = Option<Time>, inline)]
     pub since: Option<String>,
     /// Until this time (RFC 3339 or `YYYY-MM-DD`).
-    #[param(min_length = 1)]
+    #[param(value_type = Option<Time>, inline)]
     pub until: Option<String>,
     /// Environment.
     pub env: Option<String>,
