@@ -6,11 +6,13 @@
 //! fields as a body, every `/api` call can fail with the common errors, and each profile of
 //! this configuration is a path of its own with its own parameters.
 //!
-//! The types below describe parameters and bodies; handlers read parameters through
-//! [`super::params::Params`] and shape most bodies with `json!` (find, all and search-path
-//! answer with the very types documented, in `super::users`), and the committed
-//! `openapi.json` plus the schemathesis run in CI check that the two agree.
-#![allow(dead_code)] // described, never built
+//! Parameters are the service's typed parameters ([`crate::service::params`]), which the
+//! handlers deserialise, and bodies the typed answers the handlers return (`super::users`,
+//! `super::registry`, …). What stays here is what no single type says: the shared error
+//! responses, and the unions below, one per endpoint that answers in one of several of those
+//! shapes (one target, several targets, an error); the committed `openapi.json` and the
+//! schemathesis run (coverage and fuzzing phases) check that document and server agree.
+#![allow(dead_code)] // the unions only describe which of the real bodies an answer is
 
 use serde::Serialize;
 use utoipa::openapi::path::{Operation, Parameter, ParameterIn, PathItem};
@@ -18,7 +20,7 @@ use utoipa::openapi::request_body::RequestBody;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
     Content, ContentBuilder, OpenApi, Ref, RefOr, Required, Response, ResponseBuilder,
-    schema::{ObjectBuilder, Schema, Type},
+    schema::{ObjectBuilder, Schema, SchemaType, Type},
 };
 use utoipa::{Modify, ToSchema};
 
@@ -300,8 +302,20 @@ fn body_from(query: &[RefOr<Parameter>]) -> Option<RequestBody> {
         .additional_properties(Some(scalar));
     for p in &query {
         if let Some(mut schema) = p.schema.clone() {
-            if let RefOr::T(Schema::Object(o)) = &mut schema {
-                o.description.clone_from(&p.description);
+            // A JSON `null` is taken as an absent field, so an optional field may be null.
+            let optional = p.required != Required::True;
+            match &mut schema {
+                RefOr::T(Schema::Object(o)) => {
+                    o.description.clone_from(&p.description);
+                    if optional && let SchemaType::Type(t) = o.schema_type.clone() {
+                        o.schema_type = SchemaType::from_iter([t, Type::Null]);
+                    }
+                }
+                RefOr::T(Schema::OneOf(one)) if optional => {
+                    let null = ObjectBuilder::new().schema_type(Type::Null).build();
+                    one.items.push(null.into());
+                }
+                _ => {}
             }
             object = object.property(&p.name, schema);
         }

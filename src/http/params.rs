@@ -96,7 +96,7 @@ fn json_pairs(body: &[u8]) -> Result<Vec<(String, String)>, String> {
     for (k, v) in map {
         let text = match v {
             serde_json::Value::String(s) => s,
-            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Number(n) => whole(&n).unwrap_or_else(|| n.to_string()),
             serde_json::Value::Bool(b) => b.to_string(),
             serde_json::Value::Null => continue,
             _ => {
@@ -108,4 +108,32 @@ fn json_pairs(body: &[u8]) -> Result<Vec<(String, String)>, String> {
         pairs.push((k, text));
     }
     Ok(pairs)
+}
+
+/// A number JSON writes with a fraction but that is whole (`0.0`, `8080.0`), as the whole
+/// number: JSON Schema counts it an integer, and so do the parameters.
+fn whole(n: &serde_json::Number) -> Option<String> {
+    let f = n.as_f64().filter(|_| !n.is_i64() && !n.is_u64())?;
+    (f.fract() == 0.0 && f.abs() < 9.0e15).then(|| format!("{}", f as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_scalars_become_text_and_whole_floats_whole_numbers() {
+        let pairs =
+            json_pairs(br#"{"port": 8080.0, "limit": 0.5, "dry_run": true, "x": null}"#).unwrap();
+        assert_eq!(
+            pairs,
+            [
+                ("dry_run".to_owned(), "true".to_owned()),
+                ("limit".to_owned(), "0.5".to_owned()),
+                ("port".to_owned(), "8080".to_owned()),
+            ]
+        );
+        let err = json_pairs(br#"{"extra": {"a": 1}}"#).unwrap_err();
+        assert_eq!(err, "parameter 'extra' must be a string, number or boolean");
+    }
 }
