@@ -288,30 +288,54 @@ fn body_from(query: &[RefOr<Parameter>]) -> Option<RequestBody> {
     if query.is_empty() {
         return None;
     }
+    let required = query.iter().any(|p| p.required == Required::True);
+    Some(
+        utoipa::openapi::request_body::RequestBodyBuilder::new()
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(body_schema(&query, true)))
+                    .build(),
+            )
+            .content(
+                "application/x-www-form-urlencoded",
+                ContentBuilder::new()
+                    .schema(Some(body_schema(&query, false)))
+                    .build(),
+            )
+            .required(Some(if required {
+                Required::True
+            } else {
+                Required::False
+            }))
+            .build(),
+    )
+}
+
+/// The body's object: the parameters as fields; in JSON (`json`) an optional field may be
+/// `null`, which the server takes as absent (in a form, `null` is just text).
+fn body_schema(query: &[&Parameter], json: bool) -> RefOr<Schema> {
     // Other fields are accepted (and ignored) as long as they are scalars, as v1 callers
     // send them.
-    let scalar =
-        ObjectBuilder::new().schema_type(utoipa::openapi::schema::SchemaType::from_iter([
-            Type::String,
-            Type::Number,
-            Type::Boolean,
-            Type::Null,
-        ]));
+    let mut scalars = vec![Type::String, Type::Number, Type::Boolean];
+    if json {
+        scalars.push(Type::Null);
+    }
+    let scalar = ObjectBuilder::new().schema_type(SchemaType::from_iter(scalars));
     let mut object = ObjectBuilder::new()
         .schema_type(Type::Object)
         .additional_properties(Some(scalar));
-    for p in &query {
+    for p in query {
         if let Some(mut schema) = p.schema.clone() {
-            // A JSON `null` is taken as an absent field, so an optional field may be null.
-            let optional = p.required != Required::True;
+            let nullable = json && p.required != Required::True;
             match &mut schema {
                 RefOr::T(Schema::Object(o)) => {
                     o.description.clone_from(&p.description);
-                    if optional && let SchemaType::Type(t) = o.schema_type.clone() {
+                    if nullable && let SchemaType::Type(t) = o.schema_type.clone() {
                         o.schema_type = SchemaType::from_iter([t, Type::Null]);
                     }
                 }
-                RefOr::T(Schema::OneOf(one)) if optional => {
+                RefOr::T(Schema::OneOf(one)) if nullable => {
                     let null = ObjectBuilder::new().schema_type(Type::Null).build();
                     one.items.push(null.into());
                 }
@@ -323,25 +347,7 @@ fn body_from(query: &[RefOr<Parameter>]) -> Option<RequestBody> {
             object = object.required(&p.name);
         }
     }
-    let schema: RefOr<Schema> = object.build().into();
-    let required = query.iter().any(|p| p.required == Required::True);
-    Some(
-        utoipa::openapi::request_body::RequestBodyBuilder::new()
-            .content(
-                "application/json",
-                ContentBuilder::new().schema(Some(schema.clone())).build(),
-            )
-            .content(
-                "application/x-www-form-urlencoded",
-                ContentBuilder::new().schema(Some(schema)).build(),
-            )
-            .required(Some(if required {
-                Required::True
-            } else {
-                Required::False
-            }))
-            .build(),
-    )
+    object.build().into()
 }
 
 fn response(description: &str, schema: &str) -> RefOr<Response> {

@@ -90,12 +90,24 @@ pub mod text {
     }
     optional_flags!(inherit: "inherit", set: "set", active: "active");
 
+    /// A number as text, trimmed; a whole one written with a fraction (`23.0`, as JSON
+    /// Schema still counts an integer) as the whole number.
+    fn whole(raw: &str) -> std::borrow::Cow<'_, str> {
+        let raw = raw.trim();
+        match raw.parse::<f64>() {
+            Ok(f) if raw.contains('.') && f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                std::borrow::Cow::Owned(format!("{}", f as i64))
+            }
+            _ => std::borrow::Cow::Borrowed(raw),
+        }
+    }
+
     macro_rules! numbers {
         ($($fn:ident: $name:literal, $t:ty, $lo:expr, $hi:expr);* $(;)?) => {$(
             #[doc = concat!("`", $name, "`, a whole number in ", stringify!($lo), "..=", stringify!($hi), ".")]
             pub fn $fn<'de, D: Deserializer<'de>>(d: D) -> Result<Option<$t>, D::Error> {
                 let raw = String::deserialize(d)?;
-                raw.trim()
+                whole(&raw)
                     .parse::<$t>()
                     .ok()
                     .filter(|n| ($lo..=$hi).contains(n))
@@ -120,7 +132,7 @@ pub mod text {
     /// `connection_limit`: -1 (no limit) to 10000.
     pub fn connection_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
         let raw = String::deserialize(d)?;
-        raw.trim()
+        whole(&raw)
             .parse::<i32>()
             .ok()
             .filter(|l| (-1..=10_000).contains(l))
@@ -591,7 +603,8 @@ mod tests {
 
         let days = |v: &str| from_pairs::<KeyScopes>(pairs(&[("environments", "*"), ("days", v)]));
         assert_eq!(days(" 30 ").unwrap().days, Some(30));
-        for bad in ["0", "3651", "-1", "1.5", "ten", ""] {
+        assert_eq!(days("30.0").unwrap().days, Some(30));
+        for bad in ["0", "3651", "-1", "1.5", "ten", "", "NaN"] {
             assert_eq!(
                 days(bad).unwrap_err().to_string(),
                 format!("days '{bad}' must be a number 1-3650")
