@@ -312,6 +312,17 @@ fn body_from(query: &[RefOr<Parameter>]) -> Option<RequestBody> {
     )
 }
 
+/// The JSON types besides strings a text field accepts: numbers and booleans are read as
+/// their text, so with a pattern, booleans only when `true` and `false` match it (numbers
+/// are left out: which of them match cannot be listed).
+fn scalars_read_as_text(pattern: Option<&str>) -> Vec<Type> {
+    match pattern.map(regex::Regex::new) {
+        None => vec![Type::Number, Type::Boolean],
+        Some(Ok(re)) if re.is_match("true") && re.is_match("false") => vec![Type::Boolean],
+        Some(_) => Vec::new(),
+    }
+}
+
 /// The body's object: the parameters as fields; in JSON (`json`) an optional field may be
 /// `null`, which the server takes as absent (in a form, `null` is just text).
 fn body_schema(query: &[&Parameter], json: bool) -> RefOr<Schema> {
@@ -331,8 +342,18 @@ fn body_schema(query: &[&Parameter], json: bool) -> RefOr<Schema> {
             match &mut schema {
                 RefOr::T(Schema::Object(o)) => {
                     o.description.clone_from(&p.description);
-                    if nullable && let SchemaType::Type(t) = o.schema_type.clone() {
-                        o.schema_type = SchemaType::from_iter([t, Type::Null]);
+                    if let SchemaType::Type(t) = o.schema_type.clone() {
+                        // JSON numbers and booleans are read as their text.
+                        let mut types = vec![t.clone()];
+                        if json && t == Type::String {
+                            types.extend(scalars_read_as_text(o.pattern.as_deref()));
+                        }
+                        if nullable {
+                            types.push(Type::Null);
+                        }
+                        if types.len() > 1 {
+                            o.schema_type = SchemaType::from_iter(types);
+                        }
                     }
                 }
                 RefOr::T(Schema::OneOf(one)) if nullable => {
