@@ -348,6 +348,10 @@ fn body_schema(query: &[&Parameter], json: bool) -> RefOr<Schema> {
                         if json && t == Type::String {
                             types.extend(scalars_read_as_text(o.pattern.as_deref()));
                         }
+                        // Flags also take 1 and 0 (and yes/no, on/off, which no type says).
+                        if t == Type::Boolean {
+                            types.push(Type::Integer);
+                        }
                         if nullable {
                             types.push(Type::Null);
                         }
