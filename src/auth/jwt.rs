@@ -303,23 +303,27 @@ pub struct BindingReport {
 }
 
 /// What `auth check-token` says of a token.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Explanation {
     /// Whether the token would be accepted (its audience aside, see `audience`).
     pub accepted: bool,
     /// The refusal, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub refused: Option<Refusal>,
     /// The header's `alg` and `kid`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub header: Option<Value>,
     /// The claims (shown only after the signature verified).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub claims: Option<Map<String, Value>>,
     /// Whether `aud` names one of the issuer's audiences (not required to explain a token).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
     /// Every binding of the issuer, matched or why not.
+    #[schema(value_type = Vec<Object>)]
     pub bindings: Vec<BindingReport>,
     /// The binding that matched.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -329,6 +333,7 @@ pub struct Explanation {
     pub principal: Option<String>,
     /// Its scopes.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub scopes: Option<Scopes>,
     /// Whether the binding makes the token single-use.
     pub single_use: bool,

@@ -8,7 +8,7 @@ use secrecy::ExposeSecret;
 
 use crate::config::Config;
 use crate::service::audit;
-use crate::service::input::Input;
+use crate::service::params::{AuditQuery, parse_time_param};
 use crate::store::chain;
 
 /// Audit log commands.
@@ -98,9 +98,7 @@ pub async fn run(cmd: AuditCommand, config: &Config) -> anyhow::Result<()> {
         }
         AuditCommand::Prune { before } => {
             let before = match (before, config.audit.retention_days) {
-                (Some(b), _) => audit::export_filter(&Input::from_pairs([("until".into(), b)]))?
-                    .until
-                    .expect("until was given"),
+                (Some(b), _) => parse_time_param("until", &b)?,
                 (None, Some(days)) => chrono::Utc::now() - chrono::Duration::days(i64::from(days)),
                 (None, None) => bail!("give --before, or set [audit] retention_days"),
             };
@@ -133,21 +131,17 @@ pub async fn run(cmd: AuditCommand, config: &Config) -> anyhow::Result<()> {
             principal,
             output,
         } => {
-            let mut input = Input::default();
-            for (k, v) in [
-                ("since", since),
-                ("until", until),
-                ("env", env),
-                ("database", database),
-                ("username", username),
-                ("operation", operation),
-                ("principal", principal),
-            ] {
-                if let Some(v) = v {
-                    input.set(k, v);
-                }
-            }
-            let mut filter = audit::export_filter(&input)?;
+            let query = AuditQuery {
+                since,
+                until,
+                env,
+                database,
+                username,
+                operation,
+                principal,
+                ..Default::default()
+            };
+            let mut filter = audit::export_filter(&query)?;
             filter.limit = 1000;
             let mut out: Box<dyn Write> = match &output {
                 Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),

@@ -6,8 +6,8 @@ use anyhow::bail;
 use clap::Subcommand;
 
 use crate::config::Config;
-use crate::service::input::Input;
 use crate::service::keys;
+use crate::service::params::KeyScopes;
 
 /// API key commands.
 #[derive(Subcommand, Debug)]
@@ -32,9 +32,9 @@ pub enum KeysCommand {
         /// Expiry: RFC 3339 time or YYYY-MM-DD.
         #[arg(long)]
         expires: Option<String>,
-        /// Expiry in days from now.
-        #[arg(long)]
-        days: Option<String>,
+        /// Expiry in days from now (1 to 3650).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: Option<u32>,
     },
     /// List keys (never their secrets).
     List,
@@ -59,18 +59,15 @@ pub async fn run(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
             expires,
             days,
         } => {
-            let mut input = Input::default();
-            input.set("environments", environments);
-            input.set("operations", operations);
-            input.set("profiles", profiles);
-            if let Some(e) = expires {
-                input.set("expires", e);
-            }
-            if let Some(d) = days {
-                input.set("days", d);
-            }
-            let scopes = keys::scopes_from_input(&input)?;
-            let expiry = keys::expiry(&input)?;
+            let asked = KeyScopes {
+                environments,
+                operations: Some(operations),
+                profiles: Some(profiles),
+                expires,
+                days,
+            };
+            let scopes = keys::scopes(&asked)?;
+            let expiry = keys::expiry(&asked)?;
             let (key, secret) =
                 keys::create(store.as_ref(), &name, &owner, &scopes, expiry).await?;
             eprintln!(

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use crate::auth::Scopes;
 use crate::config::Config;
 use crate::error::Error;
-use crate::service::input::Input;
+use crate::service::params::Entry;
 use crate::service::registry::{self as ops, SeedOutcome};
 use crate::service::{App, Caller};
 use crate::store::{NewEntry, SslMode, Store};
@@ -97,11 +97,10 @@ pub async fn seed(config: &Config) -> anyhow::Result<()> {
 pub async fn run(cmd: RegistryCommand, config: &Config) -> anyhow::Result<()> {
     let app = cli_app(config, crate::store::open(&config.store).await?).await?;
     let caller = cli_caller();
-    let key = |env: &str, database: &str| {
-        Input::from_pairs([
-            ("env".to_owned(), env.to_owned()),
-            ("database".to_owned(), database.to_owned()),
-        ])
+    let key = |env: &str, database: &str| Entry {
+        env: env.to_owned(),
+        database: database.to_owned(),
+        ..Default::default()
     };
     match cmd {
         RegistryCommand::List => {
@@ -141,7 +140,7 @@ pub async fn run(cmd: RegistryCommand, config: &Config) -> anyhow::Result<()> {
                 notes,
                 sslmode,
             };
-            let e = match ops::change(&app, &caller, "add", &ops::input_of(&entry)).await {
+            let e = match ops::change(&app, &caller, "add", &ops::entry_of(&entry)).await {
                 Ok(c) => c.entry,
                 Err(Error::Conflict(_)) => bail!(
                     "env='{}' database='{}' is already registered",
@@ -163,7 +162,7 @@ pub async fn run(cmd: RegistryCommand, config: &Config) -> anyhow::Result<()> {
             // As over HTTP: deactivating is `deactivate`, activating an `update`.
             let mut input = key(&env, &database);
             let action = if active {
-                input.set("active", "1");
+                input.fields.active = Some(true);
                 "update"
             } else {
                 "deactivate"

@@ -2,18 +2,28 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::openapi;
+use super::answer::Answer;
 use super::params::Params;
 use crate::auth::Operation;
 use crate::error::{Error, Result};
-use crate::service::input::Input;
+use crate::service::params::AuditQuery;
 use crate::service::{App, Caller, audit};
+use crate::store::AuditRecord;
+
+/// A page of audit records (or CSV with `format=csv`).
+#[derive(Serialize, ToSchema)]
+pub struct AuditBody {
+    /// The records, oldest first.
+    records: Vec<AuditRecord>,
+    /// The cursor of the next page, when there may be one.
+    next_after_id: Option<i64>,
+}
 
 /// Header naming the cursor of the next page (`after_id=`), when there may be one.
 pub const NEXT_AFTER_ID: &str = "x-next-after-id";
@@ -22,28 +32,27 @@ pub const NEXT_AFTER_ID: &str = "x-next-after-id";
 /// `username`, `operation`, `principal`, paging with `after_id` and `limit`.
 #[utoipa::path(
     method(get, post), path = "/api/v1/audit", tag = "audit",
-    params(openapi::AuditFilter),
-    responses((status = 200, description = "a page of records", content((openapi::AuditBody = "application/json"), (String = "text/csv")))),
+    params(AuditQuery),
+    responses((status = 200, description = "a page of records", content((AuditBody = "application/json"), (String = "text/csv")))),
 )]
-pub async fn export(State(app): State<Arc<App>>, caller: Caller, p: Params) -> Result<Response> {
-    let format = p.0.get("format").unwrap_or("json").to_ascii_lowercase();
+pub async fn export(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Params(query): Params<AuditQuery>,
+) -> Result<Response> {
+    let format = query
+        .format
+        .as_deref()
+        .unwrap_or("json")
+        .to_ascii_lowercase();
     if format != "json" && format != "csv" {
         return Err(Error::Invalid(format!(
             "format '{format}' must be json or csv"
         )));
     }
-    let none = Input::default();
-    super::users::authorize(
-        &app,
-        &caller,
-        Operation::AuditRead,
-        "audit:read",
-        &none,
-        None,
-    )
-    .await?;
-    let limit = audit::export_filter(&p.0)?.limit as usize;
-    let records = audit::export(&app, &caller, &p.0).await?;
+    super::users::authorize(&app, &caller, Operation::AuditRead, "audit:read", None, "").await?;
+    let limit = audit::export_filter(&query)?.limit as usize;
+    let records = audit::export(&app, &caller, &query).await?;
     let next = (records.len() == limit && limit > 0)
         .then(|| records.last().map(|r| r.id))
         .flatten();
@@ -62,7 +71,11 @@ pub async fn export(State(app): State<Arc<App>>, caller: Caller, p: Params) -> R
         );
         res
     } else {
-        Json(json!({ "records": records, "next_after_id": next })).into_response()
+        Answer(AuditBody {
+            records,
+            next_after_id: next,
+        })
+        .into_response()
     };
     if let Some(id) = next {
         res.headers_mut()

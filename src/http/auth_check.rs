@@ -6,42 +6,49 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use serde::Deserialize;
+use utoipa::ToSchema;
 
-use super::openapi;
 use super::params::Params;
 use super::users::authorize;
 use crate::auth::Operation;
 use crate::auth::jwt::Explanation;
 use crate::error::{Error, Result};
-use crate::service::input::Input;
 use crate::service::{App, Caller};
 
-/// Explains `token` (POST body only: a token in a URL ends up in access logs).
+/// The token to explain.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckToken {
+    /// The JWT (send it in the body: a token in a URL ends up in access logs).
+    #[schema(min_length = 1)]
+    token: String,
+}
+
+/// Explains `token`.
 #[utoipa::path(
     post, path = "/api/v1/auth/check", tag = "keys",
-    request_body = openapi::CheckFields,
-    responses((status = 200, description = "the explanation", body = openapi::CheckBody)),
+    request_body = CheckToken,
+    responses((status = 200, description = "the explanation", body = Explanation)),
 )]
 pub async fn check(
     State(app): State<Arc<App>>,
     caller: Caller,
-    p: Params,
+    Params(p): Params<CheckToken>,
 ) -> Result<Json<Explanation>> {
-    let input = Input::default();
     authorize(
         &app,
         &caller,
         Operation::RegistryAdmin,
         "auth:check",
-        &input,
         None,
+        "",
     )
     .await?;
-    let token = p.0.required("token")?.trim();
     if !app.jwt.enabled() {
         return Err(Error::Invalid(
             "no JWT issuer is configured ([[auth.jwt.issuers]])".into(),
         ));
     }
-    Ok(Json(app.jwt.explain(token).await))
+    Ok(Json(app.jwt.explain(p.token.trim()).await))
 }

@@ -1,9 +1,13 @@
-//! The v1 answers of find, all and search-path as types: the handlers in `super::users`
-//! build them, and `super::openapi` documents them, from these same definitions.
+//! The answers of the user endpoints as types: the handlers in `super::users` build them,
+//! and `super::openapi` documents them, from these same definitions (kept apart from the
+//! handlers so the document never imports them back).
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::plan::Statement;
+use crate::service::grants::PrivilegeReport;
+use crate::service::users::UserResult;
 use crate::store::RegistryEntry;
 
 /// Where a call ran: the v1 target keys (`port` as text, as the original).
@@ -30,7 +34,50 @@ impl From<&RegistryEntry> for TargetKeys {
     }
 }
 
-/// The original's search-path answer: exactly these keys, no password.
+/// The v1 body of user-changing endpoints: exactly the original's keys; a dry run adds
+/// `dry_run` and `sql`.
+#[derive(Serialize, ToSchema)]
+pub struct UserBody {
+    /// The role.
+    pub(super) username: String,
+    /// The generated password, on create and reset only; shown in this response only.
+    pub(super) password: Option<String>,
+    /// `user created`, `user already exists`, `password reset`, `user not found`, …
+    pub(super) status: String,
+    #[serde(flatten)]
+    pub(super) target: TargetKeys,
+    /// Lock and drop: sessions ended (the v1 bodies never carry it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub(super) sessions_terminated: Option<u64>,
+    #[serde(flatten)]
+    pub(super) plan: Planned,
+}
+
+/// What a dry run adds to a body: the statements that would run, passwords redacted.
+#[derive(Default, Serialize, ToSchema)]
+pub struct Planned {
+    /// Present (true) on a dry run only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub(super) dry_run: Option<bool>,
+    /// The SQL that would run, in order, each with `sql` and `comment` (dry run only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, value_type = Option<Vec<Object>>)]
+    pub(super) sql: Option<Vec<Statement>>,
+}
+
+impl Planned {
+    pub(super) fn of(r: &UserResult) -> Self {
+        Self {
+            dry_run: r.plan.as_ref().map(|_| true),
+            sql: r.plan.clone(),
+        }
+    }
+}
+
+/// The original's search-path answer: exactly these keys, no password (a dry run adds
+/// `dry_run` and `sql`).
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)] // documents the exact key set
 pub struct SearchPathBody {
@@ -48,6 +95,35 @@ pub struct SearchPathBody {
     pub(super) port: String,
     /// Target environment.
     pub(super) env: String,
+    #[serde(flatten)]
+    pub(super) plan: Planned,
+}
+
+/// A call with several targets: one result per (env, database), whatever the status.
+#[derive(Serialize, ToSchema)]
+pub struct MultiBody {
+    /// Each target's body (or `error`) with `env`, `database` and `http_status`.
+    pub(super) results: Vec<serde_json::Value>,
+    /// Targets that succeeded.
+    pub(super) succeeded: usize,
+    /// Targets that failed.
+    pub(super) failed: usize,
+}
+
+/// What a user can do in the target database: attributes, profile, memberships, database
+/// privileges, per schema usage and table counts, default privileges, settings.
+#[derive(Serialize, ToSchema)]
+pub struct PrivilegesBody<'a> {
+    /// Whether the role exists.
+    pub(super) found: bool,
+    /// The role.
+    pub(super) username: String,
+    #[serde(flatten)]
+    pub(super) target: TargetKeys,
+    /// The report's sections, when the role exists.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub(super) report: Option<&'a PrivilegeReport>,
 }
 
 /// `find`'s answer on one target, as the original's.

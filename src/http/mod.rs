@@ -3,6 +3,7 @@
 //! Handlers are thin: parse, call the service, shape the response. Each resource has its
 //! own file; `/api/v1/users/reset` lives in `users.rs` as `reset`.
 
+pub mod answer;
 pub mod audit;
 pub mod auth;
 pub mod auth_check;

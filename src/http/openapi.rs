@@ -6,11 +6,13 @@
 //! fields as a body, every `/api` call can fail with the common errors, and each profile of
 //! this configuration is a path of its own with its own parameters.
 //!
-//! The types below describe parameters and bodies; handlers read parameters through
-//! [`super::params::Params`] and shape most bodies with `json!` (find, all and search-path
-//! answer with the very types documented, in `super::bodies`), and the committed
-//! `openapi.json` plus the schemathesis run in CI check that the two agree.
-#![allow(dead_code)] // described, never built
+//! Parameters are the service's typed parameters ([`crate::service::params`]), which the
+//! handlers deserialise, and bodies the typed answers the handlers return (`super::users`,
+//! `super::registry`, …). What stays here is what no single type says: the shared error
+//! responses, and the unions below, one per endpoint that answers in one of several of those
+//! shapes (one target, several targets, an error); the committed `openapi.json` and the
+//! schemathesis run (coverage and fuzzing phases) check that document and server agree.
+#![allow(dead_code)] // the unions only describe which of the real bodies an answer is
 
 use serde::Serialize;
 use utoipa::openapi::path::{Operation, Parameter, ParameterIn, PathItem};
@@ -18,10 +20,11 @@ use utoipa::openapi::request_body::RequestBody;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
     Content, ContentBuilder, OpenApi, Ref, RefOr, Required, Response, ResponseBuilder,
-    schema::{ObjectBuilder, Schema, Type},
+    schema::{ObjectBuilder, Schema, SchemaType, Type},
 };
-use utoipa::{IntoParams, Modify, ToSchema};
+use utoipa::{Modify, ToSchema};
 
+use super::bodies::{FindBody, MultiBody, PrivilegesBody, SearchPathBody, UserBody, UsersBody};
 use crate::plan::NamePolicy;
 use crate::plan::profile::{ParamKind, Profiles};
 
@@ -133,7 +136,10 @@ pub fn document(mut api: OpenApi, profiles: &Profiles, names: &NamePolicy) -> Op
                 let params = op.parameters.get_or_insert_with(Vec::new);
                 params.retain(|p| param(p).is_none_or(|p| p.name != "profile"));
                 for (name, kind) in &profile.params {
-                    params.push(RefOr::T(query_param(name, *kind, names)));
+                    // The part that starts the name must start it as the policy requires:
+                    // `servername=0&port=1` would make `0_1`, which the server refuses.
+                    let leading = profile.template.starts_with(&format!("{{{name}}}"));
+                    params.push(RefOr::T(query_param(name, *kind, leading, names)));
                 }
                 op.operation_id = Some(format!("create_{}", profile.name.replace('-', "_")));
             }
@@ -167,8 +173,9 @@ pub fn document(mut api: OpenApi, profiles: &Profiles, names: &NamePolicy) -> Op
         for op in operations(item) {
             let params = op.parameters.iter_mut().flatten();
             for p in params.filter_map(|p| param_mut(p)) {
-                // The role a user endpoint acts on; elsewhere (the audit filter) any text.
-                if on_target && p.name == "username" {
+                // The role a user endpoint acts on, and drop's successor; elsewhere (the
+                // audit filter) any text.
+                if on_target && (p.name == "username" || p.name == "successor") {
                     p.schema = Some(name_schema(names).into());
                 }
             }
@@ -245,12 +252,31 @@ fn param_mut(p: &mut RefOr<Parameter>) -> Option<&mut Parameter> {
     }
 }
 
+/// The name policy's pattern for text as callers send it: the server folds names to lower
+/// case first, so upper-case letters are allowed wherever lower-case ones are.
+fn unfolded(pattern: &str) -> String {
+    if pattern.contains("A-Z") {
+        pattern.to_owned()
+    } else {
+        pattern.replace("a-z", "A-Za-z")
+    }
+}
+
+/// The first character class of the name policy's pattern (`[a-z_]` by default), as
+/// callers may send it, when the pattern starts with one.
+fn leading_class(names: &NamePolicy) -> Option<String> {
+    let pattern = unfolded(names.pattern());
+    let rest = pattern.strip_prefix("^[")?;
+    let end = rest.find(']')?;
+    Some(format!("[{}]", &rest[..end]))
+}
+
 /// A role name: what the name policy accepts once folded to lower case.
 fn name_schema(names: &NamePolicy) -> Schema {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .max_length(Some(63))
-        .pattern(Some(names.pattern()))
+        .pattern(Some(unfolded(names.pattern())))
         .description(Some(
             "a role name; folded to lower case, it must match the pattern (at most 63 bytes)",
         ))
@@ -263,29 +289,20 @@ fn body_from(query: &[RefOr<Parameter>]) -> Option<RequestBody> {
     if query.is_empty() {
         return None;
     }
-    let mut object = ObjectBuilder::new().schema_type(Type::Object);
-    for p in &query {
-        if let Some(mut schema) = p.schema.clone() {
-            if let RefOr::T(Schema::Object(o)) = &mut schema {
-                o.description.clone_from(&p.description);
-            }
-            object = object.property(&p.name, schema);
-        }
-        if p.required == Required::True {
-            object = object.required(&p.name);
-        }
-    }
-    let schema: RefOr<Schema> = object.build().into();
     let required = query.iter().any(|p| p.required == Required::True);
     Some(
         utoipa::openapi::request_body::RequestBodyBuilder::new()
             .content(
                 "application/json",
-                ContentBuilder::new().schema(Some(schema.clone())).build(),
+                ContentBuilder::new()
+                    .schema(Some(body_schema(&query, true)))
+                    .build(),
             )
             .content(
                 "application/x-www-form-urlencoded",
-                ContentBuilder::new().schema(Some(schema)).build(),
+                ContentBuilder::new()
+                    .schema(Some(body_schema(&query, false)))
+                    .build(),
             )
             .required(Some(if required {
                 Required::True
@@ -294,6 +311,69 @@ fn body_from(query: &[RefOr<Parameter>]) -> Option<RequestBody> {
             }))
             .build(),
     )
+}
+
+/// The JSON types besides strings a text field accepts: numbers and booleans are read as
+/// their text, so with a pattern, booleans only when `true` and `false` match it (numbers
+/// are left out: which of them match cannot be listed).
+fn scalars_read_as_text(pattern: Option<&str>) -> Vec<Type> {
+    match pattern.map(regex::Regex::new) {
+        None => vec![Type::Number, Type::Boolean],
+        Some(Ok(re)) if re.is_match("true") && re.is_match("false") => vec![Type::Boolean],
+        Some(_) => Vec::new(),
+    }
+}
+
+/// The body's object: the parameters as fields; in JSON (`json`) an optional field may be
+/// `null`, which the server takes as absent (in a form, `null` is just text).
+fn body_schema(query: &[&Parameter], json: bool) -> RefOr<Schema> {
+    // Other fields are accepted (and ignored) as long as they are scalars, as v1 callers
+    // send them.
+    let mut scalars = vec![Type::String, Type::Number, Type::Boolean];
+    if json {
+        scalars.push(Type::Null);
+    }
+    let scalar = ObjectBuilder::new().schema_type(SchemaType::from_iter(scalars));
+    let mut object = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(scalar));
+    for p in query {
+        if let Some(mut schema) = p.schema.clone() {
+            let nullable = json && p.required != Required::True;
+            match &mut schema {
+                RefOr::T(Schema::Object(o)) => {
+                    o.description.clone_from(&p.description);
+                    if let SchemaType::Type(t) = o.schema_type.clone() {
+                        // JSON numbers and booleans are read as their text.
+                        let mut types = vec![t.clone()];
+                        if json && t == Type::String {
+                            types.extend(scalars_read_as_text(o.pattern.as_deref()));
+                        }
+                        // Flags also take 1 and 0 (and yes/no, on/off, which no type says).
+                        if t == Type::Boolean {
+                            types.push(Type::Integer);
+                        }
+                        if nullable {
+                            types.push(Type::Null);
+                        }
+                        if types.len() > 1 {
+                            o.schema_type = SchemaType::from_iter(types);
+                        }
+                    }
+                }
+                RefOr::T(Schema::OneOf(one)) if nullable => {
+                    let null = ObjectBuilder::new().schema_type(Type::Null).build();
+                    one.items.push(null.into());
+                }
+                _ => {}
+            }
+            object = object.property(&p.name, schema);
+        }
+        if p.required == Required::True {
+            object = object.required(&p.name);
+        }
+    }
+    object.build().into()
 }
 
 fn response(description: &str, schema: &str) -> RefOr<Response> {
@@ -307,8 +387,8 @@ fn response(description: &str, schema: &str) -> RefOr<Response> {
         .into()
 }
 
-/// A profile parameter as a required query parameter.
-fn query_param(name: &str, kind: ParamKind, names: &NamePolicy) -> Parameter {
+/// A profile parameter as a required query parameter; `leading` when it starts the name.
+fn query_param(name: &str, kind: ParamKind, leading: bool, names: &NamePolicy) -> Parameter {
     let schema = match kind {
         ParamKind::Port => ObjectBuilder::new()
             .schema_type(Type::Integer)
@@ -316,11 +396,24 @@ fn query_param(name: &str, kind: ParamKind, names: &NamePolicy) -> Parameter {
             .maximum(Some(65535))
             .into(),
         ParamKind::Name => name_schema(names),
-        ParamKind::NamePart => ObjectBuilder::new()
-            .schema_type(Type::String)
-            .pattern(Some("^[A-Za-z0-9_.-]+$"))
-            .description(Some("part of the role name: letters, digits, _ . -"))
-            .into(),
+        ParamKind::NamePart => {
+            let (pattern, description) = match leading_class(names).filter(|_| leading) {
+                Some(first) => (
+                    format!("^{first}[A-Za-z0-9_.-]*$"),
+                    "the start of the role name: letters, digits, _ . -, first as names start",
+                ),
+                None => (
+                    "^[A-Za-z0-9_.-]+$".to_owned(),
+                    "part of the role name: letters, digits, _ . -",
+                ),
+            };
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(63))
+                .pattern(Some(pattern))
+                .description(Some(description))
+                .into()
+        }
     };
     utoipa::openapi::path::ParameterBuilder::new()
         .name(name)
@@ -330,297 +423,14 @@ fn query_param(name: &str, kind: ParamKind, names: &NamePolicy) -> Parameter {
         .build()
 }
 
-// ---- parameters: handlers list the groups they take -----------------------------------
-
-/// One or several targets: `env=dev,qa` and/or `database=a,b` run on each pair.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct Target {
-    /// Environment, or a comma-separated list.
-    pub env: String,
-    /// Database name, or a comma-separated list.
-    pub database: String,
-}
-
-/// The user concerned.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct Username {
-    /// The role.
-    pub username: String,
-}
-
-/// Every change accepts `dry_run`.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct DryRun {
-    /// Return the SQL that would run (passwords redacted), change nothing.
-    pub dry_run: Option<bool>,
-}
-
-/// search-path.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct SearchPath {
-    /// Schemas, comma-separated (`$user` allowed); default `public`.
-    pub schema: Option<String>,
-}
-
-/// expire.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct Expire {
-    /// RFC 3339, `YYYY-MM-DD`, `now` (default) or `infinity`.
-    pub valid_until: Option<String>,
-}
-
-/// renew: `valid_until` or `days`; neither: forever.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct Renew {
-    /// RFC 3339, `YYYY-MM-DD` or `infinity`.
-    pub valid_until: Option<String>,
-    /// Days from now.
-    #[param(minimum = 1, maximum = 36500)]
-    pub days: Option<u32>,
-}
-
-/// alter.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct Alter {
-    /// -1 (no limit) to 10000.
-    #[param(minimum = -1, maximum = 10000)]
-    pub connection_limit: Option<i32>,
-    /// Comma-separated: CREATEDB, NOCREATEDB, INHERIT, NOINHERIT.
-    pub attributes: Option<String>,
-}
-
-/// drop.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct Drop {
-    /// The role that receives what the dropped one owns; default: each database's owner.
-    pub successor: Option<String>,
-}
-
-/// grant and revoke: privileges (`on` = database, schema, tables, sequences, functions) or
-/// membership (`on=role`).
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct Grant {
-    /// What the privileges are on, or `role` for membership.
-    #[param(inline)]
-    pub on: GrantOn,
-    /// Schemas, comma-separated, or `*`.
-    pub schema: Option<String>,
-    /// Object names in that one schema; empty: all.
-    pub objects: Option<String>,
-    /// Comma-separated privileges from the closed set of that kind.
-    pub privileges: Option<String>,
-    /// Also objects created later (default privileges).
-    pub future: Option<bool>,
-    /// With `future`: only objects this role creates.
-    pub owner: Option<String>,
-    /// With `on=role`: the group role.
-    pub role: Option<String>,
-    /// With `on=role`: WITH ADMIN.
-    pub admin: Option<bool>,
-    /// With `on=role`: WITH INHERIT (PostgreSQL 16).
-    pub inherit: Option<bool>,
-    /// With `on=role`: WITH SET (PostgreSQL 16).
-    pub set: Option<bool>,
-}
-
-/// What a grant is on.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum GrantOn {
-    /// CONNECT, CREATE, TEMPORARY on the database.
-    Database,
-    /// USAGE, CREATE on schemas.
-    Schema,
-    /// Tables and views.
-    Tables,
-    /// Sequences.
-    Sequences,
-    /// Functions and procedures.
-    Functions,
-    /// Membership of `role`.
-    Role,
-}
-
-/// What the audit export returns.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// `{records, next_after_id}`.
-    Json,
-    /// Spreadsheet-safe CSV with a header row.
-    Csv,
-}
-
-/// One registry entry.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct RegistryKey {
-    /// Environment.
-    pub env: String,
-    /// Database name.
-    pub database: String,
-}
-
-/// A registry entry's settings.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct RegistryFields {
-    /// Server host name (required to add).
-    pub host: Option<String>,
-    /// Server port; default 5432.
-    #[param(minimum = 1, maximum = 65535)]
-    pub port: Option<u16>,
-    /// Free text.
-    pub notes: Option<String>,
-    /// Whether operations may run against it.
-    pub active: Option<bool>,
-    /// disable, prefer, require or verify-full.
-    pub sslmode: Option<String>,
-}
-
-/// A new API key and its scopes (no more than the creator's own).
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct KeyFields {
-    /// Unique name.
-    #[param(pattern = r"^[A-Za-z0-9_.-]{1,63}$")]
-    pub name: String,
-    /// Who answers for it.
-    pub owner: String,
-    /// Comma-separated environments, or `*`.
-    pub environments: String,
-    /// Comma-separated: read, create, reset, grant, lock, drop, registry-admin, audit-read,
-    /// or `*`; default `read`.
-    #[param(
-        pattern = r"^\s*(\*|read|create|reset|grant|lock|drop|registry-admin|audit-read)(\s*,\s*(\*|read|create|reset|grant|lock|drop|registry-admin|audit-read))*\s*$"
-    )]
-    pub operations: Option<String>,
-    /// Profiles `create` may use, comma-separated, or `*`; default `*`.
-    pub profiles: Option<String>,
-    /// Expiry: RFC 3339 or `YYYY-MM-DD`.
-    pub expires: Option<String>,
-    /// Expiry in days from now.
-    #[param(minimum = 1, maximum = 3650)]
-    pub days: Option<u32>,
-}
-
-/// The key to revoke.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct KeyName {
-    /// The key's name.
-    pub name: String,
-}
-
-/// Audit filters and paging.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct AuditFilter {
-    /// json (default) or csv.
-    #[param(inline)]
-    pub format: Option<Format>,
-    /// From this time (RFC 3339 or `YYYY-MM-DD`).
-    pub since: Option<String>,
-    /// Until this time (RFC 3339 or `YYYY-MM-DD`).
-    pub until: Option<String>,
-    /// Environment.
-    pub env: Option<String>,
-    /// Database.
-    pub database: Option<String>,
-    /// Role.
-    pub username: Option<String>,
-    /// Operation (create:app, reset, …).
-    pub operation: Option<String>,
-    /// Caller.
-    pub principal: Option<String>,
-    /// Records after this id (the `x-next-after-id` of the previous page).
-    pub after_id: Option<i64>,
-    /// Page size.
-    pub limit: Option<u32>,
-}
-
 // ---- bodies --------------------------------------------------------------------------
 
-/// The v1 body of a user change: exactly the original's keys.
-#[derive(Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UserBody {
-    /// The role.
-    pub username: String,
-    /// The generated password, on create and reset only; shown in this response only.
-    pub password: Option<String>,
-    /// `user created`, `user already exists`, `password reset`, `user not found`, …
-    pub status: String,
-    /// Target server.
-    pub hostname: String,
-    /// Target database.
-    pub database: String,
-    /// Target port, as text (as the original).
-    pub port: String,
-    /// Target environment.
-    pub env: String,
-    /// Lock and drop: sessions ended.
-    #[schema(nullable = false)]
-    pub sessions_terminated: Option<u64>,
-}
-
-/// A dry run: the v1 keys, and the statements that would run (passwords redacted).
-#[derive(Serialize, ToSchema)]
-pub struct DryRunBody {
-    /// Always true.
-    pub dry_run: bool,
-    /// The role.
-    pub username: String,
-    /// Never a password.
-    pub password: Option<String>,
-    /// What would happen.
-    pub status: String,
-    /// The SQL, in order.
-    pub sql: Vec<serde_json::Value>,
-}
-
-/// A call with several targets: one result per (env, database), whatever the status.
-#[derive(Serialize, ToSchema)]
-pub struct MultiBody {
-    /// Each target's body (or `error`) with `env`, `database` and `http_status`.
-    pub results: Vec<serde_json::Value>,
-    /// Targets that succeeded.
-    pub succeeded: u32,
-    /// Targets that failed.
-    pub failed: u32,
-}
-
-/// What a user can do in the target database: attributes, profile, memberships, database
-/// privileges, per schema usage and table counts, default privileges, settings.
-#[derive(Serialize, ToSchema)]
-pub struct PrivilegesBody {
-    /// Whether the role exists.
-    pub found: bool,
-    /// The role.
-    pub username: String,
-    /// Target environment.
-    pub env: String,
-    /// Target database.
-    pub database: String,
-}
-
-/// The answer of a user change: one target, a dry run, or several targets.
+/// The answer of a user change: one target (or its dry run), or several targets.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum UserResponse {
     /// One target.
     One(UserBody),
-    /// A dry run.
-    DryRun(DryRunBody),
     /// Several targets.
     Many(MultiBody),
 }
@@ -636,14 +446,12 @@ impl utoipa::IntoResponses for UserChange {
     }
 }
 
-/// The answer of search-path: one target, a dry run, or several targets.
+/// The answer of search-path: one target (or its dry run), or several targets.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum SearchPathResponse {
     /// One target.
-    One(super::bodies::SearchPathBody),
-    /// A dry run.
-    DryRun(DryRunBody),
+    One(SearchPathBody),
     /// Several targets.
     Many(MultiBody),
 }
@@ -655,7 +463,7 @@ pub enum SearchPathNotFound {
     /// No such entry.
     Error(ErrorBody),
     /// No such user.
-    One(super::bodies::SearchPathBody),
+    One(SearchPathBody),
     /// Several targets.
     Many(MultiBody),
 }
@@ -698,7 +506,7 @@ pub enum TargetError {
 #[serde(untagged)]
 pub enum FindResponse {
     /// One target.
-    One(super::bodies::FindBody),
+    One(FindBody),
     /// Several targets.
     Many(MultiBody),
 }
@@ -708,7 +516,7 @@ pub enum FindResponse {
 #[serde(untagged)]
 pub enum UsersResponse {
     /// One target.
-    One(super::bodies::UsersBody),
+    One(UsersBody),
     /// Several targets.
     Many(MultiBody),
 }
@@ -720,129 +528,7 @@ pub enum PrivilegesResponse {
     /// No such registry entry.
     Error(ErrorBody),
     /// One target.
-    One(PrivilegesBody),
+    One(PrivilegesBody<'static>),
     /// Several targets.
     Many(MultiBody),
-}
-/// The registry.
-#[derive(Serialize, ToSchema)]
-pub struct RegistryBody {
-    /// Entries listed.
-    pub count: u32,
-    /// The entries.
-    pub databases: Vec<crate::store::RegistryEntry>,
-}
-
-/// A registry change.
-#[derive(Serialize, ToSchema)]
-pub struct RegistryChangeBody {
-    /// What was done.
-    pub status: String,
-    /// The entry after the change.
-    pub entry: Option<crate::store::RegistryEntry>,
-}
-
-/// The profiles.
-#[derive(Serialize, ToSchema)]
-pub struct ProfilesBody {
-    /// Profiles listed.
-    pub count: u32,
-    /// Each profile's parameters, attributes, grants, settings and version.
-    pub profiles: Vec<serde_json::Value>,
-}
-
-/// An API key as listed: never its secret.
-#[derive(Serialize, ToSchema)]
-pub struct KeyBody {
-    /// Unique name.
-    pub name: String,
-    /// Who answers for it.
-    pub owner: String,
-    /// The secret's first characters.
-    pub prefix: String,
-    /// Environments, operations and profiles.
-    pub scopes: serde_json::Value,
-    /// When it was made.
-    pub created_at: String,
-    /// When it stops working.
-    pub expires_at: Option<String>,
-    /// When it was revoked.
-    pub revoked_at: Option<String>,
-    /// The secret: only in the answer to create.
-    #[schema(nullable = false)]
-    pub key: Option<String>,
-}
-
-/// The API keys.
-#[derive(Serialize, ToSchema)]
-pub struct KeysBody {
-    /// Keys listed.
-    pub count: u32,
-    /// The keys.
-    pub keys: Vec<KeyBody>,
-}
-
-/// A revoked key.
-#[derive(Serialize, ToSchema)]
-pub struct RevokedBody {
-    /// The key's name.
-    pub name: String,
-    /// `revoked`.
-    pub status: String,
-}
-
-/// A page of audit records (or CSV with `format=csv`).
-#[derive(Serialize, ToSchema)]
-pub struct AuditBody {
-    /// The records, oldest first.
-    pub records: Vec<crate::store::AuditRecord>,
-    /// The cursor of the next page, when there may be one.
-    pub next_after_id: Option<i64>,
-}
-
-/// Who the caller is and what it may do.
-#[derive(Serialize, ToSchema)]
-pub struct MeBody {
-    /// Basic user name, `key:<name>`, or a JWT binding's principal.
-    pub principal: String,
-    /// Environments, operations and profiles.
-    pub scopes: serde_json::Value,
-    /// JWT callers only: `issuer`, `subject`, `jti` and the `binding` that matched.
-    pub identity: Option<serde_json::Value>,
-}
-
-/// The token `/api/v1/auth/check` explains.
-#[derive(ToSchema)]
-#[allow(dead_code)] // documents the request body; Params reads it
-pub struct CheckFields {
-    /// The JWT, in the body only.
-    pub token: String,
-}
-
-/// What `/api/v1/auth/check` (and `pg-user-api auth check-token`) says of a token.
-#[derive(Serialize, ToSchema)]
-pub struct CheckBody {
-    /// Whether the service would accept it (its audience aside).
-    pub accepted: bool,
-    /// The first failing check: `{"check", "reason"}`, with the claim values concerned.
-    pub refused: Option<serde_json::Value>,
-    /// The header's `alg`, `kid` and `typ`.
-    pub header: Option<serde_json::Value>,
-    /// The claims, once the signature verified.
-    pub claims: Option<serde_json::Value>,
-    /// Whether `aud` names one of the issuer's audiences (not required here).
-    pub audience: Option<String>,
-    /// Every binding of the issuer: `{"name", "matched", "mismatch"}`.
-    pub bindings: Vec<serde_json::Value>,
-    /// The binding that matched.
-    pub binding: Option<String>,
-    /// The principal it yields.
-    pub principal: Option<String>,
-    /// Its scopes.
-    pub scopes: Option<serde_json::Value>,
-    /// Whether a second use of the token would be refused.
-    pub single_use: bool,
-    /// Only for a single sign-on session: the token its other calls carry in `x-csrf-token`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub csrf_token: Option<String>,
 }

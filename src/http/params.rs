@@ -1,24 +1,36 @@
-//! Parameters from the query string (GET, as the original) or a JSON or form body (POST).
-//! Any other body is refused before anything runs: 415 for another content type on POST, 400
-//! for a body on GET.
+//! Parameters from the query string (GET, as the original) or a JSON or form body (POST),
+//! read into the operation's typed parameters ([`crate::service::params`]). Any other body
+//! is refused before anything runs: 415 for another content type on POST, 400 for a body on
+//! GET; a missing parameter is a 400, a value of the wrong kind a 422.
 
 use axum::extract::{FromRequest, Request};
 use axum::http::{Method, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
 
 use super::error::json_error;
-use crate::service::input::Input;
+use crate::service::params::from_pairs;
 
 /// Bodies larger than this are refused; no parameter set comes close.
 const MAX_BODY: usize = 64 * 1024;
 
-/// The call's parameters; body values override query values of the same name.
-pub struct Params(pub Input);
+/// The call's parameters as `T`; body values override query values of the same name.
+pub struct Params<T>(pub T);
 
-impl<S: Send + Sync> FromRequest<S> for Params {
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Params<T> {
     type Rejection = Response;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Response> {
+        let pairs = pairs(req).await?;
+        from_pairs(pairs)
+            .map(Params)
+            .map_err(IntoResponse::into_response)
+    }
+}
+
+/// The name/value pairs of the query string and the body, in that order.
+async fn pairs(req: Request) -> Result<Vec<(String, String)>, Response> {
+    {
         let bad = |msg: String| json_error(StatusCode::BAD_REQUEST, msg);
         let mut pairs: Vec<(String, String)> = match req.uri().query() {
             Some(q) => serde_urlencoded::from_str(q)
@@ -41,7 +53,7 @@ impl<S: Send + Sync> FromRequest<S> for Params {
             .await
             .map_err(|_| json_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"))?;
         if body.is_empty() {
-            return Ok(Params(Input::from_pairs(pairs)));
+            return Ok(pairs);
         }
         // A GET's body would be ignored, and with it a `dry_run=true` sent there.
         if !post {
@@ -66,7 +78,7 @@ impl<S: Send + Sync> FromRequest<S> for Params {
                 ));
             }
         }
-        Ok(Params(Input::from_pairs(pairs)))
+        Ok(pairs)
     }
 }
 
@@ -84,7 +96,7 @@ fn json_pairs(body: &[u8]) -> Result<Vec<(String, String)>, String> {
     for (k, v) in map {
         let text = match v {
             serde_json::Value::String(s) => s,
-            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Number(n) => whole(&n).unwrap_or_else(|| n.to_string()),
             serde_json::Value::Bool(b) => b.to_string(),
             serde_json::Value::Null => continue,
             _ => {
@@ -96,4 +108,32 @@ fn json_pairs(body: &[u8]) -> Result<Vec<(String, String)>, String> {
         pairs.push((k, text));
     }
     Ok(pairs)
+}
+
+/// A number JSON writes with a fraction but that is whole (`0.0`, `8080.0`), as the whole
+/// number: JSON Schema counts it an integer, and so do the parameters.
+fn whole(n: &serde_json::Number) -> Option<String> {
+    let f = n.as_f64().filter(|_| !n.is_i64() && !n.is_u64())?;
+    (f.fract() == 0.0 && f.abs() < 9.0e15).then(|| format!("{}", f as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_scalars_become_text_and_whole_floats_whole_numbers() {
+        let pairs =
+            json_pairs(br#"{"port": 8080.0, "limit": 0.5, "dry_run": true, "x": null}"#).unwrap();
+        assert_eq!(
+            pairs,
+            [
+                ("dry_run".to_owned(), "true".to_owned()),
+                ("limit".to_owned(), "0.5".to_owned()),
+                ("port".to_owned(), "8080".to_owned()),
+            ]
+        );
+        let err = json_pairs(br#"{"extra": {"a": 1}}"#).unwrap_err();
+        assert_eq!(err, "parameter 'extra' must be a string, number or boolean");
+    }
 }

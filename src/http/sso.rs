@@ -26,7 +26,6 @@ use crate::auth::session::{self, CSRF_HEADER, LOGIN_COOKIE, LOGIN_COOKIE_PATH};
 use crate::auth::{Principal, Scopes};
 use crate::error::Error;
 use crate::service::audit::AuditScope;
-use crate::service::input::Input;
 use crate::service::{App, Caller};
 use crate::store::Session;
 
@@ -236,7 +235,8 @@ pub async fn callback(
         &app,
         &caller_of(&headers, addr.as_ref(), &claimed),
         "sso-sign-in",
-        &Input::default(),
+        None,
+        "",
     );
     let signed_in = match outcome {
         Ok(id) => match rp.config().scopes_for(&id.groups) {
@@ -460,7 +460,8 @@ pub async fn logout(
         &app,
         &caller_of(&headers, addr.as_ref(), &principal.name),
         "sso-sign-out",
-        &Input::default(),
+        None,
+        "",
     );
     let done = app
         .store

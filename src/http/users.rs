@@ -9,8 +9,13 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
-use super::bodies::{FindBody, SearchPathBody, TargetKeys, UserEntry, UsersBody};
+use super::answer::Answer;
+use super::bodies::{
+    FindBody, MultiBody, Planned, PrivilegesBody, SearchPathBody, TargetKeys, UserBody, UserEntry,
+    UsersBody,
+};
 use super::error::json_error;
 use super::openapi;
 use super::params::Params;
@@ -18,8 +23,10 @@ use crate::auth::Operation;
 use crate::error::Result;
 use crate::service::audit::AuditScope;
 use crate::service::fanout::{self, Outcome};
-use crate::service::input::Input;
 use crate::service::ops::UserOp;
+use crate::service::params::{
+    self as p, CreateUser, Lookup, Named, Nothing, On, RoleChange, Target,
+};
 use crate::service::users::{self as ops, UserResult, V1Role, status};
 use crate::service::{App, Caller};
 use crate::service::{grants, lifecycle};
@@ -27,24 +34,11 @@ use crate::service::{grants, lifecycle};
 /// Response header naming the profile and version that created a user.
 pub const PROFILE_HEADER: &str = "x-pgua-profile";
 
-/// The v1 body of user-changing endpoints: exactly these keys.
-#[derive(Serialize)]
-struct UserBody<'a> {
-    username: &'a str,
-    password: Option<&'a str>,
-    status: &'a str,
-    #[serde(flatten)]
-    target: TargetKeys,
-    /// Only lock and drop report it; the v1 bodies never carry it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sessions_terminated: Option<u64>,
-}
-
 /// The v1 body of one result, its status, and whether it carries a password; a dry run
 /// adds `dry_run` and the statements that would run.
 fn user_body(r: &UserResult) -> Rendered {
     let target = TargetKeys::from(&r.entry);
-    let (mut body, carries_password) = match &r.schema {
+    let (body, carries_password) = match &r.schema {
         Some(schema) => {
             let body = SearchPathBody {
                 username: r.username.clone(),
@@ -54,23 +48,23 @@ fn user_body(r: &UserResult) -> Rendered {
                 database: target.database,
                 port: target.port,
                 env: target.env,
+                plan: Planned::of(r),
             };
             (json!(body), false)
         }
         None => {
             let body = UserBody {
-                username: &r.username,
-                password: r.password.as_ref().map(|p| p.expose()),
-                status: &r.status,
+                username: r.username.clone(),
+                password: r.password.as_ref().map(|p| p.expose().to_owned()),
+                status: r.status.clone(),
                 target,
                 sessions_terminated: r.sessions_terminated,
+                plan: Planned::of(r),
             };
             (json!(body), body.password.is_some())
         }
     };
-    if let Some(plan) = &r.plan {
-        body["dry_run"] = json!(true);
-        body["sql"] = json!(plan);
+    if r.plan.is_some() {
         return (StatusCode::OK, body, false);
     }
     let code = if r.status == status::NOT_FOUND {
@@ -130,12 +124,12 @@ fn multi_response(outcomes: Vec<Outcome<Rendered>>) -> Response {
     } else {
         StatusCode::BAD_GATEWAY
     };
-    let body = json!({
-        "results": results,
-        "succeeded": succeeded,
-        "failed": codes.len() - succeeded,
-    });
-    respond(overall, body, any_password)
+    let body = MultiBody {
+        results,
+        succeeded,
+        failed: codes.len() - succeeded,
+    };
+    respond(overall, json!(body), any_password)
 }
 
 fn rendered(outcomes: Vec<Outcome<UserResult>>) -> Vec<Outcome<Rendered>> {
@@ -149,17 +143,18 @@ fn rendered(outcomes: Vec<Outcome<UserResult>>) -> Vec<Outcome<Rendered>> {
         .collect()
 }
 
-/// Checks the caller's scopes; a refusal is audited like any failed operation.
+/// Checks the caller's scopes for a call on `target` (or none); a refusal is audited like
+/// any failed operation.
 pub(super) async fn authorize(
     app: &App,
     caller: &Caller,
     op: Operation,
     operation: &str,
-    input: &Input,
-    profile: Option<&str>,
+    target: Option<&Target>,
+    username: &str,
 ) -> Result<()> {
-    audit_refusal(caller.authorize(op, input, profile), || {
-        AuditScope::new(app, caller, operation, input)
+    audit_refusal(caller.authorize(op, target, None), || {
+        AuditScope::new(app, caller, operation, target, username)
     })
     .await
 }
@@ -176,21 +171,31 @@ async fn audit_refusal<'a>(
 }
 
 /// Runs a read on the one target a call names, or on each of several.
-async fn read<T, F, Fut>(
+async fn read<P, T, F, Fut>(
     app: Arc<App>,
     caller: Caller,
-    params: Params,
+    call: On<P>,
     op: F,
     render: fn(&T) -> Rendered,
 ) -> Result<Response>
 where
-    F: Fn(Arc<App>, Caller, Input) -> Fut,
+    P: Clone + Named,
+    F: Fn(Arc<App>, Caller, On<P>) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    authorize(&app, &caller, Operation::Read, "read", &params.0, None).await?;
-    match fanout::split(&params.0) {
+    let username = call.params.username();
+    authorize(
+        &app,
+        &caller,
+        Operation::Read,
+        "read",
+        Some(&call.target),
+        username,
+    )
+    .await?;
+    match fanout::split(&call) {
         None => {
-            let (code, body, pw) = render(&op(app, caller, params.0).await?);
+            let (code, body, pw) = render(&op(app, caller, call).await?);
             Ok(respond(code, body, pw))
         }
         Some(inputs) => {
@@ -211,25 +216,27 @@ where
 
 /// Runs a user operation on the one target a call names, or on each of several
 /// (`env=dev,qa` and/or `database=a,b`).
-async fn run<F, Fut>(
+async fn run<P, F, Fut>(
     app: Arc<App>,
     caller: Caller,
-    params: Params,
+    call: On<P>,
     operation: UserOp,
     op: F,
 ) -> Result<Response>
 where
-    F: Fn(Arc<App>, Caller, Input, bool) -> Fut,
+    P: Clone + Named,
+    F: Fn(Arc<App>, Caller, On<P>, bool) -> Fut,
     Fut: Future<Output = Result<UserResult>>,
 {
-    let allowed = caller.authorize(operation.scope(), &params.0, operation.profile());
+    let target = &call.target;
+    let allowed = caller.authorize(operation.scope(), Some(target), operation.profile());
     audit_refusal(allowed, || {
-        AuditScope::for_op(&app, &caller, &operation, &params.0)
+        AuditScope::for_op(&app, &caller, &operation, target, call.params.username())
     })
     .await?;
-    match fanout::split(&params.0) {
+    match fanout::split(&call) {
         None => {
-            let (code, body, pw) = user_body(&op(app, caller, params.0, false).await?);
+            let (code, body, pw) = user_body(&op(app, caller, call, false).await?);
             Ok(respond(code, body, pw))
         }
         Some(inputs) => {
@@ -244,14 +251,15 @@ where
 /// keeps the v1 keys and names the profile version in `x-pgua-profile`.
 #[utoipa::path(
     method(get, post), path = "/api/v1/users/{profile}", tag = "users",
-    params(("profile" = String, Path, description = "The profile"), openapi::Target, openapi::DryRun),
+    params(("profile" = String, Path, description = "The profile"), Target, CreateUser),
     responses(openapi::UserChange),
 )]
 pub async fn create(
     State(app): State<Arc<App>>,
     Path(profile): Path<String>,
     caller: Caller,
-    params: Params,
+    // An unknown profile is a 404 whatever the parameters: they are read only after it.
+    call: std::result::Result<Params<On<CreateUser>>, Response>,
 ) -> Result<Response> {
     let Some(profile) = app.profiles.get(&profile) else {
         return Ok(json_error(
@@ -259,9 +267,13 @@ pub async fn create(
             format!("no such endpoint or profile: {profile}"),
         ));
     };
+    let call = match call {
+        Ok(Params(call)) => call,
+        Err(refused) => return Ok(refused),
+    };
     let label = profile.label();
     let operation = UserOp::Create(profile.name.clone());
-    let mut res = run(app, caller, params, operation, move |a, c, i, same| {
+    let mut res = run(app, caller, call, operation, move |a, c, i, same| {
         let profile = profile.clone();
         async move {
             if same {
@@ -278,23 +290,29 @@ pub async fn create(
     Ok(res)
 }
 
+/// The profiles.
+#[derive(Serialize, ToSchema)]
+pub struct ProfilesBody<'a> {
+    /// Profiles listed.
+    count: usize,
+    /// Each profile's parameters, attributes, grants, settings and version.
+    #[schema(value_type = Vec<Object>)]
+    profiles: Vec<&'a crate::plan::Profile>,
+}
+
 /// Lists the profiles: parameters, attributes, grants, settings and version.
 #[utoipa::path(
     get, path = "/api/v1/profiles", tag = "users",
-    responses((status = 200, description = "the answer", body = openapi::ProfilesBody)),
+    responses((status = 200, description = "the answer", body = ProfilesBody)),
 )]
 pub async fn profiles(State(app): State<Arc<App>>, caller: Caller) -> Result<Response> {
-    authorize(
-        &app,
-        &caller,
-        Operation::Read,
-        "profiles",
-        &Input::default(),
-        None,
-    )
-    .await?;
-    let list: Vec<_> = app.profiles.iter().map(|p| p.as_ref()).collect();
-    Ok(Json(json!({ "count": list.len(), "profiles": list })).into_response())
+    authorize(&app, &caller, Operation::Read, "profiles", None, "").await?;
+    let profiles: Vec<_> = app.profiles.iter().map(|p| p.as_ref()).collect();
+    Ok(Answer(ProfilesBody {
+        count: profiles.len(),
+        profiles,
+    })
+    .into_response())
 }
 
 /// Gives a user a new generated password.
@@ -302,11 +320,15 @@ pub async fn profiles(State(app): State<Arc<App>>, caller: Caller) -> Result<Res
     method(get, post),
     path = "/api/v1/users/reset",
     tag = "users",
-    params(openapi::Target, openapi::Username, openapi::DryRun),
+    params(Target, RoleChange),
     responses(openapi::UserChange)
 )]
-pub async fn reset(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, UserOp::Reset, |a, c, i, _| async move {
+pub async fn reset(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<RoleChange>>,
+) -> Result<Response> {
+    run(a, c, call, UserOp::Reset, |a, c, i, _| async move {
         ops::reset(&a, &c, &i).await
     })
     .await
@@ -317,16 +339,15 @@ pub async fn reset(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Re
     method(get, post),
     path = "/api/v1/users/search-path",
     tag = "users",
-    params(
-        openapi::Target,
-        openapi::Username,
-        openapi::SearchPath,
-        openapi::DryRun
-    ),
+    params(Target, p::SearchPath),
     responses(openapi::SearchPathChange)
 )]
-pub async fn search_path(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, UserOp::SearchPath, |a, c, i, _| async move {
+pub async fn search_path(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<p::SearchPath>>,
+) -> Result<Response> {
+    run(a, c, call, UserOp::SearchPath, |a, c, i, _| async move {
         ops::search_path(&a, &c, &i).await
     })
     .await
@@ -337,11 +358,15 @@ pub async fn search_path(State(a): State<Arc<App>>, c: Caller, p: Params) -> Res
     method(get, post),
     path = "/api/v1/users/lock",
     tag = "users",
-    params(openapi::Target, openapi::Username, openapi::DryRun),
+    params(Target, RoleChange),
     responses(openapi::UserChange)
 )]
-pub async fn lock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, UserOp::Lock, |a, c, i, _| async move {
+pub async fn lock(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<RoleChange>>,
+) -> Result<Response> {
+    run(a, c, call, UserOp::Lock, |a, c, i, _| async move {
         lifecycle::lock(&a, &c, &i).await
     })
     .await
@@ -352,11 +377,15 @@ pub async fn lock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Res
     method(get, post),
     path = "/api/v1/users/unlock",
     tag = "users",
-    params(openapi::Target, openapi::Username, openapi::DryRun),
+    params(Target, RoleChange),
     responses(openapi::UserChange)
 )]
-pub async fn unlock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, UserOp::Unlock, |a, c, i, _| async move {
+pub async fn unlock(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<RoleChange>>,
+) -> Result<Response> {
+    run(a, c, call, UserOp::Unlock, |a, c, i, _| async move {
         lifecycle::unlock(&a, &c, &i).await
     })
     .await
@@ -367,11 +396,15 @@ pub async fn unlock(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<R
     method(get, post),
     path = "/api/v1/users/expire",
     tag = "users",
-    params(openapi::Target, openapi::Username, openapi::Expire, openapi::DryRun),
+    params(Target, p::Expire),
     responses(openapi::UserChange)
 )]
-pub async fn expire(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, UserOp::Expire, |a, c, i, _| async move {
+pub async fn expire(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<p::Expire>>,
+) -> Result<Response> {
+    run(a, c, call, UserOp::Expire, |a, c, i, _| async move {
         lifecycle::expire(&a, &c, &i).await
     })
     .await
@@ -382,11 +415,15 @@ pub async fn expire(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<R
     method(get, post),
     path = "/api/v1/users/renew",
     tag = "users",
-    params(openapi::Target, openapi::Username, openapi::Renew, openapi::DryRun),
+    params(Target, p::Renew),
     responses(openapi::UserChange)
 )]
-pub async fn renew(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, UserOp::Renew, |a, c, i, _| async move {
+pub async fn renew(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<p::Renew>>,
+) -> Result<Response> {
+    run(a, c, call, UserOp::Renew, |a, c, i, _| async move {
         lifecycle::renew(&a, &c, &i).await
     })
     .await
@@ -397,11 +434,15 @@ pub async fn renew(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Re
     method(get, post),
     path = "/api/v1/users/alter",
     tag = "users",
-    params(openapi::Target, openapi::Username, openapi::Alter, openapi::DryRun),
+    params(Target, p::Alter),
     responses(openapi::UserChange)
 )]
-pub async fn alter(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, UserOp::Alter, |a, c, i, _| async move {
+pub async fn alter(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<p::Alter>>,
+) -> Result<Response> {
+    run(a, c, call, UserOp::Alter, |a, c, i, _| async move {
         lifecycle::alter(&a, &c, &i).await
     })
     .await
@@ -412,11 +453,15 @@ pub async fn alter(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Re
     method(get, post),
     path = "/api/v1/users/drop",
     tag = "users",
-    params(openapi::Target, openapi::Username, openapi::Drop, openapi::DryRun),
+    params(Target, p::Drop),
     responses(openapi::UserChange)
 )]
-pub async fn drop(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, UserOp::Drop, |a, c, i, _| async move {
+pub async fn drop(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<p::Drop>>,
+) -> Result<Response> {
+    run(a, c, call, UserOp::Drop, |a, c, i, _| async move {
         lifecycle::drop(&a, &c, &i).await
     })
     .await
@@ -427,11 +472,15 @@ pub async fn drop(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Res
     method(get, post),
     path = "/api/v1/users/grant",
     tag = "users",
-    params(openapi::Target, openapi::Username, openapi::Grant, openapi::DryRun),
+    params(Target, p::Grant),
     responses(openapi::UserChange)
 )]
-pub async fn grant(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, UserOp::Grant, |a, c, i, _| async move {
+pub async fn grant(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<p::Grant>>,
+) -> Result<Response> {
+    run(a, c, call, UserOp::Grant, |a, c, i, _| async move {
         grants::grant(&a, &c, &i).await
     })
     .await
@@ -442,11 +491,15 @@ pub async fn grant(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Re
     method(get, post),
     path = "/api/v1/users/revoke",
     tag = "users",
-    params(openapi::Target, openapi::Username, openapi::Grant, openapi::DryRun),
+    params(Target, p::Grant),
     responses(openapi::UserChange)
 )]
-pub async fn revoke(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    run(a, c, p, UserOp::Revoke, |a, c, i, _| async move {
+pub async fn revoke(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<p::Grant>>,
+) -> Result<Response> {
+    run(a, c, call, UserOp::Revoke, |a, c, i, _| async move {
         grants::revoke(&a, &c, &i).await
     })
     .await
@@ -455,27 +508,29 @@ pub async fn revoke(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<R
 /// What a user can do in the target database.
 #[utoipa::path(
     method(get, post), path = "/api/v1/users/privileges", tag = "users",
-    params(openapi::Target, openapi::Username),
+    params(Target, Lookup),
     responses((status = 200, description = "done", body = openapi::PrivilegesResponse), (status = 404, description = "no such entry, profile or user", body = openapi::PrivilegesResponse)),
 )]
-pub async fn privileges(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    let op = |a: Arc<App>, c: Caller, i: Input| async move { grants::report(&a, &c, &i).await };
-    read(a, c, p, op, |r| {
-        let mut body = json!(TargetKeys::from(&r.entry));
-        body["found"] = r.report.is_some().into();
-        body["username"] = r.username.clone().into();
-        let code = match &r.report {
-            Some(report) => {
-                if let serde_json::Value::Object(fields) = json!(report) {
-                    for (key, value) in fields {
-                        body[key] = value;
-                    }
-                }
-                StatusCode::OK
-            }
-            None => StatusCode::NOT_FOUND,
+pub async fn privileges(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<Lookup>>,
+) -> Result<Response> {
+    let op =
+        |a: Arc<App>, c: Caller, i: On<Lookup>| async move { grants::report(&a, &c, &i).await };
+    read(a, c, call, op, |r| {
+        let body = PrivilegesBody {
+            found: r.report.is_some(),
+            username: r.username.clone(),
+            target: (&r.entry).into(),
+            report: r.report.as_ref(),
         };
-        (code, body, false)
+        let code = if body.found {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        (code, json!(body), false)
     })
     .await
 }
@@ -483,12 +538,16 @@ pub async fn privileges(State(a): State<Arc<App>>, c: Caller, p: Params) -> Resu
 /// Looks a user up: `{found, username, attributes, hostname, database, port, env}`.
 #[utoipa::path(
     method(get, post), path = "/api/v1/users/find", tag = "users",
-    params(openapi::Target, openapi::Username),
+    params(Target, Lookup),
     responses((status = 200, description = "the answer", body = openapi::FindResponse)),
 )]
-pub async fn find(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    let op = |a: Arc<App>, c: Caller, i: Input| async move { ops::find(&a, &c, &i).await };
-    read(a, c, p, op, |r| {
+pub async fn find(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<Lookup>>,
+) -> Result<Response> {
+    let op = |a: Arc<App>, c: Caller, i: On<Lookup>| async move { ops::find(&a, &c, &i).await };
+    read(a, c, call, op, |r| {
         let body = FindBody {
             found: r.role.is_some(),
             username: r.username.clone(),
@@ -503,12 +562,16 @@ pub async fn find(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Res
 /// Lists the target's users (the roles that can log in): `{env, hostname, database, port, users}`.
 #[utoipa::path(
     method(get, post), path = "/api/v1/users/all", tag = "users",
-    params(openapi::Target),
+    params(Target, Nothing),
     responses((status = 200, description = "the answer", body = openapi::UsersResponse)),
 )]
-pub async fn all(State(a): State<Arc<App>>, c: Caller, p: Params) -> Result<Response> {
-    let op = |a: Arc<App>, c: Caller, i: Input| async move { ops::list(&a, &c, &i).await };
-    read(a, c, p, op, |r| {
+pub async fn all(
+    State(a): State<Arc<App>>,
+    c: Caller,
+    Params(call): Params<On<Nothing>>,
+) -> Result<Response> {
+    let op = |a: Arc<App>, c: Caller, i: On<Nothing>| async move { ops::list(&a, &c, &i).await };
+    read(a, c, call, op, |r| {
         let users = r.users.iter().map(|u| UserEntry {
             username: u.username.clone(),
             attributes: u.attributes(),

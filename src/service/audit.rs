@@ -4,8 +4,8 @@ use std::time::Instant;
 
 use chrono::Utc;
 
-use super::input::Input;
 use super::ops::UserOp;
+use super::params::{AuditQuery, Target, parse_time_param};
 use super::{App, Caller};
 use crate::error::{Error, Result};
 use crate::notify::EventKind;
@@ -34,9 +34,14 @@ fn cap(s: &str) -> String {
 }
 
 impl<'a> AuditScope<'a> {
-    /// Starts the trail of `operation` with the env, database and username as given.
-    pub fn new(app: &'a App, caller: &Caller, operation: &str, input: &Input) -> Self {
-        let field = |name| cap(input.get(name).unwrap_or_default());
+    /// Starts the trail of `operation` on `target` (if any) for `username` as given.
+    pub fn new(
+        app: &'a App,
+        caller: &Caller,
+        operation: &str,
+        target: Option<&Target>,
+        username: &str,
+    ) -> Self {
         Self {
             app,
             record: AuditRecord {
@@ -45,9 +50,9 @@ impl<'a> AuditScope<'a> {
                 request_id: caller.request_id.clone(),
                 principal: caller.audit_principal(),
                 client_addr: caller.client_addr.clone(),
-                env: field("env"),
-                db_name: field("database"),
-                pg_username: field("username"),
+                env: cap(target.map_or("", |t| t.env.as_str())),
+                db_name: cap(target.map_or("", |t| t.database.as_str())),
+                pg_username: cap(username),
                 operation: operation.to_owned(),
                 profile: String::new(),
                 prev_hash: String::new(),
@@ -63,10 +68,16 @@ impl<'a> AuditScope<'a> {
     }
 
     /// Starts the trail of a user operation, whose outcome is also notified.
-    pub fn for_op(app: &'a App, caller: &Caller, op: &UserOp, input: &Input) -> Self {
+    pub fn for_op(
+        app: &'a App,
+        caller: &Caller,
+        op: &UserOp,
+        target: &Target,
+        username: &str,
+    ) -> Self {
         Self {
             event: Some(op.event()),
-            ..Self::new(app, caller, &op.audit_name(), input)
+            ..Self::new(app, caller, &op.audit_name(), Some(target), username)
         }
     }
 
@@ -130,26 +141,28 @@ impl<'a> AuditScope<'a> {
     }
 }
 
-/// Reads the filter of an audit export from call parameters (`since`, `until` as RFC 3339 or
-/// `YYYY-MM-DD`; `env`, `database`, `username`, `operation`, `principal`; `after_id`,
-/// `limit` up to [`MAX_EXPORT_PAGE`]).
-pub fn export_filter(input: &Input) -> Result<AuditFilter> {
-    let text = |name: &str| input.get(name).map(str::to_owned);
+/// The filter of an audit export (`since`, `until` as RFC 3339 or `YYYY-MM-DD`; `env`,
+/// `database`, `username`, `operation`, `principal`; `after_id`, `limit` up to
+/// [`super::params::MAX_EXPORT_PAGE`]).
+pub fn export_filter(q: &AuditQuery) -> Result<AuditFilter> {
+    let time = |name: &str, raw: &Option<String>| {
+        raw.as_deref()
+            .map(|r| parse_time_param(name, r))
+            .transpose()
+    };
     Ok(AuditFilter {
-        since: input.time("since")?,
-        until: input.time("until")?,
-        env: text("env"),
-        database: text("database"),
-        username: text("username").map(|u| u.to_ascii_lowercase()),
-        operation: text("operation"),
-        principal: text("principal"),
-        after_id: input.number("after_id", 0..=i64::MAX)?.unwrap_or(0),
-        limit: input.number("limit", 0..=MAX_EXPORT_PAGE)?.unwrap_or(1000) as u32,
+        since: time("since", &q.since)?,
+        until: time("until", &q.until)?,
+        env: q.env.clone(),
+        database: q.database.clone(),
+        username: q.username.as_ref().map(|u| u.to_ascii_lowercase()),
+        operation: q.operation.clone(),
+        principal: q.principal.clone(),
+        after_id: q.after_id.unwrap_or(0),
+        limit: q.limit.unwrap_or(1000) as u32,
     })
 }
 
-/// Records per page of an export at most.
-pub const MAX_EXPORT_PAGE: i64 = 10_000;
 
 /// CSV columns of an export, in order.
 pub const CSV_HEADER: [&str; 16] = [
@@ -218,10 +231,10 @@ pub fn write_csv(
 }
 
 /// One page of an audit export, itself audited (`audit:read`).
-pub async fn export(app: &App, caller: &Caller, input: &Input) -> Result<Vec<AuditRecord>> {
-    let scope = AuditScope::new(app, caller, "audit:read", &Input::default());
+pub async fn export(app: &App, caller: &Caller, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
+    let scope = AuditScope::new(app, caller, "audit:read", None, "");
     let result = async {
-        let filter = export_filter(input)?;
+        let filter = export_filter(query)?;
         Ok(app.store.audit_query(&filter).await?)
     }
     .await;

@@ -11,8 +11,8 @@ use std::future::Future;
 use futures_util::StreamExt;
 
 use super::audit::AuditScope;
-use super::input::Input;
 use super::ops::{Reach, UserOp};
+use super::params::{On, Target};
 use super::users::{UserResult, status_of};
 use super::{App, Caller};
 use crate::error::Result;
@@ -27,9 +27,9 @@ pub struct Outcome<T> {
     pub result: Result<T>,
 }
 
-fn list(input: &Input, name: &str) -> Vec<String> {
+fn list(value: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for part in input.get(name).unwrap_or("").split(',') {
+    for part in value.split(',') {
         let part = part.trim();
         if !part.is_empty() && !out.iter().any(|p| p == part) {
             out.push(part.to_owned());
@@ -38,48 +38,47 @@ fn list(input: &Input, name: &str) -> Vec<String> {
     out
 }
 
-/// The single-target inputs of a call naming several targets (every env with every
+/// The single-target calls of a call naming several targets (every env with every
 /// database), or `None` for an ordinary single-target call.
-pub fn split(input: &Input) -> Option<Vec<Input>> {
-    let (envs, dbs) = (list(input, "env"), list(input, "database"));
+pub fn split<P: Clone>(call: &On<P>) -> Option<Vec<On<P>>> {
+    let (envs, dbs) = (list(&call.target.env), list(&call.target.database));
     if envs.len() <= 1 && dbs.len() <= 1 {
         return None;
     }
     let mut out = Vec::new();
     for env in &envs {
         for db in &dbs {
-            let mut one = input.clone();
-            one.set("env", env.clone());
-            one.set("database", db.clone());
-            out.push(one);
+            out.push(On {
+                target: Target::new(env.clone(), db.clone()),
+                params: call.params.clone(),
+            });
         }
     }
     Some(out)
 }
 
 /// Targets on one server (`None`: a target that did not resolve), with their call order.
-type ServerGroup = (Option<(String, u16)>, Vec<(usize, Input)>);
+type ServerGroup<P> = (Option<(String, u16)>, Vec<(usize, On<P>)>);
 
 /// Runs `op` on every target; `op(input, same_server)` is told when an earlier target on
 /// the same server has already done the role-wide part.
-pub async fn run<F, Fut>(
+pub async fn run<P, F, Fut>(
     app: &App,
     caller: &Caller,
-    inputs: Vec<Input>,
+    calls: Vec<On<P>>,
     operation: &UserOp,
     op: F,
 ) -> Vec<Outcome<UserResult>>
 where
-    F: Fn(Input, bool) -> Fut,
+    P: Clone,
+    F: Fn(On<P>, bool) -> Fut,
     Fut: Future<Output = Result<UserResult>>,
 {
     // Group by server; targets that do not resolve form groups of their own (and fail).
-    let mut groups: Vec<ServerGroup> = Vec::new();
-    for (i, input) in inputs.into_iter().enumerate() {
-        let env = input.get("env").unwrap_or_default();
-        let db = input.get("database").unwrap_or_default();
+    let mut groups: Vec<ServerGroup<P>> = Vec::new();
+    for (i, input) in calls.into_iter().enumerate() {
         let server = app
-            .resolve(env, db)
+            .resolve(&input.target.env, &input.target.database)
             .await
             .ok()
             .map(|e| (e.hostname, e.port));
@@ -98,7 +97,9 @@ where
             let mut leader: Option<UserResult> = None;
             for (i, input) in members {
                 let result = match (&leader, operation.reach()) {
-                    (Some(first), Reach::Role) => copy(app, caller, operation, &input, first).await,
+                    (Some(first), Reach::Role) => {
+                        copy(app, caller, operation, &input.target, first).await
+                    }
                     (Some(_), Reach::Create) => op(input.clone(), true).await,
                     _ => op(input.clone(), false).await,
                 };
@@ -108,8 +109,8 @@ where
                 out.push((
                     i,
                     Outcome {
-                        env: input.get("env").unwrap_or_default().to_owned(),
-                        database: input.get("database").unwrap_or_default().to_owned(),
+                        env: input.target.env,
+                        database: input.target.database,
                         result,
                     },
                 ));
@@ -125,18 +126,20 @@ where
 }
 
 /// Runs a read on every target, a few at a time, results in call order.
-pub async fn run_each<T, F, Fut>(app: &App, inputs: Vec<Input>, op: F) -> Vec<Outcome<T>>
+pub async fn run_each<P, T, F, Fut>(app: &App, calls: Vec<On<P>>, op: F) -> Vec<Outcome<T>>
 where
-    F: Fn(Input) -> Fut,
+    P: Clone,
+    F: Fn(On<P>) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
     let op = &op;
-    futures_util::stream::iter(inputs)
+    futures_util::stream::iter(calls)
         .map(|input| async move {
+            let (env, database) = (input.target.env.clone(), input.target.database.clone());
             Outcome {
-                env: input.get("env").unwrap_or_default().to_owned(),
-                database: input.get("database").unwrap_or_default().to_owned(),
-                result: op(input.clone()).await,
+                env,
+                database,
+                result: op(input).await,
             }
         })
         .buffered(app.fan_out_parallelism)
@@ -150,14 +153,12 @@ async fn copy(
     app: &App,
     caller: &Caller,
     operation: &UserOp,
-    input: &Input,
+    target: &Target,
     first: &UserResult,
 ) -> Result<UserResult> {
-    let scope = AuditScope::for_op(app, caller, operation, input);
+    let scope = AuditScope::for_op(app, caller, operation, target, &first.username);
     let result = async {
-        let entry = app
-            .resolve(input.required("env")?, input.required("database")?)
-            .await?;
+        let entry = app.resolve(&target.env, &target.database).await?;
         Ok(UserResult {
             entry,
             sessions_terminated: first.sessions_terminated.map(|_| 0),

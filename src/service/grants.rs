@@ -5,11 +5,10 @@ use serde::Serialize;
 
 use super::audit::AuditScope;
 use super::doctor::refuse_missing;
-use super::input::Input;
 use super::ops::UserOp;
+use super::params::{self, Lookup, On};
 use super::users::{
-    RoleInfo, UserResult, existing_role_input, lock_existing, role_info, schema_facts, status,
-    status_of,
+    RoleInfo, UserResult, existing_role, lock_existing, role_info, schema_facts, status, status_of,
 };
 use super::{App, Caller};
 use crate::error::{Error, Result};
@@ -44,22 +43,22 @@ enum Request {
     },
 }
 
-fn optional_flag(input: &Input, name: &str) -> Result<Option<bool>> {
-    input.get(name).map(|_| input.flag(name)).transpose()
-}
-
-fn parse_request(app: &App, input: &Input) -> Result<Request> {
-    let on = input.required("on")?.trim().to_ascii_lowercase();
+fn parse_request(app: &App, input: &params::Grant) -> Result<Request> {
+    let on = input.on.trim().to_ascii_lowercase();
     if on == "role" {
-        let group = app.policy.names.role(input.required("role")?)?;
+        let role = input
+            .role
+            .as_deref()
+            .ok_or_else(|| Error::MissingParam("role".into()))?;
+        let group = app.policy.names.role(role)?;
         if !GRANTABLE_PREDEFINED_ROLES.contains(&group.as_str()) {
             app.policy.check_not_protected(&group)?;
         }
         return Ok(Request::Membership {
             group,
-            admin: input.flag("admin")?,
-            inherit: optional_flag(input, "inherit")?,
-            set: optional_flag(input, "set")?,
+            admin: input.admin,
+            inherit: input.inherit,
+            set: input.set,
         });
     }
     let on: GrantOn =
@@ -68,9 +67,9 @@ fn parse_request(app: &App, input: &Input) -> Result<Request> {
                 "on '{on}' must be database, schema, tables, sequences, functions or role"
             ))
         })?;
-    let list = |name: &str| -> Vec<String> {
-        input
-            .get(name)
+    let list = |value: &Option<String>| -> Vec<String> {
+        value
+            .as_deref()
             .unwrap_or("")
             .split(',')
             .map(str::trim)
@@ -78,7 +77,7 @@ fn parse_request(app: &App, input: &Input) -> Result<Request> {
             .map(str::to_owned)
             .collect()
     };
-    let privileges = list("privileges")
+    let privileges = list(&input.privileges)
         .iter()
         .map(|p| {
             Privilege::parse(p).ok_or_else(|| Error::Invalid(format!("unknown privilege '{p}'")))
@@ -86,11 +85,11 @@ fn parse_request(app: &App, input: &Input) -> Result<Request> {
         .collect::<Result<Vec<_>>>()?;
     let cfg = GrantConfig {
         on,
-        schemas: list("schema"),
-        objects: list("objects"),
+        schemas: list(&input.schema),
+        objects: list(&input.objects),
         privileges,
-        future: input.flag("future")?,
-        owner: input.get("owner").map(str::to_owned),
+        future: input.future,
+        owner: input.owner.clone(),
     };
     Grant::from_config(&cfg, &app.policy.names)
         .map(Request::Objects)
@@ -99,22 +98,28 @@ fn parse_request(app: &App, input: &Input) -> Result<Request> {
 
 /// Grants privileges (`on` = database, schema, tables, sequences, functions) or membership
 /// (`on` = role) to an existing user.
-pub async fn grant(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
+pub async fn grant(app: &App, caller: &Caller, input: &On<params::Grant>) -> Result<UserResult> {
     change(app, caller, input, false).await
 }
 
 /// Revokes what [`grant`] grants.
-pub async fn revoke(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
+pub async fn revoke(app: &App, caller: &Caller, input: &On<params::Grant>) -> Result<UserResult> {
     change(app, caller, input, true).await
 }
 
-async fn change(app: &App, caller: &Caller, input: &Input, revoke: bool) -> Result<UserResult> {
+async fn change(
+    app: &App,
+    caller: &Caller,
+    input: &On<params::Grant>,
+    revoke: bool,
+) -> Result<UserResult> {
     let op = if revoke {
         UserOp::Revoke
     } else {
         UserOp::Grant
     };
-    let mut scope = AuditScope::for_op(app, caller, &op, input);
+    let username = &input.params.username;
+    let mut scope = AuditScope::for_op(app, caller, &op, &input.target, username);
     let result = change_in(app, &mut scope, input, revoke).await;
     scope.outcome(&result, status_of).await;
     result
@@ -123,12 +128,14 @@ async fn change(app: &App, caller: &Caller, input: &Input, revoke: bool) -> Resu
 async fn change_in(
     app: &App,
     scope: &mut AuditScope<'_>,
-    input: &Input,
+    input: &On<params::Grant>,
     revoke: bool,
 ) -> Result<UserResult> {
-    let (env, database, dry_run, role) = existing_role_input(app, scope, input)?;
-    let request = parse_request(app, input)?;
-    let entry = app.resolve(env, database).await?;
+    let (target, p) = (&input.target, &input.params);
+    let role = existing_role(app, scope, &p.username)?;
+    let dry_run = p.dry_run;
+    let request = parse_request(app, p)?;
+    let entry = app.resolve(&target.env, &target.database).await?;
     if !dry_run {
         scope
             .intent(if revoke { "revoke" } else { "grant" })
@@ -261,14 +268,13 @@ pub struct ReportResult {
 
 /// Reports attributes, memberships, database and schema privileges, table privileges per
 /// schema, default privileges and settings of a role in the target database.
-pub async fn report(app: &App, caller: &Caller, input: &Input) -> Result<ReportResult> {
-    let mut scope = AuditScope::new(app, caller, "privileges", input);
+pub async fn report(app: &App, caller: &Caller, input: &On<Lookup>) -> Result<ReportResult> {
+    let (target, username) = (&input.target, &input.params.username);
+    let mut scope = AuditScope::new(app, caller, "privileges", Some(target), username);
     let result = async {
-        let role = app.policy.names.role(input.required("username")?)?;
+        let role = app.policy.names.role(username)?;
         scope.set_username(role.as_str());
-        let entry = app
-            .resolve(input.required("env")?, input.required("database")?)
-            .await?;
+        let entry = app.resolve(&target.env, &target.database).await?;
         let conn = app.targets.connect(&entry).await?;
         let found = catalog::role_privileges(&conn, role.as_str()).await?;
         Ok(ReportResult {

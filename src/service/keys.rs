@@ -14,31 +14,35 @@ use rand::rngs::OsRng;
 use sha2::{Digest, Sha256};
 
 use super::audit::AuditScope;
-use super::input::Input;
+use super::params::{KeyScopes, parse_time_param};
 use super::{App, Caller};
 use crate::auth::{Operation, Principal, Scopes};
 use crate::error::{Error, Result};
 use crate::store::{ApiKey, Store, StoreError};
 
 /// When a new key expires: `expires` (RFC 3339 or a date) or `days` from now; neither: never.
-pub fn expiry(input: &Input) -> Result<Option<DateTime<Utc>>> {
-    if input.get("expires").is_some() && input.get("days").is_some() {
+pub fn expiry(k: &KeyScopes) -> Result<Option<DateTime<Utc>>> {
+    if k.expires.is_some() && k.days.is_some() {
         return Err(Error::Invalid("give expires or days, not both".into()));
     }
-    let days = input.number("days", 1..=3650u32)?;
-    let later = days.map(|d| Utc::now() + chrono::Duration::days(i64::from(d)));
-    Ok(input.time("expires")?.or(later))
+    let later = k
+        .days
+        .map(|d| Utc::now() + chrono::Duration::days(i64::from(d)));
+    let expires = k.expires.as_deref();
+    Ok(expires
+        .map(|raw| parse_time_param("expires", raw))
+        .transpose()?
+        .or(later))
 }
 
 /// Every API key starts with this, so leaked keys are easy to recognise and scan for.
 pub const KEY_PREFIX: &str = "pgua_";
 
-/// Reads scopes from call parameters: `environments`, `operations`, `profiles`, each a
+/// The scopes a new key asks for: `environments`, `operations`, `profiles`, each a
 /// comma-separated list (`*` for all; operations default to `read`).
-pub fn scopes_from_input(input: &Input) -> Result<Scopes> {
-    let list = |name: &str, default: &str| -> Vec<String> {
-        input
-            .get(name)
+pub fn scopes(k: &KeyScopes) -> Result<Scopes> {
+    let list = |value: Option<&str>, default: &str| -> Vec<String> {
+        value
             .unwrap_or(default)
             .split(',')
             .map(str::trim)
@@ -46,7 +50,7 @@ pub fn scopes_from_input(input: &Input) -> Result<Scopes> {
             .map(str::to_owned)
             .collect()
     };
-    let operations = list("operations", "read")
+    let operations = list(k.operations.as_deref(), "read")
         .iter()
         .map(|o| {
             if o == "*" {
@@ -62,14 +66,14 @@ pub fn scopes_from_input(input: &Input) -> Result<Scopes> {
         })
         .collect::<Result<Vec<_>>>()?
         .concat();
-    let environments = list("environments", "");
+    let environments = list(Some(&k.environments), "");
     if environments.is_empty() {
         return Err(Error::MissingParam("environments".into()));
     }
     Ok(Scopes {
         environments,
         operations,
-        profiles: list("profiles", "*"),
+        profiles: list(k.profiles.as_deref(), "*"),
     })
 }
 
@@ -252,8 +256,12 @@ pub async fn authenticate_jwt(
 mod tests {
     use super::*;
 
-    fn input(pairs: &[(&str, &str)]) -> Input {
-        Input::from_pairs(pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())))
+    fn input(pairs: &[(&str, &str)]) -> Result<KeyScopes> {
+        crate::service::params::from_pairs(pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())))
+    }
+
+    fn scopes_from(pairs: &[(&str, &str)]) -> Result<Scopes> {
+        scopes(&input(pairs)?)
     }
 
     #[test]
@@ -375,18 +383,16 @@ mod tests {
 
     #[test]
     fn scopes_from_parameters() {
-        let s = scopes_from_input(&input(&[
+        let s = scopes_from(&[
             ("environments", "dev,qa"),
             ("operations", "read, create"),
             ("profiles", "devqa"),
-        ]))
+        ])
         .unwrap();
         assert_eq!(s.operations, [Operation::Read, Operation::Create]);
-        assert!(
-            scopes_from_input(&input(&[("environments", "dev"), ("operations", "god")])).is_err()
-        );
-        assert!(scopes_from_input(&input(&[("operations", "read")])).is_err());
-        let all = scopes_from_input(&input(&[("environments", "*"), ("operations", "*")])).unwrap();
+        assert!(scopes_from(&[("environments", "dev"), ("operations", "god")]).is_err());
+        assert!(scopes_from(&[("operations", "read")]).is_err());
+        let all = scopes_from(&[("environments", "*"), ("operations", "*")]).unwrap();
         assert_eq!(all, Scopes::all());
     }
 }
@@ -668,7 +674,7 @@ pub async fn audit_refusal(
         scopes: None,
         identity: None,
     };
-    let scope = AuditScope::new(app, &caller, "auth", &Input::default());
+    let scope = AuditScope::new(app, &caller, "auth", None, "");
     let failed: Result<()> = Err(Error::Forbidden(message));
     scope.outcome(&failed, |_| String::new()).await;
 }

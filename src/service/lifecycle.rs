@@ -3,10 +3,10 @@
 use chrono::Utc;
 
 use super::audit::AuditScope;
-use super::input::{Input, parse_time};
 use super::ops::UserOp;
+use super::params::{self, On, RoleChange, parse_time};
 use super::users::{
-    Change, UserResult, alter_existing, existing_role_input, lock_existing, status, status_of,
+    Change, Existing, UserResult, alter_existing, existing_role, lock_existing, status, status_of,
     terminate_sessions,
 };
 use super::{App, Caller};
@@ -20,15 +20,23 @@ use crate::target::catalog;
 async fn change_role(
     app: &App,
     caller: &Caller,
-    input: &Input,
+    of: Existing<'_>,
     op: UserOp,
     change: Change,
     build: impl FnOnce(&RoleName) -> Result<Vec<Statement>>,
 ) -> Result<UserResult> {
-    let mut scope = AuditScope::for_op(app, caller, &op, input);
-    let result = alter_existing(app, &mut scope, input, change, |role, _| build(role)).await;
+    let mut scope = AuditScope::for_op(app, caller, &op, of.target, of.username);
+    let result = alter_existing(app, &mut scope, of, change, |role, _| build(role)).await;
     scope.outcome(&result, status_of).await;
     result
+}
+
+fn existing<'a>(target: &'a params::Target, username: &'a str, dry_run: bool) -> Existing<'a> {
+    Existing {
+        target,
+        username,
+        dry_run,
+    }
 }
 
 fn change(what: &'static str, success: &str, terminate: bool) -> Change {
@@ -41,18 +49,17 @@ fn change(what: &'static str, success: &str, terminate: bool) -> Change {
 }
 
 /// NOLOGIN, then ends the role's open sessions on that server.
-pub async fn lock(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
+pub async fn lock(app: &App, caller: &Caller, input: &On<RoleChange>) -> Result<UserResult> {
     let c = change("lock", "user locked", true);
-    change_role(app, caller, input, UserOp::Lock, c, |r| {
-        Ok(lifecycle::lock(r))
-    })
-    .await
+    let of = existing(&input.target, &input.params.username, input.params.dry_run);
+    change_role(app, caller, of, UserOp::Lock, c, |r| Ok(lifecycle::lock(r))).await
 }
 
 /// LOGIN again.
-pub async fn unlock(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
+pub async fn unlock(app: &App, caller: &Caller, input: &On<RoleChange>) -> Result<UserResult> {
     let c = change("unlock", "user unlocked", false);
-    change_role(app, caller, input, UserOp::Unlock, c, |r| {
+    let of = existing(&input.target, &input.params.username, input.params.dry_run);
+    change_role(app, caller, of, UserOp::Unlock, c, |r| {
         Ok(lifecycle::unlock(r))
     })
     .await
@@ -75,61 +82,54 @@ fn parse_valid_until(raw: &str) -> Result<ValidUntil> {
 }
 
 /// The password stops working at `valid_until` (default: now). Open sessions stay.
-pub async fn expire(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
-    let until = input
-        .get("valid_until")
+pub async fn expire(app: &App, caller: &Caller, input: &On<params::Expire>) -> Result<UserResult> {
+    let p = &input.params;
+    let until = p
+        .valid_until
+        .as_deref()
         .map_or(Ok(ValidUntil::At(Utc::now())), parse_valid_until);
     let success = match &until {
         Ok(u) => format!("user expires {}", u.sql_value()),
         Err(_) => String::new(),
     };
     let c = change("expire", &success, false);
-    change_role(app, caller, input, UserOp::Expire, c, |r| {
+    let of = existing(&input.target, &p.username, p.dry_run);
+    change_role(app, caller, of, UserOp::Expire, c, |r| {
         Ok(lifecycle::valid_until(r, until?))
     })
     .await
 }
 
 /// The password works again: until `valid_until`, for `days` more days, or (neither) forever.
-pub async fn renew(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
-    let until = match (input.get("valid_until"), input.get("days")) {
+pub async fn renew(app: &App, caller: &Caller, input: &On<params::Renew>) -> Result<UserResult> {
+    let p = &input.params;
+    let until = match (p.valid_until.as_deref(), p.days) {
         (Some(_), Some(_)) => Err(Error::Invalid("give valid_until or days, not both".into())),
         (Some(raw), None) => parse_valid_until(raw),
-        (None, _) => input.number("days", 1..=36_500u32).map(|days| match days {
-            Some(d) => ValidUntil::At(Utc::now() + chrono::Duration::days(i64::from(d))),
-            None => ValidUntil::Infinity,
-        }),
+        (None, Some(d)) => Ok(ValidUntil::At(
+            Utc::now() + chrono::Duration::days(i64::from(d)),
+        )),
+        (None, None) => Ok(ValidUntil::Infinity),
     };
     let success = match &until {
         Ok(u) => format!("user renewed until {}", u.sql_value()),
         Err(_) => String::new(),
     };
     let c = change("renew", &success, false);
-    change_role(app, caller, input, UserOp::Renew, c, |r| {
+    let of = existing(&input.target, &p.username, p.dry_run);
+    change_role(app, caller, of, UserOp::Renew, c, |r| {
         Ok(lifecycle::valid_until(r, until?))
     })
     .await
 }
 
 /// Changes `connection_limit` and/or `attributes` (from a closed set).
-pub async fn alter(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
+pub async fn alter(app: &App, caller: &Caller, input: &On<params::Alter>) -> Result<UserResult> {
+    let p = &input.params;
     let parsed = (|| {
-        let limit = input
-            .get("connection_limit")
-            .map(|raw| {
-                raw.trim()
-                    .parse::<i32>()
-                    .ok()
-                    .filter(|l| (-1..=10_000).contains(l))
-                    .ok_or_else(|| {
-                        Error::Invalid(format!(
-                            "connection_limit '{raw}' must be -1 (no limit) to 10000"
-                        ))
-                    })
-            })
-            .transpose()?;
+        let limit = p.connection_limit;
         let mut attributes = Vec::new();
-        for word in input.get("attributes").unwrap_or("").split(',') {
+        for word in p.attributes.as_deref().unwrap_or("").split(',') {
             let word = word.trim().to_ascii_uppercase();
             if word.is_empty() {
                 continue;
@@ -151,7 +151,8 @@ pub async fn alter(app: &App, caller: &Caller, input: &Input) -> Result<UserResu
         Ok((limit, attributes))
     })();
     let c = change("alter", "user altered", false);
-    change_role(app, caller, input, UserOp::Alter, c, |r| {
+    let of = existing(&input.target, &p.username, p.dry_run);
+    change_role(app, caller, of, UserOp::Alter, c, |r| {
         let (limit, attributes) = parsed?;
         Ok(lifecycle::alter(r, limit, &attributes))
     })
@@ -168,23 +169,31 @@ struct Dependent {
 /// server where it owns objects or holds privileges, REASSIGN OWNED to a successor (default:
 /// that database's owner) and DROP OWNED; then end its sessions and DROP ROLE. When that
 /// cannot be done safely, nothing is changed and the answer is 409 with what blocks it.
-pub async fn drop(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
-    let mut scope = AuditScope::for_op(app, caller, &UserOp::Drop, input);
+pub async fn drop(app: &App, caller: &Caller, input: &On<params::Drop>) -> Result<UserResult> {
+    let (target, p) = (&input.target, &input.params);
+    let mut scope = AuditScope::for_op(app, caller, &UserOp::Drop, target, &p.username);
     let result = drop_in(app, &mut scope, input).await;
     scope.outcome(&result, status_of).await;
     result
 }
 
-async fn drop_in(app: &App, scope: &mut AuditScope<'_>, input: &Input) -> Result<UserResult> {
-    let (env, database, dry_run, role) = existing_role_input(app, scope, input)?;
-    let successor = input
-        .get("successor")
+async fn drop_in(
+    app: &App,
+    scope: &mut AuditScope<'_>,
+    input: &On<params::Drop>,
+) -> Result<UserResult> {
+    let (target, p) = (&input.target, &input.params);
+    let role = existing_role(app, scope, &p.username)?;
+    let dry_run = p.dry_run;
+    let successor = p
+        .successor
+        .as_deref()
         .map(|s| app.policy.names.role(s))
         .transpose()?;
     if successor.as_ref() == Some(&role) {
         return Err(Error::Invalid("the successor must be another role".into()));
     }
-    let entry = app.resolve(env, database).await?;
+    let entry = app.resolve(&target.env, &target.database).await?;
     if !dry_run {
         scope.intent("drop user").await?;
     }
@@ -192,6 +201,18 @@ async fn drop_in(app: &App, scope: &mut AuditScope<'_>, input: &Input) -> Result
     let tx = conn.transaction().await?;
     if !lock_existing(&tx, &role).await? {
         return Ok(UserResult::new(&role, entry, status::NOT_FOUND));
+    }
+    // REASSIGN OWNED to a role that does not exist would fail inside the target (42704);
+    // it is the caller's mistake, told as such.
+    if let Some(s) = &successor
+        && matches!(
+            catalog::role_state(&tx, s.as_str()).await?,
+            catalog::RoleState::Missing
+        )
+    {
+        return Err(Error::Invalid(format!(
+            "the successor role '{s}' does not exist on this server; nothing was changed"
+        )));
     }
     let dependents = dependents(&tx, &role, &entry, successor.as_ref()).await?;
     let admin_is_member = catalog::admin_uses(&tx, role.as_str()).await?;

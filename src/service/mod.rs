@@ -5,11 +5,11 @@ pub mod audit;
 pub mod doctor;
 pub mod fanout;
 pub mod grants;
-pub mod input;
 pub mod jobs;
 pub mod keys;
 pub mod lifecycle;
 pub mod ops;
+pub mod params;
 pub mod registry;
 pub mod reminders;
 pub mod users;
@@ -240,15 +240,17 @@ impl Caller {
 }
 
 impl Caller {
-    /// Refuses with 403 when the caller's scopes do not cover the call.
+    /// Refuses with 403 when the caller's scopes do not cover the call on `target` (its
+    /// environment or comma-separated environments; `None` for calls on no target).
     pub fn authorize(
         &self,
         op: crate::auth::Operation,
-        input: &input::Input,
+        target: Option<&params::Target>,
         profile: Option<&str>,
     ) -> Result<()> {
+        let envs = target.map_or("", |t| t.env.as_str());
         match &self.scopes {
-            Some(s) => s.check(&self.principal, op, input.get("env").unwrap_or(""), profile),
+            Some(s) => s.check(&self.principal, op, envs, profile),
             None => Err(Error::Forbidden("not authenticated".into())),
         }
     }

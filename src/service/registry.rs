@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use super::input::Input;
+use super::params::{Entry, RegistryFields, parse_flag};
 use super::{App, Caller, audit::AuditScope};
 use crate::error::{Error, Result};
 use crate::store::{NewEntry, RegistryEntry, Store, StoreError};
@@ -193,7 +193,7 @@ impl RegistryCache {
 
 /// Every registry entry, inactive ones included.
 pub async fn list(app: &App, caller: &Caller) -> Result<Vec<RegistryEntry>> {
-    let scope = AuditScope::new(app, caller, "registry:list", &Input::default());
+    let scope = AuditScope::new(app, caller, "registry:list", None, "");
     let result = app.store.registry_list().await.map_err(Into::into);
     scope
         .outcome(&result, |e: &Vec<RegistryEntry>| {
@@ -282,9 +282,7 @@ impl CsvRow {
     fn into_entry(self) -> std::result::Result<NewEntry, String> {
         let active = match self.active.as_deref().map(str::trim) {
             None | Some("") => true,
-            Some(v) => Input::from_pairs([("active".into(), v.into())])
-                .flag("active")
-                .map_err(|e| e.to_string())?,
+            Some(v) => parse_flag("active", v).map_err(|e| e.to_string())?,
         };
         Ok(NewEntry {
             env: self.env,
@@ -358,24 +356,24 @@ pub async fn import(app: &App, caller: &Caller, entries: &[NewEntry]) -> anyhow:
         bail!("nothing imported:\n  {}", errors.join("\n  "));
     }
     for e in entries {
-        change(app, caller, "add", &input_of(e)).await?;
+        change(app, caller, "add", &entry_of(e)).await?;
     }
     Ok(())
 }
 
 /// The call parameters that add `e` through [`change`].
-pub fn input_of(e: &NewEntry) -> Input {
-    let mut input = Input::default();
-    input.set("env", e.env.clone());
-    input.set("database", e.db_name.clone());
-    input.set("host", e.hostname.clone());
-    input.set("port", e.port.to_string());
-    input.set("active", if e.active { "1" } else { "0" });
-    input.set("sslmode", e.sslmode.as_str());
-    if let Some(notes) = &e.notes {
-        input.set("notes", notes.clone());
+pub fn entry_of(e: &NewEntry) -> Entry {
+    Entry {
+        env: e.env.clone(),
+        database: e.db_name.clone(),
+        fields: RegistryFields {
+            host: Some(e.hostname.clone()),
+            port: Some(e.port),
+            notes: e.notes.clone(),
+            active: Some(e.active),
+            sslmode: Some(e.sslmode.as_str().to_owned()),
+        },
     }
-    input
 }
 
 /// What a registry change did.
@@ -387,14 +385,15 @@ pub struct RegistryChange {
     pub status: &'static str,
 }
 
-fn entry_from_input(input: &Input, current: Option<&RegistryEntry>) -> Result<NewEntry> {
-    let env = input.required("env")?.to_owned();
-    let db_name = input.required("database")?.to_owned();
-    let port = match input.number("port", 1..=u16::MAX)? {
+fn entry_from_input(input: &Entry, current: Option<&RegistryEntry>) -> Result<NewEntry> {
+    let fields = &input.fields;
+    let env = input.env.clone();
+    let db_name = input.database.clone();
+    let port = match fields.port {
         Some(p) => p,
         None => current.map_or(5432, |c| c.port),
     };
-    let hostname = match (input.get("host").or(input.get("hostname")), current) {
+    let hostname = match (fields.host.as_deref(), current) {
         (Some(h), _) => h.to_owned(),
         (None, Some(c)) => c.hostname.clone(),
         (None, None) => return Err(Error::MissingParam("host".into())),
@@ -404,15 +403,15 @@ fn entry_from_input(input: &Input, current: Option<&RegistryEntry>) -> Result<Ne
         db_name,
         hostname,
         port,
-        active: match input.get("active") {
-            Some(_) => input.flag("active")?,
+        active: match fields.active {
+            Some(active) => active,
             None => current.is_none_or(|c| c.active),
         },
-        notes: input
-            .get("notes")
-            .map(str::to_owned)
+        notes: fields
+            .notes
+            .clone()
             .or_else(|| current.and_then(|c| c.notes.clone())),
-        sslmode: match input.get("sslmode") {
+        sslmode: match fields.sslmode.as_deref() {
             Some(s) => s.parse().map_err(Error::Invalid)?,
             None => current.map(|c| c.sslmode).unwrap_or_default(),
         },
@@ -427,12 +426,12 @@ pub async fn change(
     app: &App,
     caller: &Caller,
     action: &str,
-    input: &Input,
+    input: &Entry,
 ) -> Result<RegistryChange> {
-    let scope = AuditScope::new(app, caller, &format!("registry:{action}"), input);
+    let key = super::params::Target::new(input.env.clone(), input.database.clone());
+    let scope = AuditScope::new(app, caller, &format!("registry:{action}"), Some(&key), "");
     let result = async {
-        let env = input.required("env")?;
-        let db = input.required("database")?;
+        let (env, db) = (input.env.as_str(), input.database.as_str());
         let current = app.store.registry_get(env, db).await?;
         let missing = || Error::NoRegistryEntry {
             env: env.to_owned(),

@@ -4,8 +4,8 @@ use serde::Serialize;
 
 use super::audit::AuditScope;
 use super::doctor::refuse_missing;
-use super::input::Input;
 use super::ops::UserOp;
+use super::params::{CreateUser, Lookup, Nothing, On, RoleChange, SearchPath, Target};
 use super::{App, Caller};
 use crate::error::{Error, Result};
 use crate::plan::grants::{Grant, GrantOn, check_server_version, schema_scope};
@@ -138,9 +138,9 @@ pub(super) fn status_of(r: &UserResult) -> String {
 }
 
 /// The role name a profile builds from its parameters.
-fn profile_role(app: &App, profile: &Profile, input: &Input) -> Result<RoleName> {
+fn profile_role(app: &App, profile: &Profile, input: &CreateUser) -> Result<RoleName> {
     profile
-        .role_name(&app.policy.names, |k| input.get(k).map(str::to_owned))
+        .role_name(&app.policy.names, |k| input.params.get(k).cloned())
         .map_err(|e| match e {
             ProfileInputError::Missing(p) => Error::MissingParam(p),
             ProfileInputError::Invalid(m) => Error::Invalid(m),
@@ -247,7 +247,7 @@ pub async fn create(
     app: &App,
     caller: &Caller,
     profile: &Profile,
-    input: &Input,
+    input: &On<CreateUser>,
 ) -> Result<UserResult> {
     create_as(app, caller, profile, input, false).await
 }
@@ -259,7 +259,7 @@ pub async fn create_on_same_server(
     app: &App,
     caller: &Caller,
     profile: &Profile,
-    input: &Input,
+    input: &On<CreateUser>,
 ) -> Result<UserResult> {
     create_as(app, caller, profile, input, true).await
 }
@@ -268,11 +268,16 @@ async fn create_as(
     app: &App,
     caller: &Caller,
     profile: &Profile,
-    input: &Input,
+    input: &On<CreateUser>,
     same_server: bool,
 ) -> Result<UserResult> {
     let op = UserOp::Create(profile.name.clone());
-    let mut scope = AuditScope::for_op(app, caller, &op, input);
+    let username = input
+        .params
+        .params
+        .get("username")
+        .map_or("", String::as_str);
+    let mut scope = AuditScope::for_op(app, caller, &op, &input.target, username);
     scope.set_profile(&profile.label());
     let result = create_in(app, &mut scope, profile, input, same_server).await;
     scope.outcome(&result, status_of).await;
@@ -283,13 +288,12 @@ async fn create_in(
     app: &App,
     scope: &mut AuditScope<'_>,
     profile: &Profile,
-    input: &Input,
+    input: &On<CreateUser>,
     same_server: bool,
 ) -> Result<UserResult> {
-    let env = input.required("env")?;
-    let database = input.required("database")?;
-    let dry_run = input.flag("dry_run")?;
-    let role = profile_role(app, profile, input)?;
+    let (env, database) = (&input.target.env, &input.target.database);
+    let dry_run = input.params.dry_run;
+    let role = profile_role(app, profile, &input.params)?;
     scope.set_username(role.as_str());
     app.policy.check_not_protected(&role)?;
     app.policy.check_profile_env(profile, env)?;
@@ -377,20 +381,28 @@ pub(super) struct Change {
     pub terminate: bool,
 }
 
-/// The target and the existing role a change names: the role validated, not protected, and
-/// recorded in the audit scope. Returns env, database, dry_run and the role.
-pub(super) fn existing_role_input<'i>(
+/// The existing role a change names: validated, not protected, and recorded in the audit
+/// scope.
+pub(super) fn existing_role(
     app: &App,
     scope: &mut AuditScope<'_>,
-    input: &'i Input,
-) -> Result<(&'i str, &'i str, bool, RoleName)> {
-    let env = input.required("env")?;
-    let database = input.required("database")?;
-    let dry_run = input.flag("dry_run")?;
-    let role = app.policy.names.role(input.required("username")?)?;
+    username: &str,
+) -> Result<RoleName> {
+    let role = app.policy.names.role(username)?;
     scope.set_username(role.as_str());
     app.policy.check_not_protected(&role)?;
-    Ok((env, database, dry_run, role))
+    Ok(role)
+}
+
+/// What a change of an existing role is given: where, which role, and whether to only plan.
+#[derive(Clone, Copy)]
+pub(super) struct Existing<'a> {
+    /// The one target.
+    pub target: &'a Target,
+    /// The role, as given.
+    pub username: &'a str,
+    /// Plan only.
+    pub dry_run: bool,
 }
 
 /// Shared path of changes to an existing role: validate, resolve, intent, lock, check the
@@ -398,12 +410,13 @@ pub(super) fn existing_role_input<'i>(
 pub(super) async fn alter_existing(
     app: &App,
     scope: &mut AuditScope<'_>,
-    input: &Input,
+    of: Existing<'_>,
     change: Change,
     build: impl FnOnce(&RoleName, &RegistryEntry) -> Result<Vec<Statement>>,
 ) -> Result<UserResult> {
-    let (env, database, dry_run, role) = existing_role_input(app, scope, input)?;
-    let entry = app.resolve(env, database).await?;
+    let role = existing_role(app, scope, of.username)?;
+    let dry_run = of.dry_run;
+    let entry = app.resolve(&of.target.env, &of.target.database).await?;
     let mut plan = build(&role, &entry)?;
     if !dry_run {
         scope.intent(change.what).await?;
@@ -446,8 +459,9 @@ pub(super) async fn terminate_sessions(
 }
 
 /// Gives an existing user a new generated password; the old one stops working at once.
-pub async fn reset(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
-    let mut scope = AuditScope::for_op(app, caller, &UserOp::Reset, input);
+pub async fn reset(app: &App, caller: &Caller, input: &On<RoleChange>) -> Result<UserResult> {
+    let (target, p) = (&input.target, &input.params);
+    let mut scope = AuditScope::for_op(app, caller, &UserOp::Reset, target, &p.username);
     let result = async {
         let (password, verifier) = new_password().await?;
         let build = |role: &RoleName, _: &RegistryEntry| Ok(plan::reset_password(role, &verifier));
@@ -457,7 +471,12 @@ pub async fn reset(app: &App, caller: &Caller, input: &Input) -> Result<UserResu
             password: Some(password),
             terminate: false,
         };
-        alter_existing(app, &mut scope, input, change, build).await
+        let of = Existing {
+            target,
+            username: &p.username,
+            dry_run: p.dry_run,
+        };
+        alter_existing(app, &mut scope, of, change, build).await
     }
     .await;
     scope.outcome(&result, status_of).await;
@@ -465,13 +484,14 @@ pub async fn reset(app: &App, caller: &Caller, input: &Input) -> Result<UserResu
 }
 
 /// Sets an existing user's search_path in the target database (default `public`).
-pub async fn search_path(app: &App, caller: &Caller, input: &Input) -> Result<UserResult> {
-    let mut scope = AuditScope::for_op(app, caller, &UserOp::SearchPath, input);
+pub async fn search_path(app: &App, caller: &Caller, input: &On<SearchPath>) -> Result<UserResult> {
+    let (target, p) = (&input.target, &input.params);
+    let mut scope = AuditScope::for_op(app, caller, &UserOp::SearchPath, target, &p.username);
     let result = async {
         let path = app
             .policy
             .names
-            .search_path(input.get("schema").unwrap_or("public"))?;
+            .search_path(p.schema.as_deref().unwrap_or("public"))?;
         let shown: Vec<&str> = path.iter().map(|s| s.as_str()).collect();
         let success = format!("search_path set to {}", shown.join(", "));
         let schema = shown.join(",");
@@ -484,7 +504,12 @@ pub async fn search_path(app: &App, caller: &Caller, input: &Input) -> Result<Us
             password: None,
             terminate: false,
         };
-        let result = alter_existing(app, &mut scope, input, change, build).await?;
+        let of = Existing {
+            target,
+            username: &p.username,
+            dry_run: p.dry_run,
+        };
+        let result = alter_existing(app, &mut scope, of, change, build).await?;
         Ok(UserResult {
             schema: Some(schema),
             ..result
@@ -537,7 +562,7 @@ pub(super) fn role_info(role: catalog::Role) -> RoleInfo {
 }
 
 /// Looks a user up by (folded) name.
-pub async fn find(app: &App, caller: &Caller, input: &Input) -> Result<FindResult> {
+pub async fn find(app: &App, caller: &Caller, input: &On<Lookup>) -> Result<FindResult> {
     let detail = |r: &FindResult| {
         if r.role.is_some() {
             "found"
@@ -546,13 +571,12 @@ pub async fn find(app: &App, caller: &Caller, input: &Input) -> Result<FindResul
         }
         .into()
     };
-    let mut scope = AuditScope::new(app, caller, "find", input);
+    let (target, username) = (&input.target, &input.params.username);
+    let mut scope = AuditScope::new(app, caller, "find", Some(target), username);
     let result = async {
-        let env = input.required("env")?;
-        let database = input.required("database")?;
-        let role = app.policy.names.role(input.required("username")?)?;
+        let role = app.policy.names.role(username)?;
         scope.set_username(role.as_str());
-        let entry = app.resolve(env, database).await?;
+        let entry = app.resolve(&target.env, &target.database).await?;
         let conn = app.targets.connect(&entry).await?;
         let found = catalog::role(&conn, role.as_str()).await?;
         Ok(FindResult {
@@ -567,13 +591,12 @@ pub async fn find(app: &App, caller: &Caller, input: &Input) -> Result<FindResul
 }
 
 /// Lists the target's users as the original does: the roles that can log in, by name.
-pub async fn list(app: &App, caller: &Caller, input: &Input) -> Result<ListResult> {
+pub async fn list(app: &App, caller: &Caller, input: &On<Nothing>) -> Result<ListResult> {
     let detail = |r: &ListResult| format!("{} users", r.users.len());
-    let scope = AuditScope::new(app, caller, "list", input);
+    let target = &input.target;
+    let scope = AuditScope::new(app, caller, "list", Some(target), "");
     let result = async {
-        let env = input.required("env")?;
-        let database = input.required("database")?;
-        let entry = app.resolve(env, database).await?;
+        let entry = app.resolve(&target.env, &target.database).await?;
         let conn = app.targets.connect(&entry).await?;
         let users = catalog::login_roles(&conn).await?;
         Ok(ListResult {

@@ -20,6 +20,10 @@ use crate::support::{TestApp, clusters, connect, spawn_app_with, start_prepared_
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
                       response_schema_conformance,negative_data_rejection,ignored_auth";
+/// The coverage phase sends the boundaries of what the document allows and refuses (empty
+/// strings, missing required parameters, extra fields, values just outside a pattern), so
+/// a document that refuses what the server accepts fails here.
+const PHASES: &str = "examples,coverage,fuzzing";
 
 /// `st` from `target/schemathesis`, made with the machine's python3 when missing.
 fn schemathesis() -> PathBuf {
@@ -82,6 +86,8 @@ fn fuzz(app: &TestApp, key: &str, seed: &str, extra: &[&str]) {
             &examples,
             "--seed",
             seed,
+            "--phases",
+            PHASES,
         ])
         .args(["--header", &format!("Authorization: Bearer {key}")])
         .args(["--no-color", "--workers", "1"])

@@ -382,12 +382,13 @@ impl TestApp {
 
     /// A new API key with these scopes (comma lists), straight through the store.
     pub async fn key(&self, environments: &str, operations: &str, profiles: &str) -> String {
-        let input = pgua::service::input::Input::from_pairs([
-            ("environments".to_owned(), environments.to_owned()),
-            ("operations".to_owned(), operations.to_owned()),
-            ("profiles".to_owned(), profiles.to_owned()),
-        ]);
-        let scopes = pgua::service::keys::scopes_from_input(&input).unwrap();
+        let asked = pgua::service::params::KeyScopes {
+            environments: environments.to_owned(),
+            operations: Some(operations.to_owned()),
+            profiles: Some(profiles.to_owned()),
+            ..Default::default()
+        };
+        let scopes = pgua::service::keys::scopes(&asked).unwrap();
         let name = unique("key");
         pgua::service::keys::create(self.store.as_ref(), &name, "tests", &scopes, None)
             .await
