@@ -809,6 +809,9 @@ pub struct MeBody {
     pub scopes: serde_json::Value,
     /// JWT callers only: `issuer`, `subject`, `jti` and the `binding` that matched.
     pub identity: Option<serde_json::Value>,
+    /// Only for a single sign-on session: the token its other calls carry in `x-csrf-token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf_token: Option<String>,
 }
 
 /// The token `/api/v1/auth/check` explains.
@@ -842,7 +845,4 @@ pub struct CheckBody {
     pub scopes: Option<serde_json::Value>,
     /// Whether a second use of the token would be refused.
     pub single_use: bool,
-    /// Only for a single sign-on session: the token its other calls carry in `x-csrf-token`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub csrf_token: Option<String>,
 }
