@@ -163,7 +163,6 @@ pub fn export_filter(q: &AuditQuery) -> Result<AuditFilter> {
     })
 }
 
-
 /// CSV columns of an export, in order.
 pub const CSV_HEADER: [&str; 16] = [
     "id",

@@ -66,6 +66,12 @@ pub fn scopes(k: &KeyScopes) -> Result<Scopes> {
         })
         .collect::<Result<Vec<_>>>()?
         .concat();
+    if operations.is_empty() {
+        // A key that may do nothing is a mistake in the call, not a key anyone wants.
+        return Err(Error::Invalid(
+            "operations must name at least one operation (or *)".into(),
+        ));
+    }
     let environments = list(Some(&k.environments), "");
     if environments.is_empty() {
         return Err(Error::MissingParam("environments".into()));
