@@ -3,36 +3,13 @@
 use pgua::cluster::ClusterOptions;
 use pgua::config::Config;
 use pgua::store::{NewEntry, SslMode};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 use crate::support::{ClusterInfo, clusters, spawn_app_with, start_prepared, unique};
-
-struct Pki {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn pki() -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    Pki {
-        ca_pem: ca.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
-}
 
 /// A prepared cluster serving TLS with a certificate for `localhost` from a new private
 /// CA, whose certificate is written to `ca_path`.
 fn tls_cluster(ca_path: &std::path::Path) -> ClusterInfo {
-    let pki = pki();
+    let pki = crate::support::issuer::localhost_pki();
     std::fs::write(ca_path, &pki.ca_pem).unwrap();
     start_prepared(
         ClusterOptions {

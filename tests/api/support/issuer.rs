@@ -208,8 +208,20 @@ impl TestIssuer {
     }
 }
 
-/// A server certificate for `localhost` from a fresh private CA; the CA's PEM is returned too.
-pub fn localhost_tls() -> (Arc<tokio_rustls::rustls::ServerConfig>, String) {
+/// A fresh private CA and a server certificate for `localhost` it signed.
+pub struct LocalhostPki {
+    /// The CA's certificate (PEM): what a client trusts.
+    pub ca_pem: String,
+    /// The server's certificate (PEM).
+    pub cert_pem: String,
+    /// The server's key (PKCS#8 PEM).
+    pub key_pem: String,
+    cert_der: tokio_rustls::rustls::pki_types::CertificateDer<'static>,
+    key_der: Vec<u8>,
+}
+
+/// Makes a [`LocalhostPki`].
+pub fn localhost_pki() -> LocalhostPki {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -219,15 +231,27 @@ pub fn localhost_tls() -> (Arc<tokio_rustls::rustls::ServerConfig>, String) {
         .unwrap()
         .signed_by(&key, &ca)
         .unwrap();
+    LocalhostPki {
+        ca_pem: ca.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        cert_der: cert.der().clone(),
+        key_der: key.serialize_der(),
+    }
+}
+
+/// A server certificate for `localhost` from a fresh private CA; the CA's PEM is returned too.
+pub fn localhost_tls() -> (Arc<tokio_rustls::rustls::ServerConfig>, String) {
+    let pki = localhost_pki();
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(
-            vec![cert.der().clone()],
-            tokio_rustls::rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+            vec![pki.cert_der],
+            tokio_rustls::rustls::pki_types::PrivatePkcs8KeyDer::from(pki.key_der).into(),
         )
         .unwrap();
-    (Arc::new(config), ca.pem())
+    (Arc::new(config), pki.ca_pem)
 }
