@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod grants;
+pub mod groups;
 pub mod lifecycle;
 pub mod naming;
 pub mod password;
