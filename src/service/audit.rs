@@ -81,6 +81,20 @@ impl<'a> AuditScope<'a> {
         }
     }
 
+    /// A trail of its own for a role the operation creates on the side (the group a
+    /// create's profile needs): same request, principal and target; notified to no one.
+    pub fn side(&self, operation: &str, username: &str) -> AuditScope<'a> {
+        let mut record = self.record.clone();
+        record.operation = operation.to_owned();
+        record.pg_username = cap(username);
+        AuditScope {
+            app: self.app,
+            record,
+            started: Instant::now(),
+            event: None,
+        }
+    }
+
     /// Records the role name actually used (after folding or templating).
     pub fn set_username(&mut self, name: &str) {
         self.record.pg_username = cap(name);

@@ -345,7 +345,7 @@ async fn create_in(
         // user create then leaves a harmless group), and the create starts over.
         if !group_plan.is_empty() && !dry_run && !group_ensured {
             drop(tx);
-            ensure_group(&mut conn, app, &entry, profile, &group).await?;
+            ensure_group(&mut conn, app, scope, &entry, profile, &group).await?;
             group_ensured = true;
             continue;
         }
@@ -405,10 +405,13 @@ fn group_plan(
 }
 
 /// Creates or syncs `group` in its own transaction, under the grant lock and the group's
-/// own lock, deciding again once they are held (another replica may have just done it).
+/// own lock, deciding again once they are held (another replica may have just done it). A
+/// new group is a new role: its creation has an audit trail of its own (intent before the
+/// DDL, outcome after); a sync is part of the create that needed it.
 async fn ensure_group(
     conn: &mut deadpool_postgres::Object,
     app: &App,
+    scope: &AuditScope<'_>,
     entry: &RegistryEntry,
     profile: &Profile,
     group: &Group,
@@ -422,11 +425,26 @@ async fn ensure_group(
         Vec::new()
     };
     let plan = group_plan(group, &state, &schemas)?;
-    if !plan.is_empty() {
-        tx.batch_execute(&plan::batch(&plan)).await?;
+    if state != GroupState::Missing {
+        if !plan.is_empty() {
+            tx.batch_execute(&plan::batch(&plan)).await?;
+        }
+        tx.commit().await?;
+        return Ok(());
     }
-    tx.commit().await?;
-    Ok(())
+    let trail = scope.side(
+        &format!("create:group:{}", profile.name),
+        group.name().as_str(),
+    );
+    trail.intent("create the group role of a profile").await?;
+    let result = async {
+        tx.batch_execute(&plan::batch(&plan)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+    .await;
+    trail.outcome(&result, |_| "group created".into()).await;
+    result
 }
 
 /// Joining a superuser (or the admin role) would hand out its power: refuse it.

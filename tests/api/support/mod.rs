@@ -103,10 +103,42 @@ pub fn clusters() -> &'static Clusters {
 /// databases `dev` and `prod` with a table `public.orders`.
 pub fn start_prepared(options: ClusterOptions, admin_password: &str) -> ClusterInfo {
     let cluster = start_prepared_cluster(options, admin_password);
+    with_groups(&cluster);
     let info = ClusterInfo::of(&cluster, admin_password);
     OWNED.lock().unwrap().push(cluster);
     info
 }
+
+/// Creates, as the admin role, the group roles of the built-in profiles in `dev` and `prod`,
+/// as a service that has served before leaves them. The clusters are shared by every test,
+/// and tests count their own audit records: whichever test happened to create a user first
+/// would otherwise also find a group's audited creation in its log. First use is tested on
+/// fresh databases (`groups::`).
+fn with_groups(cluster: &TempCluster) {
+    use pgua::plan::groups::Group;
+    use pgua::plan::{NamePolicy, Profiles, SchemaFacts, batch};
+    let profiles = Profiles::load(&Default::default(), &NamePolicy::default(), &[]).unwrap();
+    // What the service reads there: `public` (of pg_database_owner, i.e. app_owner) with
+    // app_owner's `orders`.
+    let facts = [SchemaFacts {
+        name: "public".into(),
+        owners: vec![APP_OWNER.into()],
+    }];
+    for db in ["dev", "prod"] {
+        let mut groups: Vec<Group> = profiles.iter().map(|p| Group::for_profile(p, db)).collect();
+        groups.sort_by(|a, b| a.name().as_str().cmp(b.name().as_str()));
+        groups.dedup_by(|a, b| a.name() == b.name());
+        for g in groups {
+            let sql = batch(&g.create(&facts).unwrap());
+            cluster
+                .psql(db, &format!("SET ROLE {DEMO_ADMIN}; {sql}"))
+                .expect("group created");
+        }
+    }
+}
+
+/// The owner of the demo layout's databases and tables.
+const APP_OWNER: &str = "app_owner";
 
 /// Like [`start_prepared`], but the caller owns the cluster (to stop and restart it).
 pub fn start_prepared_cluster(options: ClusterOptions, admin_password: &str) -> TempCluster {
