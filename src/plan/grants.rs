@@ -213,7 +213,7 @@ impl Serialize for AllMarker {
 }
 
 /// A validated grant.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Grant {
     /// What it is on.
     pub on: GrantOn,

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod adopt;
 pub mod grants;
+pub mod groups;
 pub mod lifecycle;
 pub mod naming;
 pub mod password;

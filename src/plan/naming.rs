@@ -160,6 +160,11 @@ fn shorten(name: &str) -> String {
 pub struct RoleName(String);
 
 impl RoleName {
+    /// A name the plan itself makes (a group's), valid by construction.
+    pub(super) fn planned(name: String) -> Self {
+        RoleName(name)
+    }
+
     /// The name as PostgreSQL stores it.
     pub fn as_str(&self) -> &str {
         &self.0
