@@ -137,6 +137,8 @@ fn check_config(config: &Config) -> anyhow::Result<()> {
             owners: vec!["its_owner".into()],
         }],
         valid_until: None,
+        // Shown as on PostgreSQL 16 and later, where every profile uses its group.
+        server_version_num: 170_000,
     };
     println!("\n# profiles (endpoint /api/v1/users/<name>)");
     for p in config.profiles().map_err(anyhow::Error::msg)?.iter() {
@@ -176,6 +178,12 @@ fn check_config(config: &Config) -> anyhow::Result<()> {
                 }
             }
         }
+        let group = crate::plan::groups::Group::for_profile(p, "target_db");
+        println!("  group {} (created once, on first use):", group.name());
+        for s in group.create(&facts.schemas).map_err(anyhow::Error::msg)? {
+            println!("    {};", s.shown());
+        }
+        println!("  each user:");
         let plan = crate::plan::create_user(p, &role, "target_db", &verifier, &facts)
             .map_err(anyhow::Error::msg)?;
         for s in plan {

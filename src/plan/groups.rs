@@ -102,6 +102,12 @@ impl Group {
         }
     }
 
+    /// The group `profile`'s users get their privileges through in `db` on a server of
+    /// `server_version_num`; none where they keep per-user grants ([`uses_group`]).
+    pub fn of(profile: &Profile, db: &str, server_version_num: i32) -> Option<Group> {
+        uses_group(profile, server_version_num).then(|| Self::for_profile(profile, db))
+    }
+
     /// The canonical privilege set text: `CONNECT`, then each grant's canonical line, sorted
     /// and without repeats, one per line.
     fn privilege_set(grants: &[Grant]) -> String {

@@ -118,6 +118,9 @@ pub struct CreateFacts {
     pub schemas: Vec<SchemaFacts>,
     /// `VALID UNTIL`, from the profile's password lifetime.
     pub valid_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// The target's `server_version_num`: how a group membership is spelled, and whether a
+    /// NOINHERIT profile can get its privileges through a group at all.
+    pub server_version_num: i32,
 }
 
 /// `ALTER ROLE … SET name TO value`: search_path as a list of identifiers (a quoted string
@@ -188,9 +191,14 @@ pub fn create_user(
     Ok(plan)
 }
 
-/// What a profile gives a role in one database: CONNECT, the profile's grants and its
-/// per-database settings. Run alone where the role already exists on the same server
-/// (roles are cluster-wide; a second registry entry still needs its grants).
+/// What a profile gives a role in one database: membership in the database's group for
+/// the profile's privilege set ([`groups::Group`]: CONNECT and the profile's grants) and
+/// the profile's per-database settings. Run alone where the role already exists on the same
+/// server (roles are cluster-wide; a second registry entry still needs its privileges). The
+/// group itself is created or synced beforehand, in its own transaction.
+///
+/// A NOINHERIT profile on PostgreSQL 15 would gain nothing from a membership (`WITH INHERIT
+/// TRUE` needs 16), so there the role keeps per-user grants, under [`grant_lock`].
 pub fn database_part(
     profile: &Profile,
     role: &RoleName,
@@ -198,16 +206,10 @@ pub fn database_part(
     facts: &CreateFacts,
 ) -> Result<Vec<Statement>, String> {
     let (r, d) = (ident(role.as_str()), ident(db));
-    let mut plan = vec![
-        grant_lock(),
-        Statement::new(
-            format!("GRANT CONNECT ON DATABASE {d} TO {r}"),
-            "allow connecting to the target database",
-        ),
-    ];
-    for grant in &profile.grants {
-        plan.extend(grant.statements(role, db, &facts.schemas, false)?);
-    }
+    let mut plan = match groups::Group::of(profile, db, facts.server_version_num) {
+        Some(group) => vec![group.membership(role, facts.server_version_num)],
+        None => per_user_grants(profile, role, db, facts)?,
+    };
     for (name, value) in &profile.database_settings {
         plan.push(Statement::new(
             format!(
@@ -216,6 +218,31 @@ pub fn database_part(
             ),
             "setting in the target database",
         ));
+    }
+    Ok(plan)
+}
+
+/// CONNECT and the profile's grants straight to the role: only for NOINHERIT profiles on
+/// PostgreSQL 15, where a group's privileges would not reach them.
+fn per_user_grants(
+    profile: &Profile,
+    role: &RoleName,
+    db: &str,
+    facts: &CreateFacts,
+) -> Result<Vec<Statement>, String> {
+    let mut plan = vec![
+        grant_lock(),
+        Statement::new(
+            format!(
+                "GRANT CONNECT ON DATABASE {} TO {}",
+                ident(db),
+                ident(role.as_str())
+            ),
+            "allow connecting (per user: a NOINHERIT role gains nothing from a group before PostgreSQL 16)",
+        ),
+    ];
+    for grant in &profile.grants {
+        plan.extend(grant.statements(role, db, &facts.schemas, false)?);
     }
     Ok(plan)
 }
@@ -282,7 +309,11 @@ mod tests {
             "CREATE ROLE \"web01_8080\" WITH LOGIN CONNECTION LIMIT 200 PASSWORD '********'"
         );
         assert!(plan[0].sql().contains(v.expose()));
-        assert!(shown.contains(&"GRANT CONNECT ON DATABASE \"my\"\"db\" TO \"web01_8080\""));
+        // CONNECT comes through the database's group: no entry per user in datacl.
+        let group = groups::Group::for_profile(&builtin("app"), "my\"db");
+        let joins = format!("GRANT {} TO \"web01_8080\"", ident(group.name().as_str()));
+        assert!(shown.contains(&joins.as_str()), "{shown:?}");
+        assert!(!shown.iter().any(|s| s.starts_with("GRANT CONNECT")));
         assert!(shown.contains(
             &"ALTER ROLE \"web01_8080\" IN DATABASE \"my\"\"db\" SET search_path TO \"public\""
         ));
@@ -303,17 +334,45 @@ mod tests {
         assert!(!plan.iter().any(|s| s.shown().contains("search_path")));
     }
 
-    #[test]
-    fn readonly_plan_grants_select_and_default_privileges_per_owner() {
-        let facts = CreateFacts {
+    fn sales_facts(server_version_num: i32) -> CreateFacts {
+        CreateFacts {
             schemas: vec![SchemaFacts {
                 name: "sales".into(),
                 owners: vec!["app_owner".into()],
             }],
             valid_until: None,
-        };
-        let (plan, _) = plan("readonly", "ro", "d", &facts);
+            server_version_num,
+        }
+    }
+
+    #[test]
+    fn readonly_users_join_the_group_and_keep_their_own_settings() {
+        let (plan, _) = plan("readonly", "ro", "d", &sales_facts(160_000));
+        let group = groups::Group::for_profile(&builtin("readonly"), "d");
         let text = batch(&plan);
+        assert!(text.contains(&format!(
+            "GRANT {} TO \"ro\" WITH INHERIT TRUE",
+            ident(group.name().as_str())
+        )));
+        assert!(text.contains(
+            "ALTER ROLE \"ro\" IN DATABASE \"d\" SET default_transaction_read_only TO 'on'"
+        ));
+        assert!(!text.contains("GRANT SELECT") && !text.contains("DEFAULT PRIVILEGES"));
+        assert!(
+            !text.contains(grant_lock().sql()),
+            "memberships need no grant lock"
+        );
+    }
+
+    /// A NOINHERIT profile on PostgreSQL 15 falls back to the per-user grants.
+    #[test]
+    fn readonly_plan_grants_select_and_default_privileges_per_owner() {
+        let mut profile = (*builtin("readonly")).clone();
+        profile.attributes.push(profile::Attribute::Noinherit);
+        let v = Password::generate().scram_verifier();
+        let plan = create_user(&profile, &role("ro"), "d", &v, &sales_facts(150_000)).unwrap();
+        let text = batch(&plan);
+        assert!(text.contains("GRANT CONNECT ON DATABASE \"d\" TO \"ro\""));
         assert!(text.contains("GRANT USAGE ON SCHEMA \"sales\" TO \"ro\""));
         assert!(text.contains("GRANT SELECT ON ALL TABLES IN SCHEMA \"sales\" TO \"ro\""));
         assert!(text.contains(
@@ -331,6 +390,7 @@ mod tests {
         let facts = CreateFacts {
             schemas: vec![],
             valid_until: Some(until),
+            server_version_num: 170_000,
         };
         let (plan, _) = plan("devqa", "bob", "d", &facts);
         assert!(

@@ -17,7 +17,7 @@ use crate::plan::grants::{Grant, GrantConfig, GrantOn, MembershipOptions, Privil
 use crate::plan::{self, PROFILE_COMMENT, RoleName, Statement};
 use crate::store::RegistryEntry;
 use crate::target::admin::{Memberships, admin_facts};
-use crate::target::catalog::{self, Privileges, RoleState};
+use crate::target::catalog::{self, Privileges, Protection, RoleState};
 
 /// Predefined roles callers may join; the others (`pg_execute_server_program`,
 /// `pg_write_server_files`, `pg_signal_backend`, …) reach beyond the database and are refused.
@@ -219,9 +219,14 @@ async fn membership(
 ) -> Result<Statement> {
     match catalog::role_state(tx, group.as_str()).await? {
         RoleState::Missing => return Err(Error::Invalid(format!("role '{group}' does not exist"))),
-        RoleState::Protected => {
+        RoleState::Protected(Protection::Power) => {
             return Err(Error::Forbidden(format!(
                 "membership in '{group}' (a superuser or the admin role) is never granted"
+            )));
+        }
+        RoleState::Protected(Protection::Group) => {
+            return Err(Error::Forbidden(format!(
+                "membership in '{group}' (a group pg-user-api manages) comes only with a profile"
             )));
         }
         RoleState::Ordinary => {}

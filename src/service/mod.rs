@@ -181,6 +181,8 @@ impl Policy {
             Some("a cloud provider's administrative role")
         } else if self.protected.iter().any(|p| p.eq_ignore_ascii_case(name)) {
             Some("protected by configuration")
+        } else if name.starts_with(crate::plan::groups::GROUP_PREFIX) {
+            Some("the pgua_ prefix is reserved for the group roles pg-user-api manages")
         } else {
             None
         };

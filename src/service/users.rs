@@ -9,11 +9,12 @@ use super::params::{CreateUser, Lookup, Nothing, On, RoleChange, SearchPath, Tar
 use super::{App, Caller};
 use crate::error::{Error, Result};
 use crate::plan::grants::{Grant, GrantOn, check_server_version, schema_scope};
+use crate::plan::groups::{Group, uses_group};
 use crate::plan::profile::ProfileInputError;
 use crate::plan::{self, Password, Profile, RoleName, SchemaFacts, Statement, Verifier, lifecycle};
 use crate::store::RegistryEntry;
 use crate::target::admin::{Memberships, admin_facts};
-use crate::target::catalog::{self, RoleState};
+use crate::target::catalog::{self, GroupState, Protection, RoleState};
 use crate::target::is_duplicate;
 
 /// Status strings of the v1 contract.
@@ -175,8 +176,11 @@ pub(super) async fn lock_existing(
     lock_role(tx, role).await?;
     match catalog::role_state(tx, role.as_str()).await? {
         RoleState::Missing => Ok(false),
-        RoleState::Protected => Err(Error::Forbidden(format!(
+        RoleState::Protected(Protection::Power) => Err(Error::Forbidden(format!(
             "role '{role}' is a superuser or the admin role; pg-user-api will not touch it"
+        ))),
+        RoleState::Protected(Protection::Group) => Err(Error::Forbidden(format!(
+            "role '{role}' is a group role pg-user-api manages; the user endpoints do not touch it"
         ))),
         RoleState::Ordinary => Ok(true),
     }
@@ -305,53 +309,124 @@ async fn create_in(
     }
     let (password, verifier) = new_password().await?;
     let mut conn = app.targets.connect(&entry).await?;
-    let tx = conn.transaction().await?;
-    lock_role(&tx, &role).await?;
-    let state = catalog::role_state(&tx, role.as_str()).await?;
-    let per_database_only = same_server && matches!(state, RoleState::Ordinary);
-    if !matches!(state, RoleState::Missing) && !per_database_only {
-        return Ok(UserResult::new(&role, entry, status::EXISTS));
-    }
-    check_groups(&tx, profile).await?;
-    if !per_database_only && plan::admin::create_needs_more_than_createrole(profile) {
-        let groups: Vec<&str> = profile.member_of.iter().map(|r| r.as_str()).collect();
-        let admin = admin_facts(&*tx, Memberships::Of(&groups)).await?;
-        refuse_missing(&admin, plan::admin::for_create(profile, &admin))?;
-    }
-    let facts = plan::CreateFacts {
-        schemas: if profile.grants.iter().any(|g| g.on != GrantOn::Database) {
-            schema_facts(&tx, app, &entry, &profile.grants).await?
+    let group = Group::for_profile(profile, &entry.db_name);
+    let mut group_ensured = false;
+    loop {
+        let tx = conn.transaction().await?;
+        lock_role(&tx, &role).await?;
+        let state = catalog::create_state(&tx, role.as_str(), group.name().as_str()).await?;
+        let per_database_only = same_server && matches!(state.role, RoleState::Ordinary);
+        if !matches!(state.role, RoleState::Missing) && !per_database_only {
+            return Ok(UserResult::new(&role, entry, status::EXISTS));
+        }
+        check_groups(&tx, profile).await?;
+        if !per_database_only && plan::admin::create_needs_more_than_createrole(profile) {
+            let groups: Vec<&str> = profile.member_of.iter().map(|r| r.as_str()).collect();
+            let admin = admin_facts(&*tx, Memberships::Of(&groups)).await?;
+            refuse_missing(&admin, plan::admin::for_create(profile, &admin))?;
+        }
+        let facts = plan::CreateFacts {
+            schemas: if profile.grants.iter().any(|g| g.on != GrantOn::Database) {
+                schema_facts(&tx, app, &entry, &profile.grants).await?
+            } else {
+                Vec::new()
+            },
+            valid_until: profile
+                .password_valid_days
+                .map(|d| chrono::Utc::now() + chrono::Duration::days(i64::from(d))),
+            server_version_num: state.server_version_num,
+        };
+        let group_plan = if uses_group(profile, state.server_version_num) {
+            group_plan(&group, &state.group, &facts.schemas)?
         } else {
             Vec::new()
-        },
-        valid_until: profile
-            .password_valid_days
-            .map(|d| chrono::Utc::now() + chrono::Duration::days(i64::from(d))),
-    };
-    let plan = if per_database_only {
-        plan::database_part(profile, &role, &entry.db_name, &facts)
+        };
+        // A missing or stale group is made current in its own short transaction (a failed
+        // user create then leaves a harmless group), and the create starts over.
+        if !group_plan.is_empty() && !dry_run && !group_ensured {
+            drop(tx);
+            ensure_group(&mut conn, app, &entry, profile, &group).await?;
+            group_ensured = true;
+            continue;
+        }
+        let plan = if per_database_only {
+            plan::database_part(profile, &role, &entry.db_name, &facts)
+        } else {
+            plan::create_user(profile, &role, &entry.db_name, &verifier, &facts)
+        }
+        .map_err(Error::Invalid)?;
+        if dry_run {
+            // The user's statements first, as the v1 dry run always began; the group's
+            // follow, each comment saying they run before, in their own transaction.
+            let mut shown = plan;
+            if !group_plan.is_empty() {
+                shown.extend(group.locks().into_iter().chain(group_plan).map(|mut s| {
+                    s.comment = GROUP_FIRST;
+                    s
+                }));
+            }
+            return Ok(UserResult::new(&role, entry, status::DRY_RUN).planned(shown));
+        }
+        let applied = match tx.batch_execute(&plan::batch(&plan)).await {
+            Ok(()) => tx.commit().await,
+            Err(e) => Err(e),
+        };
+        return match applied {
+            Ok(()) if per_database_only => Ok(UserResult::new(&role, entry, status::EXISTS)),
+            Ok(()) => Ok(UserResult {
+                password: Some(password),
+                ..UserResult::new(&role, entry, &profile.created_status)
+            }),
+            // Another registry entry on the same server created it first (roles are
+            // cluster-wide, the advisory lock is per database).
+            Err(e) if is_duplicate(&e) => Ok(UserResult::new(&role, entry, status::EXISTS)),
+            Err(e) => Err(e.into()),
+        };
+    }
+}
+
+/// How a dry run marks the group's statements, listed after the user's.
+const GROUP_FIRST: &str = "runs first, in its own transaction: create or sync the group that holds the profile's privileges";
+
+/// What makes `group` current: create it, sync it to changed schema facts, or nothing.
+fn group_plan(
+    group: &Group,
+    state: &GroupState,
+    schemas: &[SchemaFacts],
+) -> Result<Vec<Statement>> {
+    match state {
+        GroupState::Missing => group.create(schemas),
+        GroupState::Exists(comment) if group.is_current(comment.as_deref(), schemas) => {
+            Ok(Vec::new())
+        }
+        GroupState::Exists(_) => group.sync(schemas),
+    }
+    .map_err(Error::Invalid)
+}
+
+/// Creates or syncs `group` in its own transaction, under the grant lock and the group's
+/// own lock, deciding again once they are held (another replica may have just done it).
+async fn ensure_group(
+    conn: &mut deadpool_postgres::Object,
+    app: &App,
+    entry: &RegistryEntry,
+    profile: &Profile,
+    group: &Group,
+) -> Result<()> {
+    let tx = conn.transaction().await?;
+    tx.batch_execute(&plan::batch(&group.locks())).await?;
+    let state = catalog::group_state(&tx, group.name().as_str()).await?;
+    let schemas = if group.needs_schema_facts() {
+        schema_facts(&tx, app, entry, &profile.grants).await?
     } else {
-        plan::create_user(profile, &role, &entry.db_name, &verifier, &facts)
-    }
-    .map_err(Error::Invalid)?;
-    if dry_run {
-        return Ok(UserResult::new(&role, entry, status::DRY_RUN).planned(plan));
-    }
-    let applied = match tx.batch_execute(&plan::batch(&plan)).await {
-        Ok(()) => tx.commit().await,
-        Err(e) => Err(e),
+        Vec::new()
     };
-    match applied {
-        Ok(()) if per_database_only => Ok(UserResult::new(&role, entry, status::EXISTS)),
-        Ok(()) => Ok(UserResult {
-            password: Some(password),
-            ..UserResult::new(&role, entry, &profile.created_status)
-        }),
-        // Another registry entry on the same server created it first (roles are
-        // cluster-wide, the advisory lock is per database).
-        Err(e) if is_duplicate(&e) => Ok(UserResult::new(&role, entry, status::EXISTS)),
-        Err(e) => Err(e.into()),
+    let plan = group_plan(group, &state, &schemas)?;
+    if !plan.is_empty() {
+        tx.batch_execute(&plan::batch(&plan)).await?;
     }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Joining a superuser (or the admin role) would hand out its power: refuse it.

@@ -10,15 +10,65 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::plan::adopt::{AclGrant, AclObject};
 use crate::plan::grants::GrantOn;
+use crate::plan::groups::GROUP_COMMENT;
 
 /// A role's place in the target's catalog.
 pub enum RoleState {
     /// No such role.
     Missing,
-    /// A superuser or the admin role itself.
-    Protected,
+    /// A superuser, the admin role itself, or a group pg-user-api manages (its comment
+    /// begins with [`GROUP_COMMENT`]): no user endpoint touches it.
+    Protected(Protection),
     /// Any other role.
     Ordinary,
+}
+
+/// Why a role is [`RoleState::Protected`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protection {
+    /// A superuser or the admin role.
+    Power,
+    /// A group role holding a profile's privileges ([`crate::plan::groups`]).
+    Group,
+}
+
+/// The state of role `$1` as 0 (ordinary), 1 (superuser or admin) or 2 (managed group,
+/// `$2` being [`GROUP_COMMENT`]); no row when it does not exist.
+const ROLE_STATE: &str = "SELECT CASE WHEN r.rolsuper OR r.rolname = current_user THEN 1
+                  WHEN pg_catalog.starts_with(d.description, $2) THEN 2 ELSE 0 END
+ FROM pg_catalog.pg_roles r
+ LEFT JOIN pg_catalog.pg_shdescription d
+   ON d.objoid = r.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass
+ WHERE r.rolname = $1";
+
+impl RoleState {
+    fn of(code: Option<i32>) -> Self {
+        match code {
+            None => RoleState::Missing,
+            Some(1) => RoleState::Protected(Protection::Power),
+            Some(2) => RoleState::Protected(Protection::Group),
+            Some(_) => RoleState::Ordinary,
+        }
+    }
+}
+
+/// A managed group's place in the catalog, as a create needs it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GroupState {
+    /// No role of the group's name.
+    Missing,
+    /// It exists, with this comment.
+    Exists(Option<String>),
+}
+
+/// What a create reads before it plans, in one round trip.
+pub struct CreateState {
+    /// The user's role.
+    pub role: RoleState,
+    /// The group the profile's users join.
+    pub group: GroupState,
+    /// `server_version_num`.
+    pub server_version_num: i32,
 }
 
 /// A role's attributes (`pg_roles`).
@@ -77,17 +127,48 @@ pub async fn advisory_xact_lock(c: &impl GenericClient, key: &str) -> Result<()>
     Ok(())
 }
 
-/// Whether `role` exists, and whether it is a superuser or the admin role.
+/// Whether `role` exists, and whether it is protected (superuser, admin role, managed group).
 pub async fn role_state(c: &impl GenericClient, role: &str) -> Result<RoleState> {
+    let stmt = c.prepare_cached(ROLE_STATE).await?;
+    let row = c.query_opt(&stmt, &[&role, &GROUP_COMMENT]).await?;
+    Ok(RoleState::of(row.map(|r| r.get(0))))
+}
+
+/// The state of the user's role and of `group`, and the server version, in one round trip.
+pub async fn create_state(c: &impl GenericClient, role: &str, group: &str) -> Result<CreateState> {
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT ({ROLE_STATE}), g.oid IS NOT NULL, d.description,
+                    pg_catalog.current_setting('server_version_num')::int
+             FROM (SELECT 1) one
+             LEFT JOIN pg_catalog.pg_roles g ON g.rolname = $3
+             LEFT JOIN pg_catalog.pg_shdescription d
+               ON d.objoid = g.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass"
+        ))
+        .await?;
+    let row = c.query_one(&stmt, &[&role, &GROUP_COMMENT, &group]).await?;
+    Ok(CreateState {
+        role: RoleState::of(row.get(0)),
+        group: if row.get(1) {
+            GroupState::Exists(row.get(2))
+        } else {
+            GroupState::Missing
+        },
+        server_version_num: row.get(3),
+    })
+}
+
+/// Whether `group` exists and its comment (read again under the group's locks).
+pub async fn group_state(c: &impl GenericClient, group: &str) -> Result<GroupState> {
     let stmt = c
         .prepare_cached(
-            "SELECT rolsuper OR rolname = current_user FROM pg_catalog.pg_roles WHERE rolname = $1",
+            "SELECT pg_catalog.shobj_description(oid, 'pg_authid') FROM pg_catalog.pg_roles
+             WHERE rolname = $1",
         )
         .await?;
-    Ok(match c.query_opt(&stmt, &[&role]).await? {
-        None => RoleState::Missing,
-        Some(r) if r.get::<_, bool>(0) => RoleState::Protected,
-        Some(_) => RoleState::Ordinary,
+    Ok(match c.query_opt(&stmt, &[&group]).await? {
+        None => GroupState::Missing,
+        Some(r) => GroupState::Exists(r.get(0)),
     })
 }
 

@@ -9,6 +9,7 @@ mod fanout;
 mod faults;
 mod fuzz;
 mod grants;
+mod groups;
 mod jobs;
 mod jwt;
 mod layout;
