@@ -13,8 +13,8 @@ use super::params::Target;
 use super::users::{ensure_group, group_plan, lock_role, schema_facts};
 use super::{App, Caller};
 use crate::error::{Error, Result};
-use crate::plan::adopt::{AclGrant, Revoked, covered, revokes};
 use crate::plan::admin::PG16;
+use crate::plan::adopt::{AclGrant, Revoked, covered, revokes};
 use crate::plan::groups::{Group, uses_group};
 use crate::plan::{self, PROFILE_COMMENT, Profile, RoleName, SchemaFacts, Statement};
 use crate::store::RegistryEntry;
@@ -138,7 +138,11 @@ async fn plan_moves(
         };
         let state = catalog::group_state(tx, group.name().as_str()).await?;
         let changes = match state {
-            GroupState::Missing => group.locks().into_iter().chain(group_plan(&group, &state, &schemas)?).collect(),
+            GroupState::Missing => group
+                .locks()
+                .into_iter()
+                .chain(group_plan(&group, &state, &schemas)?)
+                .collect(),
             GroupState::Exists(_) => {
                 let sync = group_plan(&group, &state, &schemas)?;
                 if sync.is_empty() {
@@ -160,12 +164,13 @@ async fn plan_moves(
     let mut names: Vec<&str> = candidates.iter().map(|c| c.role.as_str()).collect();
     names.extend(groups.keys().map(String::as_str));
     let acl = catalog::acl_grants(tx, &names).await?;
-    let of = |who: &str| -> Vec<AclGrant> {
-        acl.iter().filter(|g| g.grantee == who).cloned().collect()
-    };
+    let of =
+        |who: &str| -> Vec<AclGrant> { acl.iter().filter(|g| g.grantee == who).cloned().collect() };
     let mut out = Vec::new();
     for c in candidates {
-        let key = Group::for_profile(&c.profile, &entry.db_name).name().to_string();
+        let key = Group::for_profile(&c.profile, &entry.db_name)
+            .name()
+            .to_string();
         let g = &groups[&key];
         let user = of(c.role.as_str());
         let held = of(&key);
@@ -207,8 +212,7 @@ async fn plan_moves(
 }
 
 /// How a plan marks the group's statements, listed before the user's.
-const GROUP_FIRST: &str =
-    "runs first, once, in its own transaction: create or sync the group that holds the profile's privileges";
+const GROUP_FIRST: &str = "runs first, once, in its own transaction: create or sync the group that holds the profile's privileges";
 
 /// Plans the moves on `entry` without changing anything (the doctor and dry runs).
 pub async fn survey(app: &App, entry: &RegistryEntry) -> Result<Vec<UserMove>> {
@@ -280,7 +284,11 @@ async fn apply_entry(app: &App, caller: &Caller, moves: &mut EntryMoves) -> Resu
             .await?;
         let result = move_one(&mut conn, app, &entry, &planned.username).await;
         let detail = |m: &Option<UserMove>| match m {
-            Some(m) => format!("joined {}; {} per-user privileges revoked", m.group, m.revoked.len()),
+            Some(m) => format!(
+                "joined {}; {} per-user privileges revoked",
+                m.group,
+                m.revoked.len()
+            ),
             None => "nothing to do".to_owned(),
         };
         scope.outcome(&result, detail).await;
@@ -316,7 +324,8 @@ async fn move_one(
     let role = app.policy.names.role(username)?;
     let tx = conn.transaction().await?;
     lock_role(&tx, &role).await?;
-    tx.batch_execute(&plan::batch(&[plan::grant_lock()])).await?;
+    tx.batch_execute(&plan::batch(&[plan::grant_lock()]))
+        .await?;
     let Some((mut m, Some(_))) = plan_moves(&tx, app, entry, Some(username), true)
         .await?
         .into_iter()

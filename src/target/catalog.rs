@@ -703,7 +703,7 @@ pub async fn acl_grants(c: &impl GenericClient, grantees: &[&str]) -> Result<Vec
                       pg_catalog.aclexplode(c.relacl) a
                  WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f', 'S')
                  UNION ALL
-                 SELECT 'default:' || d.defaclobjtype, dn.nspname, NULL,
+                 SELECT 'default:' || d.defaclobjtype::text, dn.nspname, NULL,
                         pg_catalog.pg_get_userbyid(d.defaclrole)::text, a.grantee,
                         a.privilege_type, a.is_grantable
                  FROM pg_catalog.pg_default_acl d
