@@ -39,6 +39,41 @@ fn adopt(app: &TestApp, env: &str, db: &str, apply: bool) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The doctor's adoption section for `env`/`db`: per group, how many users it would move.
+fn doctor_adoption(app: &TestApp, env: &str, db: &str) -> Vec<(String, u64)> {
+    let out = Command::new(BIN)
+        .args([
+            "doctor",
+            "--env",
+            env,
+            "--database",
+            db,
+            "--format",
+            "json",
+            "--store",
+        ])
+        .arg(&app.store_url)
+        .env("PG_ADMIN_USER", "pgua_admin")
+        .env("PG_ADMIN_PASS", &app.clusters.dev.admin_password)
+        .env_remove("PGUA_CONFIG")
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entry = &report["entries"][0];
+    assert!(entry["adoption_error"].is_null(), "{entry}");
+    entry["adoption"]["groups"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no adoption section: {entry}"))
+        .iter()
+        .map(|g| {
+            (
+                g["group"].as_str().unwrap().to_owned(),
+                g["users"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// The outcome `adopt` reports for `user`, if it lists it.
 fn outcome(report: &Value, user: &str) -> Option<String> {
     report[0]["users"]
@@ -174,6 +209,17 @@ async fn adopt_moves_old_scheme_users_to_memberships_with_nothing_lost() {
     }
     assert_eq!(acl_mentions(&app, &db, &ro_old).await, (true, true));
 
+    let found = doctor_adoption(&app, &env, &db);
+    assert_eq!(
+        found.len(),
+        2,
+        "the readonly group and the CONNECT-only group: {found:?}"
+    );
+    assert!(
+        found.iter().all(|(g, n)| g.starts_with("pgua_") && *n == 1),
+        "{found:?}"
+    );
+
     let dry = adopt(&app, &env, &db, false);
     assert_eq!(
         outcome(&dry, &ro_old).as_deref(),
@@ -231,6 +277,7 @@ async fn adopt_moves_old_scheme_users_to_memberships_with_nothing_lost() {
         assert_eq!(&abilities(&app, &env, &db, user).await, was, "{user}");
     }
 
+    assert_eq!(doctor_adoption(&app, &env, &db), []);
     let again = adopt(&app, &env, &db, true);
     assert_eq!(
         again[0]["users"],
