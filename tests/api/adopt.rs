@@ -243,7 +243,7 @@ async fn adopt_moves_old_scheme_users_to_memberships_with_nothing_lost() {
         (true, true),
         "a dry run changes nothing"
     );
-    assert_eq!(acl_mentions(&app, &db, &dev_old).await.0, true);
+    assert!(acl_mentions(&app, &db, &dev_old).await.0);
 
     let applied = adopt(&app, &env, &db, true);
     assert_eq!(
@@ -257,7 +257,7 @@ async fn adopt_moves_old_scheme_users_to_memberships_with_nothing_lost() {
         "{applied}"
     );
     assert_eq!(acl_mentions(&app, &db, &ro_old).await, (false, false));
-    assert_eq!(acl_mentions(&app, &db, &dev_old).await.0, false);
+    assert!(!acl_mentions(&app, &db, &dev_old).await.0);
     let defaults: i64 = su
         .query_one(
             "SELECT count(*) FROM pg_default_acl d, aclexplode(d.defaclacl) a
