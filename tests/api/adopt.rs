@@ -221,16 +221,9 @@ async fn adopt_moves_old_scheme_users_to_memberships_with_nothing_lost() {
     );
 
     let dry = adopt(&app, &env, &db, false);
-    assert_eq!(
-        outcome(&dry, &ro_old).as_deref(),
-        Some("would_move"),
-        "{dry}"
-    );
-    assert_eq!(
-        outcome(&dry, &dev_old).as_deref(),
-        Some("would_move"),
-        "{dry}"
-    );
+    for user in [&ro_old, &dev_old] {
+        assert_eq!(outcome(&dry, user).as_deref(), Some("would_move"), "{dry}");
+    }
     for (user, ..) in &new_users {
         assert_eq!(
             outcome(&dry, user),
@@ -246,16 +239,13 @@ async fn adopt_moves_old_scheme_users_to_memberships_with_nothing_lost() {
     assert!(acl_mentions(&app, &db, &dev_old).await.0);
 
     let applied = adopt(&app, &env, &db, true);
-    assert_eq!(
-        outcome(&applied, &ro_old).as_deref(),
-        Some("moved"),
-        "{applied}"
-    );
-    assert_eq!(
-        outcome(&applied, &dev_old).as_deref(),
-        Some("moved"),
-        "{applied}"
-    );
+    for user in [&ro_old, &dev_old] {
+        assert_eq!(
+            outcome(&applied, user).as_deref(),
+            Some("moved"),
+            "{applied}"
+        );
+    }
     assert_eq!(acl_mentions(&app, &db, &ro_old).await, (false, false));
     assert!(!acl_mentions(&app, &db, &dev_old).await.0);
     let defaults: i64 = su
