@@ -171,4 +171,26 @@ fn entry_text(out: &mut String, e: &EntryCheck) {
             }
         }
     }
+    let adopt = format!("pg-user-api adopt --env {} --database {}", r.env, r.db_name);
+    if let Some(why) = &e.adoption_error {
+        let _ = writeln!(out, "  note  per-user grants not surveyed: {why}");
+    }
+    if let Some(a) = &e.adoption {
+        for g in &a.groups {
+            let _ = writeln!(
+                out,
+                "  note  {} users hold per-user grants that group {} covers (profiles {}); {adopt} moves them",
+                g.users,
+                g.group,
+                g.profiles.join(", ")
+            );
+        }
+        if a.skipped > 0 {
+            let _ = writeln!(
+                out,
+                "  note  {} users keep per-user grants adopt cannot move here (NOINHERIT on PostgreSQL 15)",
+                a.skipped
+            );
+        }
+    }
 }

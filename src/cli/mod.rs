@@ -1,6 +1,7 @@
 //! The command line: `pg-user-api serve | demo | seed | registry … | audit … | store … |
-//! auth … | doctor | check-config`.
+//! auth … | doctor | adopt | check-config`.
 
+mod adopt;
 mod audit;
 mod auth;
 pub mod demo;
@@ -80,6 +81,9 @@ enum Command {
     CheckConfig,
     /// Check every registry entry: reachable, TLS, and what the admin role may do there.
     Doctor(doctor::DoctorArgs),
+    /// Move users made under per-user grants to membership in their profile's group
+    /// (dry run unless --apply).
+    Adopt(adopt::AdoptArgs),
 }
 
 impl Cli {
@@ -225,5 +229,6 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Store(cmd) => store::run(cmd).await,
         Command::CheckConfig => check_config(&config),
         Command::Doctor(args) => doctor::run(args, &config).await,
+        Command::Adopt(args) => adopt::run(args, &config).await,
     }
 }

@@ -196,7 +196,7 @@ async fn cli_app(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<App> 
 }
 
 /// Who runs the command: `cli:<OS user>`, with every scope (the store is theirs already).
-fn cli_caller() -> Caller {
+pub(super) fn cli_caller() -> Caller {
     Caller {
         request_id: uuid::Uuid::new_v4().to_string(),
         principal: format!("cli:{}", os_user()),

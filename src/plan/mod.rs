@@ -4,6 +4,7 @@
 //! only keywords are fixed strings from closed enums (attributes, privileges).
 
 pub mod admin;
+pub mod adopt;
 pub mod grants;
 pub mod groups;
 pub mod lifecycle;

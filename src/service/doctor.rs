@@ -71,6 +71,12 @@ pub struct EntryCheck {
     pub admin: Option<AdminFacts>,
     /// Per profile (`create <profile>`), then `lock` and `drop`: possible here or not.
     pub operations: Vec<OperationCheck>,
+    /// Users holding per-user grants that a managed group now covers (`adopt` moves them);
+    /// none when the entry was not reached. Informational: it does not make `ok` false.
+    pub adoption: Option<super::adopt::AdoptionCheck>,
+    /// Why the adoption survey could not be made (e.g. the admin role cannot read an owner's
+    /// objects).
+    pub adoption_error: Option<String>,
 }
 
 /// TLS of the admin session.
@@ -146,6 +152,8 @@ async fn check_entry(app: &App, entry: RegistryEntry) -> EntryCheck {
         tls: None,
         admin: None,
         operations: Vec::new(),
+        adoption: None,
+        adoption_error: None,
         entry,
     };
     if !out.entry.active {
@@ -204,5 +212,9 @@ async fn check_entry(app: &App, entry: RegistryEntry) -> EntryCheck {
         certificate_checked: tls && out.entry.sslmode == SslMode::VerifyFull,
     });
     out.admin = Some(facts);
+    match super::adopt::check(app, &out.entry).await {
+        Ok(a) => out.adoption = Some(a),
+        Err(e) => out.adoption_error = Some(e.to_string()),
+    }
     out
 }

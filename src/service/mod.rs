@@ -1,6 +1,7 @@
 //! Operations: what happens, in what order. Resolve the target, check policy, write the
 //! audit intent, run the plan, write the outcome.
 
+pub mod adopt;
 pub mod audit;
 pub mod doctor;
 pub mod fanout;

@@ -389,7 +389,7 @@ async fn create_in(
 const GROUP_FIRST: &str = "runs first, in its own transaction: create or sync the group that holds the profile's privileges";
 
 /// What makes `group` current: create it, sync it to changed schema facts, or nothing.
-fn group_plan(
+pub(super) fn group_plan(
     group: &Group,
     state: &GroupState,
     schemas: &[SchemaFacts],
@@ -408,7 +408,7 @@ fn group_plan(
 /// own lock, deciding again once they are held (another replica may have just done it). A
 /// new group is a new role: its creation has an audit trail of its own (intent before the
 /// DDL, outcome after); a sync is part of the create that needed it.
-async fn ensure_group(
+pub(super) async fn ensure_group(
     conn: &mut deadpool_postgres::Object,
     app: &App,
     scope: &AuditScope<'_>,

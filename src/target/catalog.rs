@@ -8,6 +8,7 @@ use deadpool_postgres::GenericClient;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::plan::adopt::{AclGrant, AclObject};
 use crate::plan::grants::GrantOn;
 use crate::plan::groups::GROUP_COMMENT;
 
@@ -613,4 +614,139 @@ pub async fn role_privileges(c: &impl GenericClient, name: &str) -> Result<Optio
             settings,
         },
     }))
+}
+
+/// A role pg-user-api created (its comment begins with [`crate::plan::PROFILE_COMMENT`]),
+/// other than a superuser or the admin role, as `adopt` and the doctor see it.
+#[derive(Debug)]
+pub struct ManagedRole {
+    /// `rolname`.
+    pub name: String,
+    /// The comment after the prefix: `profile@version`.
+    pub profile_label: String,
+    /// `rolinherit`.
+    pub inherit: bool,
+    /// The roles it is a member of and, per membership, whether it inherits their
+    /// privileges (16+: the membership's INHERIT option; 15: `rolinherit`).
+    pub member_of: Vec<(String, bool)>,
+}
+
+/// The roles whose comment begins with `prefix` (only the one named `only`, if given), but
+/// no superuser or the admin role; by name.
+pub async fn managed_roles(
+    c: &impl GenericClient,
+    prefix: &str,
+    only: Option<&str>,
+) -> Result<Vec<ManagedRole>> {
+    // `inherit_option` exists from 16 on; read through to_jsonb so one text serves 15 too.
+    let rows = c
+        .query(
+            "WITH r AS (
+                 SELECT oid, rolname, rolinherit,
+                        pg_catalog.shobj_description(oid, 'pg_authid') AS comment
+                 FROM pg_catalog.pg_roles
+                 WHERE NOT rolsuper AND rolname <> current_user
+                   AND ($2::text IS NULL OR rolname = $2)
+             )
+             SELECT r.rolname::text, substr(r.comment, length($1) + 1), r.rolinherit,
+                    coalesce(array_agg(g.rolname::text ORDER BY g.rolname)
+                             FILTER (WHERE g.oid IS NOT NULL), '{}'),
+                    coalesce(array_agg(coalesce((pg_catalog.to_jsonb(m) ->> 'inherit_option')::bool,
+                                                r.rolinherit) ORDER BY g.rolname)
+                             FILTER (WHERE g.oid IS NOT NULL), '{}')
+             FROM r
+             LEFT JOIN pg_catalog.pg_auth_members m ON m.member = r.oid
+             LEFT JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+             WHERE starts_with(r.comment, $1)
+             GROUP BY r.rolname, r.comment, r.rolinherit
+             ORDER BY 1",
+            &[&prefix, &only],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let groups: Vec<String> = row.get(3);
+            let inherits: Vec<bool> = row.get(4);
+            ManagedRole {
+                name: row.get(0),
+                profile_label: row.get(1),
+                inherit: row.get(2),
+                member_of: groups.into_iter().zip(inherits).collect(),
+            }
+        })
+        .collect())
+}
+
+/// Every privilege that `grantees` hold directly in the connection's database: the
+/// database's ACL, those of its non-system schemas and of their tables, views and
+/// sequences, and the default ACLs that grant to them.
+pub async fn acl_grants(c: &impl GenericClient, grantees: &[&str]) -> Result<Vec<AclGrant>> {
+    let rows = c
+        .query(
+            "WITH g AS (SELECT oid, rolname FROM pg_catalog.pg_roles WHERE rolname = ANY($1)),
+             n AS (SELECT oid, nspname, nspacl FROM pg_catalog.pg_namespace
+                   WHERE nspname !~ '^pg_' AND nspname <> 'information_schema'),
+             e AS (
+                 SELECT 'database' AS kind, NULL::name AS schema, NULL::name AS object,
+                        NULL::text AS owner, a.grantee, a.privilege_type, a.is_grantable
+                 FROM pg_catalog.pg_database d, pg_catalog.aclexplode(d.datacl) a
+                 WHERE d.datname = pg_catalog.current_database()
+                 UNION ALL
+                 SELECT 'schema', n.nspname, NULL, NULL, a.grantee, a.privilege_type,
+                        a.is_grantable
+                 FROM n, pg_catalog.aclexplode(n.nspacl) a
+                 UNION ALL
+                 SELECT CASE WHEN c.relkind = 'S' THEN 'sequence' ELSE 'table' END, n.nspname,
+                        c.relname, NULL, a.grantee, a.privilege_type, a.is_grantable
+                 FROM n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid,
+                      pg_catalog.aclexplode(c.relacl) a
+                 WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f', 'S')
+                 UNION ALL
+                 SELECT 'default:' || d.defaclobjtype::text, dn.nspname, NULL,
+                        pg_catalog.pg_get_userbyid(d.defaclrole)::text, a.grantee,
+                        a.privilege_type, a.is_grantable
+                 FROM pg_catalog.pg_default_acl d
+                 LEFT JOIN pg_catalog.pg_namespace dn ON dn.oid = d.defaclnamespace,
+                      pg_catalog.aclexplode(d.defaclacl) a
+             )
+             SELECT g.rolname::text, e.kind, e.schema::text, e.object::text, e.owner,
+                    e.privilege_type::text, e.is_grantable
+             FROM e JOIN g ON g.oid = e.grantee
+             ORDER BY 1, 2, 3, 4, 5, 6",
+            &[&grantees],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let kind: &str = row.get(1);
+            let schema: Option<String> = row.get(2);
+            let object = match kind {
+                "database" => AclObject::Database,
+                "schema" => AclObject::Schema(schema.unwrap_or_default()),
+                "table" | "sequence" => AclObject::Relation {
+                    schema: schema.unwrap_or_default(),
+                    name: row.get(3),
+                    sequence: kind == "sequence",
+                },
+                _ => AclObject::Default {
+                    owner: row.get(4),
+                    schema,
+                    on: match kind {
+                        "default:r" => Some(GrantOn::Tables),
+                        "default:S" => Some(GrantOn::Sequences),
+                        "default:f" => Some(GrantOn::Functions),
+                        _ => None,
+                    },
+                },
+            };
+            AclGrant {
+                grantee: row.get(0),
+                object,
+                privilege: row.get(5),
+                grantable: row.get(6),
+            }
+        })
+        .collect())
 }

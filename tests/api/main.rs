@@ -1,6 +1,7 @@
 //! Black-box tests: the real server over HTTP against real PostgreSQL clusters.
 
 mod access;
+mod adopt;
 mod audit;
 mod cli;
 mod concurrency;
