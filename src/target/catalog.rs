@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
+use tokio_postgres::types::ToSql;
 
 use crate::error::Result;
 use crate::plan::grants::GrantOn;
@@ -67,27 +68,55 @@ impl Role {
     }
 }
 
+/// The transaction-level advisory lock on `hashtext($1)` (released at commit or rollback).
+const ADVISORY_XACT_LOCK: &str = "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))";
+
+/// Whether the role `$1` exists, and whether it is a superuser or the admin role.
+const ROLE_STATE: &str =
+    "SELECT rolsuper OR rolname = current_user FROM pg_catalog.pg_roles WHERE rolname = $1";
+
+impl RoleState {
+    fn of(row: Option<tokio_postgres::Row>) -> Self {
+        match row {
+            None => Self::Missing,
+            Some(r) if r.get::<_, bool>(0) => Self::Protected,
+            Some(_) => Self::Ordinary,
+        }
+    }
+}
+
 /// Takes the transaction-level advisory lock `key` names (released at commit or rollback).
 pub async fn advisory_xact_lock(c: &impl GenericClient, key: &str) -> Result<()> {
-    let stmt = c
-        .prepare_cached("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))")
-        .await?;
+    let stmt = c.prepare_cached(ADVISORY_XACT_LOCK).await?;
     c.execute(&stmt, &[&key]).await?;
     Ok(())
 }
 
 /// Whether `role` exists, and whether it is a superuser or the admin role.
 pub async fn role_state(c: &impl GenericClient, role: &str) -> Result<RoleState> {
-    let stmt = c
-        .prepare_cached(
-            "SELECT rolsuper OR rolname = current_user FROM pg_catalog.pg_roles WHERE rolname = $1",
-        )
-        .await?;
-    Ok(match c.query_opt(&stmt, &[&role]).await? {
-        None => RoleState::Missing,
-        Some(r) if r.get::<_, bool>(0) => RoleState::Protected,
-        Some(_) => RoleState::Ordinary,
-    })
+    let stmt = c.prepare_cached(ROLE_STATE).await?;
+    Ok(RoleState::of(c.query_opt(&stmt, &[&role]).await?))
+}
+
+/// Takes the advisory lock `key` names, then reads `role`'s state: both requests leave
+/// together (one round trip) and PostgreSQL runs them in that order, so the read's snapshot
+/// is taken once the lock is held. Both are prepared first, so that neither can overtake
+/// the other while a fresh connection prepares them.
+pub async fn lock_then_role_state(
+    c: &impl GenericClient,
+    key: &str,
+    role: &str,
+) -> Result<RoleState> {
+    let (lock, state) = futures_util::try_join!(
+        c.prepare_cached(ADVISORY_XACT_LOCK),
+        c.prepare_cached(ROLE_STATE)
+    )?;
+    // futures' `join!` polls in argument order (tokio's rotates), and a request is sent
+    // when first polled: the lock goes first.
+    let (key, role): (&[&(dyn ToSql + Sync)], &[&(dyn ToSql + Sync)]) = (&[&key], &[&role]);
+    let (locked, row) = futures_util::join!(c.execute(&lock, key), c.query_opt(&state, role));
+    locked?;
+    Ok(RoleState::of(row?))
 }
 
 /// The role called `name`, if it exists.
