@@ -62,20 +62,23 @@ fn credentials(req: &Request) -> Credentials {
     }
 }
 
-/// The principal behind Basic credentials, if they are right.
-fn basic_principal(app: &App, user: &str, pass: &str) -> Option<Principal> {
-    if let Some(api) = &app.api {
-        // Evaluate both comparisons always, so a wrong user costs as much as a wrong password.
-        let user_ok = same(user.as_bytes(), api.user.as_bytes());
-        let pass_ok = same(pass.as_bytes(), api.password.expose_secret().as_bytes());
-        if user_ok & pass_ok {
-            return Some(Principal {
-                name: user.to_owned(),
-                scopes: Scopes::all(),
-                identity: None,
-            });
-        }
-    }
+/// The compatibility user's principal, if these are its credentials: two digests, cheap
+/// enough for the request thread.
+fn compat_principal(app: &App, user: &str, pass: &str) -> Option<Principal> {
+    let api = app.api.as_ref()?;
+    // Evaluate both comparisons always, so a wrong user costs as much as a wrong password.
+    let user_ok = same(user.as_bytes(), api.user.as_bytes());
+    let pass_ok = same(pass.as_bytes(), api.password.expose_secret().as_bytes());
+    (user_ok & pass_ok).then(|| Principal {
+        name: user.to_owned(),
+        scopes: Scopes::all(),
+        identity: None,
+    })
+}
+
+/// The principal of a configured Basic user (argon2: slow by design), if these are its
+/// credentials.
+fn hashed_principal(app: &App, user: &str, pass: &str) -> Option<Principal> {
     app.basic_users.verify(user, pass).map(|scopes| Principal {
         name: user.to_owned(),
         scopes,
@@ -239,12 +242,16 @@ pub async fn require_auth(State(app): State<Arc<App>>, mut req: Request, next: N
         keys::Gate::Open => {}
     }
     if let Credentials::Basic(user, pass) = &creds
-        && let Some(principal) = {
-            // argon2 is slow by design: off the request threads, or it stalls every request.
-            let (app, user, pass) = (app.clone(), user.clone(), pass.clone());
-            tokio::task::spawn_blocking(move || basic_principal(&app, &user, &pass))
-                .await
-                .unwrap_or_default()
+        && let Some(principal) = match compat_principal(&app, user, pass) {
+            Some(principal) => Some(principal),
+            None => {
+                // argon2 is slow by design: off the request threads, or it stalls every
+                // request.
+                let (app, user, pass) = (app.clone(), user.clone(), pass.clone());
+                tokio::task::spawn_blocking(move || hashed_principal(&app, &user, &pass))
+                    .await
+                    .unwrap_or_default()
+            }
         }
     {
         app.throttle.succeeded(ip, &claim);

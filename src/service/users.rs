@@ -16,6 +16,8 @@ use crate::store::RegistryEntry;
 use crate::target::admin::{Memberships, admin_facts};
 use crate::target::catalog::{self, GroupState, Protection, RoleState};
 use crate::target::is_duplicate;
+use crate::target::tx::AdminTx;
+use deadpool_postgres::GenericClient;
 
 /// Status strings of the v1 contract.
 pub mod status {
@@ -159,22 +161,21 @@ async fn new_password() -> Result<(Password, Verifier)> {
     .map_err(|e| Error::Internal(e.into()))
 }
 
-/// Serialises operations on one role name within a database for the transaction's life.
-pub(super) async fn lock_role(
-    tx: &deadpool_postgres::Transaction<'_>,
-    role: &RoleName,
-) -> Result<()> {
-    catalog::advisory_xact_lock(tx, &format!("pg-user-api:role:{role}")).await
+/// The advisory lock key that serialises operations on one role name within a database.
+fn role_lock_key(role: &RoleName) -> String {
+    format!("pg-user-api:role:{role}")
+}
+
+/// Takes the lock that serialises operations on one role name within a database for the
+/// transaction's life, then reads the role's state (one round trip for both).
+pub(super) async fn lock_role(tx: &impl GenericClient, role: &RoleName) -> Result<RoleState> {
+    catalog::after_lock(tx, &role_lock_key(role), catalog::role_state(tx, role.as_str())).await
 }
 
 /// Takes the role's lock; false when it does not exist, 403 when it is a superuser or the
 /// admin role (found in the target's catalog, beyond the names policy refuses).
-pub(super) async fn lock_existing(
-    tx: &deadpool_postgres::Transaction<'_>,
-    role: &RoleName,
-) -> Result<bool> {
-    lock_role(tx, role).await?;
-    match catalog::role_state(tx, role.as_str()).await? {
+pub(super) async fn lock_existing(tx: &impl GenericClient, role: &RoleName) -> Result<bool> {
+    match lock_role(tx, role).await? {
         RoleState::Missing => Ok(false),
         RoleState::Protected(Protection::Power) => Err(Error::Forbidden(format!(
             "role '{role}' is a superuser or the admin role; pg-user-api will not touch it"
@@ -192,7 +193,7 @@ pub(super) async fn lock_existing(
 /// the owners of its tables, sequences or functions for those, and every owner for future
 /// grants (ALTER DEFAULT PRIVILEGES FOR ROLE each of them).
 pub(super) async fn schema_facts(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &impl GenericClient,
     app: &App,
     entry: &RegistryEntry,
     grants: &[Grant],
@@ -312,22 +313,28 @@ async fn create_in(
     let group = Group::for_profile(profile, &entry.db_name);
     let mut group_ensured = false;
     loop {
-        let tx = conn.transaction().await?;
-        lock_role(&tx, &role).await?;
-        let state = catalog::create_state(&tx, role.as_str(), group.name().as_str()).await?;
+        let (tx, state) = AdminTx::begin(
+            &conn,
+            catalog::after_lock(
+                &conn,
+                &role_lock_key(&role),
+                catalog::create_state(&conn, role.as_str(), group.name().as_str()),
+            ),
+        )
+        .await?;
         let per_database_only = same_server && matches!(state.role, RoleState::Ordinary);
         if !matches!(state.role, RoleState::Missing) && !per_database_only {
             return Ok(UserResult::new(&role, entry, status::EXISTS));
         }
-        check_groups(&tx, profile).await?;
+        check_groups(&*tx, profile).await?;
         if !per_database_only && plan::admin::create_needs_more_than_createrole(profile) {
             let groups: Vec<&str> = profile.member_of.iter().map(|r| r.as_str()).collect();
-            let admin = admin_facts(&*tx, Memberships::Of(&groups)).await?;
+            let admin = admin_facts(tx.client(), Memberships::Of(&groups)).await?;
             refuse_missing(&admin, plan::admin::for_create(profile, &admin))?;
         }
         let facts = plan::CreateFacts {
             schemas: if profile.grants.iter().any(|g| g.on != GrantOn::Database) {
-                schema_facts(&tx, app, &entry, &profile.grants).await?
+                schema_facts(&*tx, app, &entry, &profile.grants).await?
             } else {
                 Vec::new()
             },
@@ -367,11 +374,7 @@ async fn create_in(
             }
             return Ok(UserResult::new(&role, entry, status::DRY_RUN).planned(shown));
         }
-        let applied = match tx.batch_execute(&plan::batch(&plan)).await {
-            Ok(()) => tx.commit().await,
-            Err(e) => Err(e),
-        };
-        return match applied {
+        return match tx.commit_with(&plan::batch(&plan)).await {
             Ok(()) if per_database_only => Ok(UserResult::new(&role, entry, status::EXISTS)),
             Ok(()) => Ok(UserResult {
                 password: Some(password),
@@ -448,7 +451,7 @@ pub(super) async fn ensure_group(
 }
 
 /// Joining a superuser (or the admin role) would hand out its power: refuse it.
-async fn check_groups(tx: &deadpool_postgres::Transaction<'_>, profile: &Profile) -> Result<()> {
+async fn check_groups(tx: &impl GenericClient, profile: &Profile) -> Result<()> {
     if profile.member_of.is_empty() {
         return Ok(());
     }
@@ -514,9 +517,9 @@ pub(super) async fn alter_existing(
     if !dry_run {
         scope.intent(change.what).await?;
     }
-    let mut conn = app.targets.connect(&entry).await?;
-    let tx = conn.transaction().await?;
-    if !lock_existing(&tx, &role).await? {
+    let conn = app.targets.connect(&entry).await?;
+    let (tx, exists) = AdminTx::begin(&conn, lock_existing(&conn, &role)).await?;
+    if !exists {
         return Ok(UserResult::new(&role, entry, status::NOT_FOUND));
     }
     if dry_run {
@@ -525,8 +528,7 @@ pub(super) async fn alter_existing(
         }
         return Ok(UserResult::new(&role, entry, status::DRY_RUN).planned(plan));
     }
-    tx.batch_execute(&plan::batch(&plan)).await?;
-    tx.commit().await?;
+    tx.commit_with(&plan::batch(&plan)).await?;
     let sessions_terminated = if change.terminate {
         Some(terminate_sessions(&conn, &role).await?)
     } else {

@@ -47,6 +47,9 @@ impl SqliteStore {
             SqlitePoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(Duration::from_secs(10))
+                // A file opened in this process does not go away like a socket: pinging it
+                // before each use (sqlx's default) only costs a round trip to its thread.
+                .test_before_acquire(false)
                 .connect_with(options)
         };
         let context = || format!("opening SQLite store {}", path.display());

@@ -120,11 +120,29 @@ impl Role {
 
 /// Takes the transaction-level advisory lock `key` names (released at commit or rollback).
 pub async fn advisory_xact_lock(c: &impl GenericClient, key: &str) -> Result<()> {
-    let stmt = c
-        .prepare_cached("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))")
-        .await?;
+    let stmt = c.prepare_cached(ADVISORY_XACT_LOCK).await?;
     c.execute(&stmt, &[&key]).await?;
     Ok(())
+}
+
+/// The transaction-level advisory lock on `hashtext($1)` (released at commit or rollback).
+const ADVISORY_XACT_LOCK: &str = "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))";
+
+/// Takes the advisory lock `key` names, then runs `read` (catalog reads on `c`): the lock
+/// and the reads leave together (one round trip) and PostgreSQL runs them in that order, so
+/// each read's snapshot is taken once the lock is held. futures' `join!` polls in argument
+/// order (tokio's rotates), and tokio-postgres sends a request when it is first polled: the
+/// lock goes first.
+pub async fn after_lock<T>(
+    c: &impl GenericClient,
+    key: &str,
+    read: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let lock = c.prepare_cached(ADVISORY_XACT_LOCK).await?;
+    let key: &[&(dyn tokio_postgres::types::ToSql + Sync)] = &[&key];
+    let (locked, read) = futures_util::join!(c.execute(&lock, key), read);
+    locked?;
+    read
 }
 
 /// Whether `role` exists, and whether it is protected (superuser, admin role, managed group).

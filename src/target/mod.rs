@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod catalog;
 pub mod tls;
+pub mod tx;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
