@@ -181,35 +181,6 @@ pub struct On<P> {
 /// Records per page of an audit export at most.
 pub const MAX_EXPORT_PAGE: i64 = 10_000;
 
-/// The role a call names, as given: audit records carry it before it is validated.
-pub trait Named {
-    /// The `username` parameter, or empty.
-    fn username(&self) -> &str {
-        ""
-    }
-}
-
-impl Named for Nothing {}
-
-impl Named for CreateUser {
-    fn username(&self) -> &str {
-        self.params.get("username").map_or("", String::as_str)
-    }
-}
-
-macro_rules! named {
-    ($($t:ty),*) => {$(
-        impl Named for $t {
-            fn username(&self) -> &str {
-                &self.username
-            }
-        }
-    )*};
-}
-named!(
-    Lookup, RoleChange, SearchPath, Expire, Renew, Alter, Drop, Grant
-);
-
 /// A call that needs nothing but its target.
 #[derive(Clone, Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
