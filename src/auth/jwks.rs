@@ -1,5 +1,7 @@
 //! An issuer's signing keys: fetched over HTTPS (OpenID discovery or a JWKS URL), cached,
-//! and looked up by `kid` without any network call while cached.
+//! and looked up by `kid` without any network call while cached. Machine tokens
+//! ([`super::jwt`]) and the console's sign-in ([`super::oidc`]) share it; plain HTTP is
+//! allowed only for an issuer on a loopback address (a provider on the same host).
 //!
 //! - Fresh for the response's `Cache-Control: max-age`, clamped to the issuer's floor and
 //!   ceiling (no max-age, `no-cache` or `no-store`: the floor). Past that, a lookup still
@@ -15,14 +17,17 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
+use reqwest::Url;
 
 /// Key families a JWKS can hold that we accept (never symmetric keys).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Family {
     Rsa,
     Ec,
+    /// Ed25519 (`OKP`); only the console's sign-in allows EdDSA.
+    Okp,
 }
 
 fn family_of(alg: Algorithm) -> Option<Family> {
@@ -30,6 +35,7 @@ fn family_of(alg: Algorithm) -> Option<Family> {
     match alg {
         RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => Some(Family::Rsa),
         ES256 | ES384 => Some(Family::Ec),
+        EdDSA => Some(Family::Okp),
         _ => None,
     }
 }
@@ -37,7 +43,24 @@ fn family_of(alg: Algorithm) -> Option<Family> {
 struct Key {
     kid: Option<String>,
     family: Family,
+    /// The algorithm the key is published for, if the JWKS says: a token naming another
+    /// one does not match it (RFC 8725 §3.1).
+    alg: Option<KeyAlgorithm>,
     key: Arc<DecodingKey>,
+}
+
+/// Whether `url` is `https`, or `http` on a loopback address.
+pub fn secure_or_loopback(url: &Url) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" => match url.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        },
+        _ => false,
+    }
 }
 
 #[derive(Default)]
@@ -119,9 +142,11 @@ impl Jwks {
     pub fn new(config: KeySource) -> anyhow::Result<Self> {
         let tls = crate::target::tls::verified(config.ca_file.as_deref())
             .with_context(|| format!("TLS for issuer {}", config.issuer))?;
+        let loopback = Url::parse(&config.issuer).is_ok_and(|u| u.scheme() == "http")
+            && Self::allowed(&config.issuer);
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
-            .https_only(true)
+            .https_only(!loopback)
             .timeout(config.fetch_timeout)
             .user_agent(concat!("pg-user-api/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -136,20 +161,29 @@ impl Jwks {
         })
     }
 
-    fn matching(state: &State, kid: Option<&str>, family: Family) -> Vec<Arc<DecodingKey>> {
+    /// Whether keys may be fetched from `url`: see [`secure_or_loopback`].
+    fn allowed(url: &str) -> bool {
+        Url::parse(url).is_ok_and(|u| secure_or_loopback(&u))
+    }
+
+    fn matching(state: &State, kid: Option<&str>, alg: Algorithm) -> Vec<Arc<DecodingKey>> {
+        let family = family_of(alg);
+        // KeyAlgorithm and Algorithm name the same algorithms the same way.
+        let same_alg = |k: &KeyAlgorithm| format!("{k:?}") == format!("{alg:?}");
         state
             .keys
             .iter()
-            .filter(|k| k.family == family && kid.is_none_or(|kid| k.kid.as_deref() == Some(kid)))
+            .filter(|k| Some(k.family) == family && k.alg.as_ref().is_none_or(same_alg))
+            .filter(|k| kid.is_none_or(|kid| k.kid.as_deref() == Some(kid)))
             .map(|k| k.key.clone())
             .collect()
     }
 
     /// Keys for a token's `kid` and `alg`: from the cache, else after one refetch.
     pub async fn keys(self: &Arc<Self>, kid: Option<&str>, alg: Algorithm) -> KeyLookup {
-        let Some(family) = family_of(alg) else {
+        if family_of(alg).is_none() {
             return KeyLookup::Missing(format!("no key type for algorithm {alg:?}"));
-        };
+        }
         let now = Instant::now();
         let (found, refresh, cooled, attempted) = {
             let s = self.state.read().expect("jwks poisoned");
@@ -157,7 +191,7 @@ impl Jwks {
                 .fetched
                 .is_some_and(|t| now.duration_since(t) <= self.policy.max_stale);
             let found = if usable {
-                Self::matching(&s, kid, family)
+                Self::matching(&s, kid, alg)
             } else {
                 Vec::new()
             };
@@ -179,7 +213,7 @@ impl Jwks {
             // A fetch is under way (the first one, a refresh, a refetch): its keys may be
             // the ones wanted, so wait for it rather than refuse.
             drop(self.fetching.lock().await);
-            return self.after_fetch(kid, family, &shown);
+            return self.after_fetch(kid, alg, &shown);
         }
         if !cooled {
             let s = self.state.read().expect("jwks poisoned");
@@ -198,17 +232,17 @@ impl Jwks {
             });
         }
         self.refetch(attempted).await;
-        self.after_fetch(kid, family, &shown)
+        self.after_fetch(kid, alg, &shown)
     }
 
     /// The lookup once a fetch has been made: the keys, or why there are none.
-    fn after_fetch(&self, kid: Option<&str>, family: Family, shown: &str) -> KeyLookup {
+    fn after_fetch(&self, kid: Option<&str>, alg: Algorithm, shown: &str) -> KeyLookup {
         let s = self.state.read().expect("jwks poisoned");
         let usable = s
             .fetched
             .is_some_and(|t| Instant::now().duration_since(t) <= self.policy.max_stale);
         let found = if usable {
-            Self::matching(&s, kid, family)
+            Self::matching(&s, kid, alg)
         } else {
             Vec::new()
         };
@@ -275,13 +309,15 @@ impl Jwks {
                 let family = match &jwk.algorithm {
                     AlgorithmParameters::RSA(_) => Family::Rsa,
                     AlgorithmParameters::EllipticCurve(_) => Family::Ec,
-                    // Symmetric and Ed25519 keys are never used.
+                    AlgorithmParameters::OctetKeyPair(_) => Family::Okp,
+                    // Symmetric keys are never used.
                     _ => return None,
                 };
                 let key = DecodingKey::from_jwk(jwk).ok()?;
                 Some(Key {
                     kid: jwk.common.key_id.clone(),
                     family,
+                    alg: jwk.common.key_algorithm,
                     key: Arc::new(key),
                 })
             })
@@ -291,6 +327,9 @@ impl Jwks {
 
     /// A successful response to `GET url`.
     async fn get(&self, url: &str) -> anyhow::Result<reqwest::Response> {
+        if !Self::allowed(url) {
+            bail!("GET {url}: keys are fetched over https (http only on a loopback address)");
+        }
         let res = self
             .http
             .get(url)

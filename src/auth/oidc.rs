@@ -3,33 +3,46 @@
 //!
 //! The provider is found by discovery (`<issuer>/.well-known/openid-configuration`), read on
 //! first use and kept. The ID token is checked like a machine token: its signature against
-//! the issuer's JWKS (refetched once when it names an unknown `kid`, at most every
+//! the issuer's keys, kept in the same cache as machine tokens' ([`super::jwks::Jwks`]:
+//! refetched once when a token names an unknown `kid`, at most every
 //! [`KEY_REFETCH_COOLDOWN`]), `iss`, `aud` (and `azp`), `exp`, `iat` not in the future,
 //! and the `nonce` of the login it answers. The person's groups pick their scopes through
 //! `[[auth.oidc.groups]]`. HTTP routes and the session live elsewhere (`http::sso`,
 //! [`super::session`]); this module knows nothing of either.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::OnceCell;
 
 use super::Scopes;
+use super::jwks::{CachePolicy, Jwks, KeyLookup, KeySource, secure_or_loopback};
 use super::session::random_token;
 
 /// The least time between two JWKS fetches caused by unknown `kid`s, so a flood of forged
 /// tokens cannot make us hammer the provider.
 pub const KEY_REFETCH_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// How the provider's keys are cached: as a machine-token issuer's by default.
+const KEY_CACHE: CachePolicy = CachePolicy {
+    min: Duration::from_secs(300),
+    max: Duration::from_secs(86_400),
+    cooldown: KEY_REFETCH_COOLDOWN,
+    max_stale: Duration::from_secs(7 * 86_400),
+};
+
+/// Time limit of one request to the provider.
+const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a started sign-in may take at the provider before its callback is refused.
 pub const LOGIN_TTL: Duration = Duration::from_secs(600);
@@ -167,19 +180,6 @@ impl OidcConfig {
     }
 }
 
-fn secure_or_loopback(url: &Url) -> bool {
-    match url.scheme() {
-        "https" => true,
-        "http" => match url.host() {
-            Some(url::Host::Domain(d)) => d == "localhost",
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            None => false,
-        },
-        _ => false,
-    }
-}
-
 /// Why a sign-in was refused. The text names the failed check, never a token.
 #[derive(Debug, thiserror::Error)]
 pub enum OidcError {
@@ -240,16 +240,10 @@ struct Metadata {
     issuer: String,
     authorization_endpoint: String,
     token_endpoint: String,
-    jwks_uri: String,
     #[serde(default)]
     userinfo_endpoint: Option<String>,
     #[serde(default)]
     end_session_endpoint: Option<String>,
-}
-
-struct Keys {
-    set: JwkSet,
-    fetched: Option<Instant>,
 }
 
 /// The relying party: this service as the provider's client.
@@ -258,7 +252,7 @@ pub struct RelyingParty {
     secret: SecretString,
     http: reqwest::Client,
     metadata: OnceCell<Metadata>,
-    keys: Mutex<Keys>,
+    keys: Arc<Jwks>,
 }
 
 #[derive(Deserialize)]
@@ -273,8 +267,15 @@ impl RelyingParty {
     /// (`client_secret_basic`). Reads nothing from the network yet.
     pub fn new(config: &OidcConfig, secret: SecretString) -> anyhow::Result<Self> {
         config.validate()?;
+        let keys = Jwks::new(KeySource {
+            issuer: config.issuer.clone(),
+            jwks_url: None,
+            ca_file: config.ca_file.clone(),
+            fetch_timeout: PROVIDER_TIMEOUT,
+            policy: KEY_CACHE,
+        })?;
         let mut builder = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+            .timeout(PROVIDER_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("pg-user-api/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &config.ca_file {
@@ -291,10 +292,7 @@ impl RelyingParty {
             secret,
             http: builder.build().context("building the OIDC HTTP client")?,
             metadata: OnceCell::new(),
-            keys: Mutex::new(Keys {
-                set: JwkSet { keys: Vec::new() },
-                fetched: None,
-            }),
+            keys: Arc::new(keys),
         })
     }
 
@@ -469,43 +467,6 @@ impl RelyingParty {
         Some(url.into())
     }
 
-    /// The key for `kid` (or the only key when the token names none), refetching the JWKS
-    /// once when it is unknown and the last fetch is older than the cooldown.
-    async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<DecodingKey, OidcError> {
-        let mut keys = self.keys.lock().await;
-        for attempt in 0..2 {
-            let found = match kid {
-                Some(kid) => keys.set.find(kid),
-                None if keys.set.keys.len() == 1 => keys.set.keys.first(),
-                None => None,
-            };
-            if let Some(jwk) = found {
-                if let Some(key_alg) = jwk.common.key_algorithm
-                    && format!("{key_alg:?}") != format!("{alg:?}")
-                {
-                    return Err(OidcError::Token(format!(
-                        "the key is for {key_alg:?}, the token says {alg:?}"
-                    )));
-                }
-                return DecodingKey::from_jwk(jwk)
-                    .map_err(|e| OidcError::Token(format!("unusable key: {e}")));
-            }
-            let recent = keys
-                .fetched
-                .is_some_and(|at| at.elapsed() < KEY_REFETCH_COOLDOWN);
-            if attempt == 1 || recent {
-                break;
-            }
-            let m = self.metadata().await?;
-            keys.set = self.get_json(&m.jwks_uri).await?;
-            keys.fetched = Some(Instant::now());
-        }
-        Err(OidcError::Token(format!(
-            "no key '{}' in the issuer's JWKS",
-            kid.unwrap_or("(none named)")
-        )))
-    }
-
     async fn validate_id_token(
         &self,
         token: &str,
@@ -519,16 +480,30 @@ impl RelyingParty {
                 header.alg
             )));
         }
-        let key = self.key(header.kid.as_deref(), header.alg).await?;
+        let keys = match self.keys.keys(header.kid.as_deref(), header.alg).await {
+            KeyLookup::Found(keys) => keys,
+            KeyLookup::Missing(why) => return Err(OidcError::Token(why)),
+        };
         let mut v = Validation::new(header.alg);
         v.set_issuer(&[&self.config.issuer]);
         v.set_audience(&[&self.config.client_id]);
         v.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         v.leeway = self.config.leeway_secs;
         v.validate_nbf = true;
-        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &v)
-            .map_err(|e| OidcError::Token(token_error(&e)))?
-            .claims;
+        // Without a `kid` every key of the algorithm's family is a candidate.
+        let mut decoded = keys
+            .iter()
+            .map(|key| jsonwebtoken::decode::<Map<String, Value>>(token, key, &v));
+        let first = decoded.next().expect("a lookup finds at least one key");
+        let claims = match first {
+            Ok(data) => data.claims,
+            Err(e) => {
+                decoded
+                    .find_map(Result::ok)
+                    .ok_or_else(|| OidcError::Token(token_error(&e)))?
+                    .claims
+            }
+        };
         let now = chrono::Utc::now().timestamp();
         let iat = claims["iat"].as_i64().unwrap_or(i64::MAX);
         if iat > now + self.config.leeway_secs as i64 {

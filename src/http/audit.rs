@@ -9,7 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::answer::Answer;
-use super::params::Params;
+use super::params::Call;
 use crate::auth::Operation;
 use crate::error::{Error, Result};
 use crate::service::params::AuditQuery;
@@ -38,8 +38,10 @@ pub const NEXT_AFTER_ID: &str = "x-next-after-id";
 pub async fn export(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Params(query): Params<AuditQuery>,
+    call: Call<AuditQuery>,
 ) -> Result<Response> {
+    super::users::authorize(&app, &caller, Operation::AuditRead, "audit:read", None, "").await?;
+    let query = call.parsed?;
     let format = query
         .format
         .as_deref()
@@ -50,7 +52,6 @@ pub async fn export(
             "format '{format}' must be json or csv"
         )));
     }
-    super::users::authorize(&app, &caller, Operation::AuditRead, "audit:read", None, "").await?;
     let limit = audit::export_filter(&query)?.limit as usize;
     let records = audit::export(&app, &caller, &query).await?;
     let next = (records.len() == limit && limit > 0)

@@ -9,7 +9,7 @@ use axum::extract::State;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::params::Params;
+use super::params::Call;
 use super::users::authorize;
 use crate::auth::Operation;
 use crate::auth::jwt::Explanation;
@@ -34,7 +34,7 @@ pub struct CheckToken {
 pub async fn check(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Params(p): Params<CheckToken>,
+    call: Call<CheckToken>,
 ) -> Result<Json<Explanation>> {
     authorize(
         &app,
@@ -45,6 +45,7 @@ pub async fn check(
         "",
     )
     .await?;
+    let p = call.parsed?;
     if !app.jwt.enabled() {
         return Err(Error::Invalid(
             "no JWT issuer is configured ([[auth.jwt.issuers]])".into(),

@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::answer::Answer;
-use super::params::Params;
+use super::params::Call;
 use super::users::authorize;
 use crate::auth::{Operation, Scopes};
 use crate::error::{Error, Result};
@@ -100,7 +100,7 @@ pub struct RevokedBody {
 pub async fn create(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Params(new): Params<NewKey>,
+    call: Call<NewKey>,
 ) -> Result<Response> {
     authorize(
         &app,
@@ -113,6 +113,7 @@ pub async fn create(
     .await?;
     let scope = AuditScope::new(&app, &caller, "keys:create", None, "");
     let result = async {
+        let new = call.parsed?;
         let scopes = keys::scopes(&new.scopes)?;
         if !caller
             .scopes
@@ -174,7 +175,7 @@ pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> Result<Answer<
 pub async fn revoke(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Params(KeyName { name }): Params<KeyName>,
+    call: Call<KeyName>,
 ) -> Result<Answer<RevokedBody>> {
     authorize(
         &app,
@@ -187,6 +188,7 @@ pub async fn revoke(
     .await?;
     let scope = AuditScope::new(&app, &caller, "keys:revoke", None, "");
     let result = async {
+        let KeyName { name } = call.parsed?;
         let name = name.as_str();
         if app.store.key_revoke(name).await? {
             Ok(name.to_owned())

@@ -1,30 +1,47 @@
 //! Parameters from the query string (GET, as the original) or a JSON or form body (POST),
-//! read into the operation's typed parameters ([`crate::service::params`]). Any other body
-//! is refused before anything runs: 415 for another content type on POST, 400 for a body on
-//! GET; a missing parameter is a 400, a value of the wrong kind a 422.
+//! read into the operation's typed parameters ([`crate::service::params`]). A body the
+//! service cannot read is refused before anything runs: 415 for another content type on
+//! POST, 400 for a body on GET. Parameters that do not fit (a missing one is a 400, a value
+//! of the wrong kind a 422) are kept as the [`Call`]'s error, for the handler to surface
+//! once the caller is known to be allowed the call: without scope it is a 403 whatever was
+//! sent.
+
+use std::collections::BTreeMap;
 
 use axum::extract::{FromRequest, Request};
 use axum::http::{Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::de::DeserializeOwned;
 
 use super::error::json_error;
-use crate::service::params::from_pairs;
+use crate::service::params::{Target, from_pairs};
 
 /// Bodies larger than this are refused; no parameter set comes close.
 const MAX_BODY: usize = 64 * 1024;
 
-/// The call's parameters as `T`; body values override query values of the same name.
-pub struct Params<T>(pub T);
+/// A call's parameters as `T` (body values override query values of the same name), or
+/// why they are refused, beside the target and role as sent: the handler checks the
+/// caller's scope and starts the audit trail with those before it surfaces a refusal.
+pub struct Call<T> {
+    /// The parameters, or the 400/422 that refuses them.
+    pub parsed: crate::error::Result<T>,
+    /// `env` and `database` as sent (empty when absent).
+    pub target: Target,
+    /// `username` as sent (empty when absent).
+    pub username: String,
+}
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Params<T> {
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Call<T> {
     type Rejection = Response;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Response> {
-        let pairs = pairs(req).await?;
-        from_pairs(pairs)
-            .map(Params)
-            .map_err(IntoResponse::into_response)
+        let sent: BTreeMap<String, String> = pairs(req).await?.into_iter().collect();
+        let text = |name: &str| sent.get(name).cloned().unwrap_or_default();
+        Ok(Self {
+            target: Target::new(text("env"), text("database")),
+            username: text("username"),
+            parsed: from_pairs(sent),
+        })
     }
 }
 

@@ -8,11 +8,13 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::answer::Answer;
-use super::params::Params;
+use super::params::Call;
+use super::users::{audited, authorize};
 use crate::auth::Operation;
 use crate::error::Result;
+use crate::service::audit::AuditScope;
 use crate::service::doctor::CheckReport;
-use crate::service::params::{CheckFilter, Entry, RegistryFields, Target};
+use crate::service::params::{CheckFilter, Entry, RegistryFields};
 use crate::service::{self, App, Caller};
 use crate::store::RegistryEntry;
 
@@ -41,7 +43,7 @@ pub struct RegistryChangeBody {
     responses((status = 200, description = "the answer", body = RegistryBody)),
 )]
 pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> Result<Answer<RegistryBody>> {
-    super::users::authorize(&app, &caller, Operation::Read, "registry:list", None, "").await?;
+    authorize(&app, &caller, Operation::Read, "registry:list", None, "").await?;
     let mut entries = service::registry::list(&app, &caller).await?;
     if let Some(scopes) = &caller.scopes {
         entries.retain(|e| scopes.allows_env(&e.env));
@@ -55,13 +57,16 @@ pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> Result<Answer<
 async fn change(
     app: Arc<App>,
     caller: Caller,
-    entry: Entry,
+    call: Call<Entry>,
     action: &str,
 ) -> Result<Answer<RegistryChangeBody>> {
     let operation = format!("registry:{action}");
-    let key = Target::new(entry.env.clone(), entry.database.clone());
-    let admin = Operation::RegistryAdmin;
-    super::users::authorize(&app, &caller, admin, &operation, Some(&key), "").await?;
+    let key = Some(&call.target);
+    authorize(&app, &caller, Operation::RegistryAdmin, &operation, key, "").await?;
+    let entry = audited(call.parsed, || {
+        AuditScope::new(&app, &caller, &operation, key, "")
+    })
+    .await?;
     let c = service::registry::change(&app, &caller, action, &entry).await?;
     Ok(Answer(RegistryChangeBody {
         status: c.status,
@@ -78,9 +83,9 @@ async fn change(
 pub async fn add(
     State(a): State<Arc<App>>,
     c: Caller,
-    Params(e): Params<Entry>,
+    call: Call<Entry>,
 ) -> Result<Answer<RegistryChangeBody>> {
-    change(a, c, e, "add").await
+    change(a, c, call, "add").await
 }
 
 /// Changes host, port, notes, active or sslmode of an entry.
@@ -92,9 +97,9 @@ pub async fn add(
 pub async fn update(
     State(a): State<Arc<App>>,
     c: Caller,
-    Params(e): Params<Entry>,
+    call: Call<Entry>,
 ) -> Result<Answer<RegistryChangeBody>> {
-    change(a, c, e, "update").await
+    change(a, c, call, "update").await
 }
 
 /// Deactivates an entry: it stays listed, nothing runs against it.
@@ -106,9 +111,9 @@ pub async fn update(
 pub async fn deactivate(
     State(a): State<Arc<App>>,
     c: Caller,
-    Params(e): Params<Entry>,
+    call: Call<Entry>,
 ) -> Result<Answer<RegistryChangeBody>> {
-    change(a, c, e, "deactivate").await
+    change(a, c, call, "deactivate").await
 }
 
 /// Removes an entry.
@@ -120,9 +125,9 @@ pub async fn deactivate(
 pub async fn remove(
     State(a): State<Arc<App>>,
     c: Caller,
-    Params(e): Params<Entry>,
+    call: Call<Entry>,
 ) -> Result<Answer<RegistryChangeBody>> {
-    change(a, c, e, "remove").await
+    change(a, c, call, "remove").await
 }
 
 /// The doctor: per active entry, at once and within the connect timeout, whether it answers
@@ -137,14 +142,19 @@ pub async fn remove(
 pub async fn check(
     State(app): State<Arc<App>>,
     caller: Caller,
-    Params(filter): Params<CheckFilter>,
+    call: Call<CheckFilter>,
 ) -> Result<Json<CheckReport>> {
-    let key = filter
-        .env
-        .as_ref()
-        .map(|env| Target::new(env.clone(), filter.database.clone().unwrap_or_default()));
     let admin = Operation::RegistryAdmin;
-    super::users::authorize(&app, &caller, admin, "registry:check", key.as_ref(), "").await?;
+    authorize(
+        &app,
+        &caller,
+        admin,
+        "registry:check",
+        Some(&call.target),
+        "",
+    )
+    .await?;
+    let filter = call.parsed?;
     let (env, database) = (filter.env.as_deref(), filter.database.as_deref());
     let mut entries = service::doctor::select(&app, env, database).await?;
     if let Some(scopes) = &caller.scopes {

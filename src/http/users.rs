@@ -18,15 +18,13 @@ use super::bodies::{
 };
 use super::error::json_error;
 use super::openapi;
-use super::params::Params;
+use super::params::Call;
 use crate::auth::Operation;
 use crate::error::Result;
 use crate::service::audit::AuditScope;
 use crate::service::fanout::{self, Outcome};
 use crate::service::ops::UserOp;
-use crate::service::params::{
-    self as p, CreateUser, Lookup, Named, Nothing, On, RoleChange, Target,
-};
+use crate::service::params::{self as p, CreateUser, Lookup, Nothing, On, RoleChange, Target};
 use crate::service::users::{self as ops, UserResult, V1Role, status};
 use crate::service::{App, Caller};
 use crate::service::{grants, lifecycle};
@@ -153,46 +151,49 @@ pub(super) async fn authorize(
     target: Option<&Target>,
     username: &str,
 ) -> Result<()> {
-    audit_refusal(caller.authorize(op, target, None), || {
+    audited(caller.authorize(op, target, None), || {
         AuditScope::new(app, caller, operation, target, username)
     })
     .await
 }
 
-/// Stores the outcome of a refused authorization in the scope `audit` starts.
-async fn audit_refusal<'a>(
-    result: Result<()>,
+/// `result`, its failure first stored as the outcome of the trail `audit` starts.
+pub(super) async fn audited<'a, T>(
+    result: Result<T>,
     audit: impl FnOnce() -> AuditScope<'a>,
-) -> Result<()> {
+) -> Result<T> {
     if result.is_err() {
         audit().outcome(&result, |_| String::new()).await;
     }
     result
 }
 
-/// Runs a read on the one target a call names, or on each of several.
+/// Runs a read (audited as `name`) on the one target a call names, or on each of several.
 async fn read<P, T, F, Fut>(
     app: Arc<App>,
     caller: Caller,
-    call: On<P>,
+    call: Call<On<P>>,
+    name: &str,
     op: F,
     render: fn(&T) -> Rendered,
 ) -> Result<Response>
 where
-    P: Clone + Named,
+    P: Clone,
     F: Fn(Arc<App>, Caller, On<P>) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let username = call.params.username();
+    let (target, username) = (&call.target, call.username.as_str());
     authorize(
         &app,
         &caller,
         Operation::Read,
         "read",
-        Some(&call.target),
+        Some(target),
         username,
     )
     .await?;
+    let audit = || AuditScope::new(&app, &caller, name, Some(target), username);
+    let call = audited(call.parsed, audit).await?;
     match fanout::split(&call) {
         None => {
             let (code, body, pw) = render(&op(app, caller, call).await?);
@@ -219,19 +220,25 @@ where
 async fn run<P, F, Fut>(
     app: Arc<App>,
     caller: Caller,
-    call: On<P>,
+    call: Call<On<P>>,
     operation: UserOp,
     op: F,
 ) -> Result<Response>
 where
-    P: Clone + Named,
+    P: Clone,
     F: Fn(Arc<App>, Caller, On<P>, bool) -> Fut,
     Fut: Future<Output = Result<UserResult>>,
 {
-    let target = &call.target;
+    let (target, username) = (&call.target, call.username.as_str());
     let allowed = caller.authorize(operation.scope(), Some(target), operation.profile());
-    audit_refusal(allowed, || {
-        AuditScope::for_op(&app, &caller, &operation, target, call.params.username())
+    let audit = || AuditScope::for_op(&app, &caller, &operation, target, username);
+    audited(allowed, audit).await?;
+    let call = audited(call.parsed, || {
+        let mut scope = audit();
+        if let Some(profile) = operation.profile().and_then(|p| app.profiles.get(p)) {
+            scope.set_profile(&profile.label());
+        }
+        scope
     })
     .await?;
     match fanout::split(&call) {
@@ -259,7 +266,7 @@ pub async fn create(
     Path(profile): Path<String>,
     caller: Caller,
     // An unknown profile is a 404 whatever the parameters: they are read only after it.
-    call: std::result::Result<Params<On<CreateUser>>, Response>,
+    call: std::result::Result<Call<On<CreateUser>>, Response>,
 ) -> Result<Response> {
     let Some(profile) = app.profiles.get(&profile) else {
         return Ok(json_error(
@@ -268,7 +275,7 @@ pub async fn create(
         ));
     };
     let call = match call {
-        Ok(Params(call)) => call,
+        Ok(call) => call,
         Err(refused) => return Ok(refused),
     };
     let label = profile.label();
@@ -326,7 +333,7 @@ pub async fn profiles(State(app): State<Arc<App>>, caller: Caller) -> Result<Res
 pub async fn reset(
     State(a): State<Arc<App>>,
     c: Caller,
-    Params(call): Params<On<RoleChange>>,
+    call: Call<On<RoleChange>>,
 ) -> Result<Response> {
     run(a, c, call, UserOp::Reset, |a, c, i, _| async move {
         ops::reset(&a, &c, &i).await
@@ -345,7 +352,7 @@ pub async fn reset(
 pub async fn search_path(
     State(a): State<Arc<App>>,
     c: Caller,
-    Params(call): Params<On<p::SearchPath>>,
+    call: Call<On<p::SearchPath>>,
 ) -> Result<Response> {
     run(a, c, call, UserOp::SearchPath, |a, c, i, _| async move {
         ops::search_path(&a, &c, &i).await
@@ -364,7 +371,7 @@ pub async fn search_path(
 pub async fn lock(
     State(a): State<Arc<App>>,
     c: Caller,
-    Params(call): Params<On<RoleChange>>,
+    call: Call<On<RoleChange>>,
 ) -> Result<Response> {
     run(a, c, call, UserOp::Lock, |a, c, i, _| async move {
         lifecycle::lock(&a, &c, &i).await
@@ -383,7 +390,7 @@ pub async fn lock(
 pub async fn unlock(
     State(a): State<Arc<App>>,
     c: Caller,
-    Params(call): Params<On<RoleChange>>,
+    call: Call<On<RoleChange>>,
 ) -> Result<Response> {
     run(a, c, call, UserOp::Unlock, |a, c, i, _| async move {
         lifecycle::unlock(&a, &c, &i).await
@@ -402,7 +409,7 @@ pub async fn unlock(
 pub async fn expire(
     State(a): State<Arc<App>>,
     c: Caller,
-    Params(call): Params<On<p::Expire>>,
+    call: Call<On<p::Expire>>,
 ) -> Result<Response> {
     run(a, c, call, UserOp::Expire, |a, c, i, _| async move {
         lifecycle::expire(&a, &c, &i).await
@@ -421,7 +428,7 @@ pub async fn expire(
 pub async fn renew(
     State(a): State<Arc<App>>,
     c: Caller,
-    Params(call): Params<On<p::Renew>>,
+    call: Call<On<p::Renew>>,
 ) -> Result<Response> {
     run(a, c, call, UserOp::Renew, |a, c, i, _| async move {
         lifecycle::renew(&a, &c, &i).await
@@ -440,7 +447,7 @@ pub async fn renew(
 pub async fn alter(
     State(a): State<Arc<App>>,
     c: Caller,
-    Params(call): Params<On<p::Alter>>,
+    call: Call<On<p::Alter>>,
 ) -> Result<Response> {
     run(a, c, call, UserOp::Alter, |a, c, i, _| async move {
         lifecycle::alter(&a, &c, &i).await
@@ -459,7 +466,7 @@ pub async fn alter(
 pub async fn drop(
     State(a): State<Arc<App>>,
     c: Caller,
-    Params(call): Params<On<p::Drop>>,
+    call: Call<On<p::Drop>>,
 ) -> Result<Response> {
     run(a, c, call, UserOp::Drop, |a, c, i, _| async move {
         lifecycle::drop(&a, &c, &i).await
@@ -478,7 +485,7 @@ pub async fn drop(
 pub async fn grant(
     State(a): State<Arc<App>>,
     c: Caller,
-    Params(call): Params<On<p::Grant>>,
+    call: Call<On<p::Grant>>,
 ) -> Result<Response> {
     run(a, c, call, UserOp::Grant, |a, c, i, _| async move {
         grants::grant(&a, &c, &i).await
@@ -497,7 +504,7 @@ pub async fn grant(
 pub async fn revoke(
     State(a): State<Arc<App>>,
     c: Caller,
-    Params(call): Params<On<p::Grant>>,
+    call: Call<On<p::Grant>>,
 ) -> Result<Response> {
     run(a, c, call, UserOp::Revoke, |a, c, i, _| async move {
         grants::revoke(&a, &c, &i).await
@@ -514,11 +521,11 @@ pub async fn revoke(
 pub async fn privileges(
     State(a): State<Arc<App>>,
     c: Caller,
-    Params(call): Params<On<Lookup>>,
+    call: Call<On<Lookup>>,
 ) -> Result<Response> {
     let op =
         |a: Arc<App>, c: Caller, i: On<Lookup>| async move { grants::report(&a, &c, &i).await };
-    read(a, c, call, op, |r| {
+    read(a, c, call, "privileges", op, |r| {
         let body = PrivilegesBody {
             found: r.report.is_some(),
             username: r.username.clone(),
@@ -544,10 +551,10 @@ pub async fn privileges(
 pub async fn find(
     State(a): State<Arc<App>>,
     c: Caller,
-    Params(call): Params<On<Lookup>>,
+    call: Call<On<Lookup>>,
 ) -> Result<Response> {
     let op = |a: Arc<App>, c: Caller, i: On<Lookup>| async move { ops::find(&a, &c, &i).await };
-    read(a, c, call, op, |r| {
+    read(a, c, call, "find", op, |r| {
         let body = FindBody {
             found: r.role.is_some(),
             username: r.username.clone(),
@@ -568,10 +575,10 @@ pub async fn find(
 pub async fn all(
     State(a): State<Arc<App>>,
     c: Caller,
-    Params(call): Params<On<Nothing>>,
+    call: Call<On<Nothing>>,
 ) -> Result<Response> {
     let op = |a: Arc<App>, c: Caller, i: On<Nothing>| async move { ops::list(&a, &c, &i).await };
-    read(a, c, call, op, |r| {
+    read(a, c, call, "list", op, |r| {
         let users = r.users.iter().map(|u| UserEntry {
             username: u.username.clone(),
             attributes: u.attributes(),

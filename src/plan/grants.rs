@@ -7,7 +7,7 @@ use super::sql::ident;
 use super::{SchemaFacts, Statement};
 
 /// What a grant is on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum GrantOn {
     /// The target database.

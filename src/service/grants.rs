@@ -44,29 +44,25 @@ enum Request {
 }
 
 fn parse_request(app: &App, input: &params::Grant) -> Result<Request> {
-    let on = input.on.trim().to_ascii_lowercase();
-    if on == "role" {
-        let role = input
-            .role
-            .as_deref()
-            .ok_or_else(|| Error::MissingParam("role".into()))?;
-        let group = app.policy.names.role(role)?;
-        if !GRANTABLE_PREDEFINED_ROLES.contains(&group.as_str()) {
-            app.policy.check_not_protected(&group)?;
+    let on = match params::GrantOn::parse(&input.on)? {
+        params::GrantOn::Objects(on) => on,
+        params::GrantOn::Role(_) => {
+            let role = input
+                .role
+                .as_deref()
+                .ok_or_else(|| Error::MissingParam("role".into()))?;
+            let group = app.policy.names.role(role)?;
+            if !GRANTABLE_PREDEFINED_ROLES.contains(&group.as_str()) {
+                app.policy.check_not_protected(&group)?;
+            }
+            return Ok(Request::Membership {
+                group,
+                admin: input.admin,
+                inherit: input.inherit,
+                set: input.set,
+            });
         }
-        return Ok(Request::Membership {
-            group,
-            admin: input.admin,
-            inherit: input.inherit,
-            set: input.set,
-        });
-    }
-    let on: GrantOn =
-        serde_json::from_value(serde_json::Value::String(on.clone())).map_err(|_| {
-            Error::Invalid(format!(
-                "on '{on}' must be database, schema, tables, sequences, functions or role"
-            ))
-        })?;
+    };
     let list = |value: &Option<String>| -> Vec<String> {
         value
             .as_deref()

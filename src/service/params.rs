@@ -181,35 +181,6 @@ pub struct On<P> {
 /// Records per page of an audit export at most.
 pub const MAX_EXPORT_PAGE: i64 = 10_000;
 
-/// The role a call names, as given: audit records carry it before it is validated.
-pub trait Named {
-    /// The `username` parameter, or empty.
-    fn username(&self) -> &str {
-        ""
-    }
-}
-
-impl Named for Nothing {}
-
-impl Named for CreateUser {
-    fn username(&self) -> &str {
-        self.params.get("username").map_or("", String::as_str)
-    }
-}
-
-macro_rules! named {
-    ($($t:ty),*) => {$(
-        impl Named for $t {
-            fn username(&self) -> &str {
-                &self.username
-            }
-        }
-    )*};
-}
-named!(
-    Lookup, RoleChange, SearchPath, Expire, Renew, Alter, Drop, Grant
-);
-
 /// A call that needs nothing but its target.
 #[derive(Clone, Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -331,22 +302,52 @@ pub struct Drop {
     pub dry_run: bool,
 }
 
-/// What a grant is on.
-#[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
+/// What a grant or revoke is on: a kind of object, or a role whose membership it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
 pub enum GrantOn {
-    /// CONNECT, CREATE, TEMPORARY on the database.
-    Database,
-    /// USAGE, CREATE on schemas.
-    Schema,
-    /// Tables and views.
-    Tables,
-    /// Sequences.
-    Sequences,
-    /// Functions and procedures.
-    Functions,
+    /// Privileges on objects of this kind.
+    Objects(crate::plan::grants::GrantOn),
+    /// Membership of `role`.
+    Role(Membership),
+}
+
+/// `on=role`: membership of a group role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Membership {
     /// Membership of `role`.
     Role,
+}
+
+/// One enum of words, the kinds of object and `role`: the kinds are listed only in
+/// [`crate::plan::grants::GrantOn`].
+impl utoipa::PartialSchema for GrantOn {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::{RefOr, schema::Schema};
+        let mut schema = <crate::plan::grants::GrantOn as utoipa::PartialSchema>::schema();
+        if let RefOr::T(Schema::Object(words)) = &mut schema {
+            words
+                .enum_values
+                .get_or_insert_default()
+                .push("role".into());
+        }
+        schema
+    }
+}
+
+impl ToSchema for GrantOn {}
+
+impl GrantOn {
+    /// `on` as sent (any case, spaces around it ignored).
+    pub fn parse(raw: &str) -> Result<Self> {
+        let on = raw.trim().to_ascii_lowercase();
+        serde_json::from_value(serde_json::Value::String(on.clone())).map_err(|_| {
+            Error::Invalid(format!(
+                "on '{on}' must be database, schema, tables, sequences, functions or role"
+            ))
+        })
+    }
 }
 
 /// grant and revoke: privileges (`on` = database, schema, tables, sequences, functions) or
@@ -594,6 +595,40 @@ mod tests {
             Some("web")
         );
         assert!(!call.params.params.contains_key("env"));
+    }
+
+    #[test]
+    fn on_is_a_kind_of_object_or_role_and_its_refusal_names_each_documented_word() {
+        use crate::plan::grants::GrantOn as Kind;
+        assert_eq!(
+            GrantOn::parse(" Tables ").unwrap(),
+            GrantOn::Objects(Kind::Tables)
+        );
+        assert_eq!(
+            GrantOn::parse("role").unwrap(),
+            GrantOn::Role(Membership::Role)
+        );
+        let err = GrantOn::parse("views").unwrap_err().to_string();
+        let listed = err
+            .strip_prefix("on 'views' must be ")
+            .unwrap()
+            .replace(" or ", ", ");
+        let listed: Vec<&str> = listed.split(", ").collect();
+        let utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(words)) =
+            <GrantOn as utoipa::PartialSchema>::schema()
+        else {
+            panic!("the words are an enum");
+        };
+        let kinds: Vec<String> = words
+            .enum_values
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(listed, kinds);
+        for word in listed {
+            GrantOn::parse(word).unwrap();
+        }
     }
 
     #[test]

@@ -759,3 +759,135 @@ async fn each_user_operation_needs_the_scope_the_readme_names() {
     assert!(app.dev_role_exists(&victim).await, "dry runs only");
     assert!(!app.dev_role_exists(&fresh).await, "dry runs only");
 }
+
+/// A call whose parameters do not fit, and how it is refused with and without the scope.
+struct Misfit<'a> {
+    path: &'a str,
+    query: Vec<(&'a str, &'a str)>,
+    /// The one scope the call needs.
+    scope: &'a str,
+    /// The operation a refusal for lack of scope is audited as.
+    refused_as: &'a str,
+    /// The operation the misfit is audited as, when it is.
+    misfit_as: Option<&'a str>,
+    /// What a caller with the scope gets: status and error.
+    answer: (u16, &'a str),
+}
+
+#[tokio::test]
+async fn scope_is_checked_before_the_parameters_and_both_refusals_are_audited() {
+    let app = spawn_app().await;
+    let env = unique("zz");
+    let target = || vec![("env", env.as_str()), ("database", "dev")];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut q = target();
+        q.extend_from_slice(extra);
+        q
+    };
+    let missing_username = (400, "missing parameter: username");
+    let table = [
+        Misfit {
+            path: "/api/v1/users/reset",
+            query: target(),
+            scope: "reset",
+            refused_as: "reset",
+            misfit_as: Some("reset"),
+            answer: missing_username,
+        },
+        Misfit {
+            path: "/api/v1/users/devqa",
+            query: with(&[("username", "misfit"), ("dry_run", "maybe")]),
+            scope: "create",
+            refused_as: "create:devqa",
+            misfit_as: Some("create:devqa"),
+            answer: (422, "dry_run must be true or false, not 'maybe'"),
+        },
+        Misfit {
+            path: "/api/v1/users/find",
+            query: target(),
+            scope: "read",
+            refused_as: "read",
+            misfit_as: Some("find"),
+            answer: missing_username,
+        },
+        Misfit {
+            path: "/api/v1/users/grant",
+            query: with(&[("username", "misfit"), ("on", "schema"), ("future", "")]),
+            scope: "grant",
+            refused_as: "grant",
+            misfit_as: Some("grant"),
+            answer: (422, "future must be true or false, not ''"),
+        },
+        Misfit {
+            path: "/api/v1/registry/add",
+            query: with(&[("host", "h"), ("port", "abc")]),
+            scope: "registry-admin",
+            refused_as: "registry:add",
+            misfit_as: Some("registry:add"),
+            answer: (422, "port 'abc' must be a number 1-65535"),
+        },
+        Misfit {
+            path: "/api/v1/keys/create",
+            query: vec![("owner", "o"), ("environments", "*")],
+            scope: "registry-admin",
+            refused_as: "keys:create",
+            misfit_as: Some("keys:create"),
+            answer: (400, "missing parameter: name"),
+        },
+        // As before typed parameters: the export's own filters are not audited.
+        Misfit {
+            path: "/api/v1/audit",
+            query: vec![("limit", "abc")],
+            scope: "audit-read",
+            refused_as: "audit:read",
+            misfit_as: None,
+            answer: (422, "limit 'abc' must be a number 0-10000"),
+        },
+    ];
+    // The one scope no row needs.
+    let lacking = app.key("*", "lock", "*").await;
+    for m in table {
+        let (path, scope) = (m.path, m.scope);
+        let r = app.get_bearer(&lacking, path, &m.query).await;
+        assert_eq!(r.status, 403, "{path} without {scope}: {}", r.body);
+        let refusal = format!("lacks the scope for operation '{scope}'");
+        assert!(r.str("error").contains(&refusal), "{path}: {}", r.body);
+        let having = app.key("*", scope, "*").await;
+        let r = app.get_bearer(&having, path, &m.query).await;
+        let (status, error) = m.answer;
+        assert_eq!(
+            (r.status.as_u16(), r.str("error")),
+            m.answer,
+            "{path} with {scope}: {}",
+            r.body
+        );
+        let audit = app.audit().await;
+        let recorded = |op: &str, error: &str| {
+            audit.iter().rev().find(|a| {
+                a.operation == op
+                    && a.status == "failure"
+                    && a.principal.starts_with("key:")
+                    && a.error.as_deref().is_some_and(|e| e.contains(error))
+            })
+        };
+        let refused = recorded(m.refused_as, &refusal);
+        assert_eq!(refused.map(|a| a.detail.as_str()), Some("403"), "{path}");
+        let misfit = recorded(m.misfit_as.unwrap_or(m.refused_as), error);
+        assert_eq!(
+            misfit.map(|a| a.detail.as_str()),
+            m.misfit_as.map(|_| status.to_string()).as_deref(),
+            "{path}: the {status} is audited exactly when the operation is"
+        );
+        if let (Some(record), true) = (misfit, path.starts_with("/api/v1/users/")) {
+            assert_eq!(record.env, env, "{path}: with the target as sent");
+            let profile = path.strip_suffix("/devqa").map(|_| "devqa@");
+            assert_eq!(
+                profile.is_some(),
+                record.profile.starts_with("devqa@"),
+                "{path}: a create names its profile: {}",
+                record.profile
+            );
+        }
+    }
+    assert!(!app.dev_role_exists("misfit").await);
+}
