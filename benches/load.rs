@@ -14,7 +14,12 @@
 //! ```sh
 //! cargo bench --bench load -- --concurrency 20 --seconds 5
 //! cargo bench --bench load -- --credentials-only --concurrency 20 --seconds 3
+//! cargo bench --bench load -- --memory --requests 1000000
 //! ```
+//!
+//! `--memory` runs only the memory check: one server on a SQLite store gets `--requests`
+//! mixed calls (see [`MIX`]) at concurrency 20, then as many at concurrency 100, and the
+//! server's resident and peak resident memory are printed idle and after each.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -42,6 +47,8 @@ struct Args {
     audit_requests: usize,
     distinct_creates: usize,
     credentials_only: bool,
+    memory: bool,
+    requests: usize,
 }
 
 fn args() -> Args {
@@ -53,6 +60,8 @@ fn args() -> Args {
         audit_requests: 1000,
         distinct_creates: 1000,
         credentials_only: false,
+        memory: false,
+        requests: 1_000_000,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
@@ -70,6 +79,8 @@ fn args() -> Args {
             "--audit-requests" => a.audit_requests = value() as usize,
             "--distinct-creates" => a.distinct_creates = value() as usize,
             "--credentials-only" => a.credentials_only = true,
+            "--memory" => a.memory = true,
+            "--requests" => a.requests = value() as usize,
             "--bench" => {}
             other => panic!("unknown flag {other}"),
         }
@@ -157,10 +168,15 @@ fn cpu_time(pid: u32) -> Duration {
 
 /// Peak resident set size of a process, from /proc.
 fn peak_rss_kib(pid: u32) -> u64 {
+    status_field(pid, "VmHWM:")
+}
+
+/// One number of `/proc/<pid>/status` (the kB ones in KiB), 0 when it cannot be read.
+fn status_field(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
@@ -647,6 +663,265 @@ scopes = {{ environments = ["dev"], operations = ["read", "create"], profiles = 
     );
 }
 
+/// One kind of call of the memory mode.
+#[derive(Clone, Copy, Debug)]
+enum Call {
+    /// `users/devqa` of a new name.
+    Create,
+    /// `users/all`.
+    List,
+    /// `users/find` of a user that exists (and, every other time, of one that does not).
+    Find,
+    /// A query string that does not decode (bad escapes, invalid UTF-8, empty names).
+    MalformedQuery,
+    /// A POST whose JSON body is cut off or not an object.
+    BadJson,
+    /// A POST declaring and sending 100 KiB, past the server's limit.
+    OversizedBody,
+    /// Names made to break out of SQL quoting, or too long.
+    InjectionName,
+    /// An env and database that no registry entry has, new each time.
+    UnknownTarget,
+    /// A user name nobody configured, or an API key nobody issued, new each time.
+    BadCredentials,
+    /// Paths no route has.
+    UnknownPath,
+    /// NUL and control bytes in the parameters.
+    ControlBytes,
+    /// A valid find with 4–32 KiB of extra header.
+    LongHeader,
+}
+
+/// The memory mode's calls per 1,000, in this order.
+const MIX: [(Call, usize); 12] = [
+    (Call::Create, 2),
+    (Call::List, 10),
+    (Call::Find, 688),
+    (Call::MalformedQuery, 40),
+    (Call::BadJson, 40),
+    (Call::OversizedBody, 20),
+    (Call::InjectionName, 40),
+    (Call::UnknownTarget, 30),
+    (Call::BadCredentials, 40),
+    (Call::UnknownPath, 30),
+    (Call::ControlBytes, 30),
+    (Call::LongHeader, 30),
+];
+
+/// The kind of the `i`-th call of a round (an index into [`MIX`]).
+fn mix_slot(i: usize) -> usize {
+    let mut at = i % 1000;
+    MIX.iter()
+        .position(|(_, n)| {
+            let here = at < *n;
+            at = at.saturating_sub(*n);
+            here
+        })
+        .unwrap_or(2)
+}
+
+/// Sends the `i`-th call of round `round`; its status, 0 when the connection failed.
+async fn memory_call(
+    client: &reqwest::Client,
+    base: &str,
+    pass: &str,
+    round: usize,
+    i: usize,
+) -> u16 {
+    let target = [("env", "dev"), ("database", "dev")];
+    let known = format!("mem_{}", i % 20);
+    let get = |path: &str| {
+        client
+            .get(format!("{base}{path}"))
+            .basic_auth(USER, Some(pass))
+    };
+    let request = match MIX[mix_slot(i)].0 {
+        Call::Create => get("/api/v1/users/devqa")
+            .query(&target)
+            .query(&[("username", format!("mem{round}_{i}"))]),
+        Call::List => get("/api/v1/users/all").query(&target),
+        Call::Find if i.is_multiple_of(2) => get("/api/v1/users/find")
+            .query(&target)
+            .query(&[("username", &known)]),
+        Call::Find => get("/api/v1/users/find")
+            .query(&target)
+            .query(&[("username", format!("absent_{i}"))]),
+        Call::MalformedQuery => get(&format!(
+            "/api/v1/users/find?env=dev&database=dev&username=%ff%fe{i}%zz&=&&%"
+        )),
+        Call::BadJson => client
+            .post(format!("{base}/api/v1/users/devqa"))
+            .basic_auth(USER, Some(pass))
+            .header("content-type", "application/json")
+            .body(match i % 3 {
+                0 => format!(r#"{{"env": "dev", "database": "dev", "username": "x{i}"#),
+                1 => format!("[1, 2, {i}]"),
+                _ => format!(r#"{{"env": {{"nested": [{i}]}}}}"#),
+            }),
+        Call::OversizedBody => client
+            .post(format!("{base}/api/v1/users/find"))
+            .basic_auth(USER, Some(pass))
+            .header("content-type", "application/json")
+            .body(vec![b' '; 100 * 1024]),
+        Call::InjectionName => get("/api/v1/users/find").query(&target).query(&[(
+            "username",
+            match i % 3 {
+                0 => format!("x{i}'; DROP ROLE postgres; --"),
+                1 => format!("\"{i}\" OR 1=1 /*"),
+                _ => format!("n{i}{}", "a".repeat(200)),
+            },
+        )]),
+        Call::UnknownTarget => get("/api/v1/users/find").query(&[
+            ("env", format!("env{i}")),
+            ("database", format!("db{round}_{i}")),
+            ("username", known),
+        ]),
+        Call::BadCredentials if i.is_multiple_of(2) => client
+            .get(format!("{base}/api/v1/users/find"))
+            .basic_auth(format!("intruder{round}_{i}"), Some("guess"))
+            .query(&target),
+        Call::BadCredentials => client
+            .get(format!("{base}/api/v1/users/find"))
+            .bearer_auth(format!("pgua_{round}_{i}_not_a_key"))
+            .query(&target),
+        Call::UnknownPath => get(&format!("/api/v1/users/nothing{i}/x/../../%2e%2e/{round}")),
+        Call::ControlBytes => get(&format!(
+            "/api/v1/users/find?env=dev%00&database=dev%0d%0a&username=a%00b%01%1b%7f{i}"
+        )),
+        Call::LongHeader => get("/api/v1/users/find")
+            .query(&target)
+            .query(&[("username", &known)])
+            .header("x-filler", "f".repeat(4096 << (i % 4))),
+    };
+    match request.send().await {
+        Ok(res) => {
+            let code = res.status().as_u16();
+            // Read the whole answer, as a client does, so the connection can be reused.
+            let _ = res.bytes().await;
+            code
+        }
+        Err(_) => 0,
+    }
+}
+
+/// How the calls of one kind were answered: 2xx, 4xx, 5xx, other statuses, no answer.
+type Tally = [[usize; 5]; MIX.len()];
+
+/// `total` calls of the mix from `n` concurrent keep-alive clients; the time it took and how
+/// each kind was answered.
+async fn memory_round(
+    base: &str,
+    pass: &str,
+    round: usize,
+    n: usize,
+    total: usize,
+) -> (Duration, Tally) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(n)
+        .build()
+        .unwrap();
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (client, next) = (client.clone(), next.clone());
+            let (base, pass) = (base.to_owned(), pass.to_owned());
+            tokio::spawn(async move {
+                let mut tally: Tally = [[0; 5]; MIX.len()];
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        return tally;
+                    }
+                    let class = match memory_call(&client, &base, &pass, round, i).await {
+                        0 => 4,
+                        200..=299 => 0,
+                        400..=499 => 1,
+                        500..=599 => 2,
+                        _ => 3,
+                    };
+                    tally[mix_slot(i)][class] += 1;
+                }
+            })
+        })
+        .collect();
+    let mut tally: Tally = [[0; 5]; MIX.len()];
+    for t in tasks {
+        for (sum, got) in tally.iter_mut().zip(t.await.unwrap()) {
+            for (s, g) in sum.iter_mut().zip(got) {
+                *s += g;
+            }
+        }
+    }
+    (start.elapsed(), tally)
+}
+
+/// The server's resident memory now and at its peak, and its threads, as one line.
+fn memory_line(pid: u32) -> String {
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    format!(
+        "RSS {:.1} MiB (anon {:.1}, file {:.1}), peak RSS (VmHWM) {:.1} MiB, {} threads",
+        mib(status_field(pid, "VmRSS:")),
+        mib(status_field(pid, "RssAnon:")),
+        mib(status_field(pid, "RssFile:")),
+        mib(peak_rss_kib(pid)),
+        status_field(pid, "Threads:"),
+    )
+}
+
+/// `--memory`: one server on a SQLite store, `requests` calls of [`MIX`] at concurrency 20
+/// and then as many at concurrency 100, with its memory idle and after each round.
+async fn memory(cluster: &TempCluster, admin_pw: &str, dir: &std::path::Path, requests: usize) {
+    let store_url = format!("sqlite://{}", dir.join("memory.db").display());
+    let store = pgua::store::open(&store_url).await.unwrap();
+    register_dev(store.as_ref(), cluster.port()).await;
+    drop(store);
+    let pass = Password::generate().expose().to_owned();
+    let server = start_server(&store_url, admin_pw, &pass).await;
+    let pid = server.child.id();
+    let api = Arc::new(Api {
+        servers: vec![server],
+        pass: pass.clone(),
+        client: reqwest::Client::new(),
+    });
+    let made = burst(&api, 20, 20, "/api/v1/users/devqa", |i| {
+        vec![
+            ("env", "dev".into()),
+            ("database", "dev".into()),
+            ("username", format!("mem_{i}")),
+        ]
+    })
+    .await;
+    assert!(made.iter().all(|(code, _)| *code == 200), "setup: {made:?}");
+    let base = api.servers[0].base.clone();
+    println!("memory: one server, SQLite store, {requests} calls per round; per 1,000 calls:");
+    for (call, n) in MIX {
+        println!("  {n:>3} {call:?}");
+    }
+    println!("idle (after 20 creates): {}", memory_line(pid));
+    for (round, n) in [20, 100].into_iter().enumerate() {
+        let cpu0 = cpu_time(pid);
+        let (elapsed, tally) = memory_round(&base, &pass, round, n, requests).await;
+        println!(
+            "\nconcurrency {n}: {requests} calls in {:.0} s ({:.0}/s, server CPU {:.0} µs/call)",
+            elapsed.as_secs_f64(),
+            requests as f64 / elapsed.as_secs_f64(),
+            (cpu_time(pid) - cpu0).as_micros() as f64 / requests.max(1) as f64
+        );
+        println!(
+            "  {:<15} {:>8} {:>8} {:>6} {:>6} {:>10}",
+            "call", "2xx", "4xx", "5xx", "other", "no answer"
+        );
+        for ((call, _), [ok, refused, failed, other, lost]) in MIX.iter().zip(tally) {
+            println!(
+                "  {:<15} {ok:>8} {refused:>8} {failed:>6} {other:>6} {lost:>10}",
+                format!("{call:?}")
+            );
+        }
+        println!("  after: {}", memory_line(pid));
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let a = args();
@@ -666,6 +941,10 @@ async fn main() {
         cluster.port()
     );
     let dir = tempfile::tempdir().unwrap();
+    if a.memory {
+        memory(&cluster, &admin_pw, dir.path(), a.requests).await;
+        return;
+    }
     credentials(&cluster, &admin_pw, dir.path(), n, secs).await;
     if a.credentials_only {
         return;

@@ -110,7 +110,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = cli.config().and_then(|config| {
         crate::startup::init_logging(config.log_format);
-        let runtime = tokio::runtime::Runtime::new()?;
+        let runtime = crate::startup::runtime()?;
         runtime.block_on(run(cli.command, config))
     });
     match result {

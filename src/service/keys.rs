@@ -2,6 +2,7 @@
 //! authentication produces.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -337,6 +338,26 @@ mod tests {
     }
 
     #[test]
+    fn a_spray_of_one_off_names_does_not_reset_a_guessers_count() {
+        let t = throttle(100, 5, 1_000_000);
+        let guesser: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..4 {
+            t.failed(guesser, "portal");
+        }
+        for i in 0..(3 * MAX_COUNTERS as u32) {
+            t.failed(IpAddr::from(i.to_be_bytes()), &format!("sprayed{i}"));
+        }
+        assert!(t.pairs.lock().unwrap().len() <= MAX_COUNTERS);
+        assert!(t.principals.lock().unwrap().len() <= MAX_COUNTERS);
+        assert_eq!(t.gate(guesser, "portal"), Gate::Open);
+        t.failed(guesser, "portal");
+        assert!(
+            matches!(t.gate(guesser, "portal"), Gate::Locked(_)),
+            "the four failures before the spray still count"
+        );
+    }
+
+    #[test]
     fn refusals_past_the_first_few_are_summed_per_address() {
         let t = throttle(5, 20, 100);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
@@ -407,7 +428,13 @@ mod tests {
 const SLOWDOWN_STEP: Duration = Duration::from_millis(250);
 
 /// Failure counters kept per map at most; a spray of addresses or names cannot grow past it.
-const MAX_COUNTERS: usize = 100_000;
+/// Just under the 16,384-bucket table's load limit (7/8), so a full map holds about 1.2 MiB
+/// (pairs) and 0.8 MiB (principals) and never doubles: memory stays small under any spray.
+const MAX_COUNTERS: usize = 14_000;
+
+/// Unlocked counters dropped at once when a full map has no quiet one left: an eighth, so a
+/// spray pays for one sort per many failures, not one scan per failure.
+const EVICT_BATCH: usize = MAX_COUNTERS / 8;
 
 /// Refusals of one (address, claimed principal) pair recorded one by one per window.
 const RECORDED_PER_PAIR: u32 = 5;
@@ -442,8 +469,12 @@ pub struct Throttle {
     principal_lockout_after: u32,
     lockout: Duration,
     summary_every: Duration,
-    pairs: Mutex<HashMap<(IpAddr, String), Failures>>,
-    principals: Mutex<HashMap<String, Failures>>,
+    /// Claimed principals are counted under a keyed 64-bit hash (SipHash, a random key per
+    /// process), not their text: a counter stays the same size whatever a caller sends, and
+    /// without the key nobody can pick two claims that share one (by chance, 1 in 2^64).
+    claim_keys: RandomState,
+    pairs: Mutex<HashMap<(IpAddr, u64), Failures>>,
+    principals: Mutex<HashMap<u64, Failures>>,
     records: Mutex<RecordWindow>,
 }
 
@@ -463,8 +494,13 @@ impl Failures {
 }
 
 /// Counts a failure under `key`, locking it at `limit`. When the map is full, quiet
-/// counters go first, then unlocked ones; if only locks are left the failure goes uncounted.
-fn count<K: std::hash::Hash + Eq>(
+/// counters go first (their window is over and they hold no lock), then the [`EVICT_BATCH`]
+/// unlocked counters with the fewest failures, so a spray of one-off names displaces other
+/// one-offs, not a guesser's count that is close to its lock. A lock is never dropped: that
+/// would lift a lockout in the attacker's favour. The price, if a map ever holds only
+/// locks, is that new failures go uncounted until one expires; filling it so takes
+/// [`MAX_COUNTERS`] × the lockout threshold failures within one lockout period.
+fn count<K: std::hash::Hash + Eq + Copy>(
     map: &mut HashMap<K, Failures>,
     key: K,
     limit: u32,
@@ -474,7 +510,18 @@ fn count<K: std::hash::Hash + Eq>(
     if map.len() >= MAX_COUNTERS && !map.contains_key(&key) {
         map.retain(|_, f| now.duration_since(f.since) < window || f.locked(now).is_some());
         if map.len() >= MAX_COUNTERS {
-            map.retain(|_, f| f.locked(now).is_some());
+            let mut unlocked: Vec<(u32, K)> = map
+                .iter()
+                .filter(|(_, f)| f.locked(now).is_none())
+                .map(|(k, f)| (f.count, *k))
+                .collect();
+            let n = EVICT_BATCH.min(unlocked.len());
+            if n > 0 {
+                unlocked.select_nth_unstable_by_key(n - 1, |(count, _)| *count);
+                for (_, k) in &unlocked[..n] {
+                    map.remove(k);
+                }
+            }
         }
         if map.len() >= MAX_COUNTERS {
             return;
@@ -543,6 +590,7 @@ impl Throttle {
             principal_lockout_after: config.principal_lockout_after_failures,
             lockout: Duration::from_secs(config.lockout_secs),
             summary_every: Duration::from_secs(config.failure_summary_secs.max(1)),
+            claim_keys: RandomState::new(),
             pairs: Default::default(),
             principals: Default::default(),
             records: Mutex::new(RecordWindow::new()),
@@ -552,17 +600,18 @@ impl Throttle {
     /// What the counters of `claim` from `ip` allow now.
     pub fn gate(&self, ip: IpAddr, claim: &str) -> Gate {
         let now = Instant::now();
+        let claim = self.claim_keys.hash_one(claim);
         let pair = self
             .pairs
             .lock()
             .expect("throttle poisoned")
-            .get(&(ip, claim.to_owned()))
+            .get(&(ip, claim))
             .copied();
         let principal = self
             .principals
             .lock()
             .expect("throttle poisoned")
-            .get(claim)
+            .get(&claim)
             .and_then(|f| f.locked(now));
         if let Some(wait) = pair.and_then(|f| f.locked(now)).max(principal) {
             return Gate::Locked(wait);
@@ -577,19 +626,26 @@ impl Throttle {
     /// Counts a failure of `claim` from `ip`.
     pub fn failed(&self, ip: IpAddr, claim: &str) {
         let now = Instant::now();
+        let claim = self.claim_keys.hash_one(claim);
         let mut pairs = self.pairs.lock().expect("throttle poisoned");
-        let key = (ip, claim.to_owned());
-        count(&mut pairs, key, self.lockout_after, self.lockout, now);
+        count(
+            &mut pairs,
+            (ip, claim),
+            self.lockout_after,
+            self.lockout,
+            now,
+        );
         drop(pairs);
         let mut principals = self.principals.lock().expect("throttle poisoned");
         let limit = self.principal_lockout_after;
-        count(&mut principals, claim.to_owned(), limit, self.lockout, now);
+        count(&mut principals, claim, limit, self.lockout, now);
     }
 
     /// Forgets the failures of `claim` from `ip` once it proved itself there.
     pub fn succeeded(&self, ip: IpAddr, claim: &str) {
+        let claim = self.claim_keys.hash_one(claim);
         let mut pairs = self.pairs.lock().expect("throttle poisoned");
-        pairs.remove(&(ip, claim.to_owned()));
+        pairs.remove(&(ip, claim));
     }
 
     /// Whether a refusal of `claim` from `ip` gets an audit record of its own: the first

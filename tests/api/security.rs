@@ -310,6 +310,45 @@ async fn bad_bodies_and_unknown_routes_get_json_errors() {
 }
 
 #[tokio::test]
+async fn a_body_declared_too_large_is_refused_before_it_is_sent() {
+    use base64::Engine;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", app.user, app.pass));
+    let addr = app.base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // 10 MiB announced, not a byte of it sent: only a refusal that reads nothing can answer.
+    let head = format!(
+        "POST /api/v1/users/find HTTP/1.1\r\nhost: {addr}\r\nauthorization: Basic {auth}\r\n\
+         content-type: application/json\r\ncontent-length: 10485760\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        while !String::from_utf8_lossy(&answer).contains("too large") {
+            let n = conn.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        read.is_ok(),
+        "no answer while the body was withheld: {answer:?}"
+    );
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains(r#"{"error":"request body too large"}"#),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
 async fn every_operation_leaves_audit_records_without_secrets() {
     let app = spawn_app().await;
     let name = unique("audited");
