@@ -18,15 +18,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgua::cli::demo::prepare_cluster;
-use pgua::cluster::{ClusterOptions, TempCluster};
 use pgua::plan::Password;
 
 // Shared with the load bench; each uses part of it.
 #[allow(dead_code)]
 mod support;
 
-use support::{Api, PgCpu, Stats, admin_client, register, start_server};
+use support::{Api, PgCpu, Stats, admin_client, demo_cluster, register, start_server};
 
 struct Args {
     users: Vec<usize>,
@@ -233,11 +231,7 @@ async fn growth(
 #[tokio::main]
 async fn main() {
     let a = args();
-    pgua::tls::install_crypto_provider();
-    let cluster = TempCluster::start(ClusterOptions::default()).expect("cluster");
-    let admin_password = Password::generate();
-    prepare_cluster(&cluster, admin_password.expose()).expect("prepare");
-    let admin_pw = admin_password.expose().to_owned();
+    let (cluster, admin_pw) = demo_cluster();
     // `readonly` grants on every table: a database as wide as the issue's.
     cluster
         .psql("postgres", "CREATE DATABASE wide OWNER app_owner")

@@ -19,8 +19,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgua::cli::demo::{DEMO_ADMIN, prepare_cluster};
-use pgua::cluster::{ClusterOptions, PgBinaries, TempCluster};
+use pgua::cli::demo::DEMO_ADMIN;
+use pgua::cluster::{PgBinaries, TempCluster};
 use pgua::plan::sql::{ident, literal};
 use pgua::plan::{self, NamePolicy, Password, Profiles, RoleName, Statement, Verifier};
 use pgua::store::chain;
@@ -34,8 +34,8 @@ mod issuer;
 mod support;
 
 use support::{
-    Api, PgCpu, Stats, USER, admin_client, burst, children_cpu, client_cpu, cpu_time, drive,
-    peak_rss_kib, register_dev, start_server, start_server_with,
+    Api, PgCpu, Stats, USER, admin_client, burst, children_cpu, client_cpu, cpu_time, demo_cluster,
+    drive, peak_rss_kib, register_dev, start_server, start_server_with,
 };
 
 struct Args {
@@ -624,11 +624,7 @@ scopes = {{ environments = ["dev"], operations = ["read", "create"], profiles = 
 #[tokio::main]
 async fn main() {
     let a = args();
-    pgua::tls::install_crypto_provider();
-    let cluster = TempCluster::start(ClusterOptions::default()).expect("cluster");
-    let admin_password = Password::generate();
-    prepare_cluster(&cluster, admin_password.expose()).expect("prepare");
-    let admin_pw = admin_password.expose().to_owned();
+    let (cluster, admin_pw) = demo_cluster();
     let n = a.concurrency;
     let secs = a.seconds;
     println!(

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use pgua::cli::demo::DEMO_ADMIN;
+use pgua::cli::demo::{DEMO_ADMIN, prepare_cluster};
+use pgua::cluster::{ClusterOptions, TempCluster};
+use pgua::plan::Password;
 use pgua::store::{NewEntry, SslMode};
 
 /// The server binary cargo built for this bench.
@@ -345,4 +347,14 @@ pub async fn admin_client(port: u16, password: &str, db: &str) -> tokio_postgres
         .unwrap();
     tokio::spawn(conn);
     c
+}
+
+/// A throw-away cluster set up as the demo's (admin role, `dev` and `prod`), with the admin
+/// role's password; installs the TLS crypto provider first.
+pub fn demo_cluster() -> (TempCluster, String) {
+    pgua::tls::install_crypto_provider();
+    let cluster = TempCluster::start(ClusterOptions::default()).expect("cluster");
+    let admin_password = Password::generate();
+    prepare_cluster(&cluster, admin_password.expose()).expect("prepare");
+    (cluster, admin_password.expose().to_owned())
 }
