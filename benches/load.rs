@@ -309,7 +309,7 @@ async fn pgbench_find(
         .arg("dev")
         .env("PGPASSWORD", password)
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("pgbench starts");
     // Its backends end with it: read their CPU while they run.
@@ -319,8 +319,9 @@ async fn pgbench_find(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let client = children_cpu() - client0;
-    let mut out = String::new();
+    let (mut out, mut err) = (String::new(), String::new());
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     let field = |prefix: &str| {
         out.lines()
             .find_map(|l| l.trim().strip_prefix(prefix))
@@ -330,9 +331,14 @@ async fn pgbench_find(
         field("tps ="),
         field("number of transactions actually processed:"),
     ) else {
-        println!("pgbench ceiling skipped: pgbench failed\n{out}");
+        println!("pgbench ceiling skipped: pgbench failed\n{out}{err}");
         return None;
     };
+    if count == 0.0 {
+        // Under heavy load the 20 SCRAM logins can outlast a short `-T`.
+        println!("pgbench ceiling skipped: no lookup finished in {secs} s\n{err}");
+        return None;
+    }
     let per = |cpu: Duration| cpu.as_micros() as f64 / count.max(1.0);
     Some(Pgbench {
         rate,
