@@ -21,23 +21,28 @@
 //! mixed calls (see [`MIX`]) at concurrency 20, then as many at concurrency 100, and the
 //! server's resident and peak resident memory are printed idle and after each.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use pgua::cli::demo::{DEMO_ADMIN, prepare_cluster};
-use pgua::cluster::{ClusterOptions, TempCluster};
-use pgua::plan::{self, NamePolicy, Password, Profiles, Statement};
+use pgua::cli::demo::DEMO_ADMIN;
+use pgua::cluster::{PgBinaries, TempCluster};
+use pgua::plan::sql::{ident, literal};
+use pgua::plan::{self, NamePolicy, Password, Profiles, RoleName, Statement, Verifier};
 use pgua::store::chain;
-use pgua::store::{NewEntry, SslMode};
 
 // The tests' issuer; the bench uses only part of what it offers.
 #[allow(dead_code)]
 #[path = "../tests/api/support/issuer.rs"]
 mod issuer;
+// Shared with the growth bench; each uses part of it.
+#[allow(dead_code)]
+mod support;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pg-user-api");
+use support::{
+    Api, PgCpu, Stats, USER, admin_client, burst, children_cpu, client_cpu, cpu_time, demo_cluster,
+    drive, peak_rss_kib, register_dev, start_server, start_server_with, status_field,
+};
 
 struct Args {
     concurrency: usize,
@@ -88,268 +93,132 @@ fn args() -> Args {
     a
 }
 
-/// Requests/s and latency percentiles of one phase.
-struct Stats {
-    count: usize,
-    errors: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
+/// A kept-open connection of the raw ceilings with its queries prepared once, as the
+/// service's pool does: a prepared query is one round trip, an unprepared one two (parse
+/// and describe first), which would put the ceiling well below what PostgreSQL can do.
+struct RawConn {
+    client: tokio_postgres::Client,
+    find: tokio_postgres::Statement,
+    list: tokio_postgres::Statement,
+    lock: tokio_postgres::Statement,
+    state: tokio_postgres::Statement,
 }
 
-impl Stats {
-    fn rate(&self) -> f64 {
-        self.count as f64 / self.elapsed.as_secs_f64()
-    }
-    fn pct(&self, p: f64) -> Duration {
-        let mut l = self.latencies.clone();
-        l.sort_unstable();
-        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    }
-}
-
-/// Runs `op(task, i)` from `n` concurrent tasks for `secs` seconds.
-async fn drive<F, Fut>(n: usize, secs: u64, op: F) -> Stats
-where
-    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    let op = Arc::new(op);
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(secs);
-    let errors = Arc::new(AtomicUsize::new(0));
-    let tasks: Vec<_> = (0..n)
-        .map(|t| {
-            let op = op.clone();
-            let errors = errors.clone();
-            tokio::spawn(async move {
-                let mut lat = Vec::new();
-                let mut i = 0;
-                while Instant::now() < deadline {
-                    let t0 = Instant::now();
-                    if !op(t, i).await {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                    lat.push(t0.elapsed());
-                    i += 1;
-                }
-                lat
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await.unwrap());
-    }
-    Stats {
-        count: latencies.len(),
-        errors: errors.load(Ordering::Relaxed),
-        elapsed: start.elapsed(),
-        latencies,
-    }
-}
-
-/// CPU time (user + system) a process has used, from /proc.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_micros(ticks * 1_000_000 / hz.max(1))
-}
-
-/// Peak resident set size of a process, from /proc.
-fn peak_rss_kib(pid: u32) -> u64 {
-    status_field(pid, "VmHWM:")
-}
-
-/// One number of `/proc/<pid>/status` (the kB ones in KiB), 0 when it cannot be read.
-fn status_field(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// One server process.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SAFETY: SIGTERM to our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-const USER: &str = "bench";
-
-async fn start_server(store_url: &str, admin_password: &str, pass: &str) -> Server {
-    start_server_with(store_url, admin_password, pass, None).await
-}
-
-async fn start_server_with(
-    store_url: &str,
-    admin_password: &str,
-    pass: &str,
-    config: Option<&std::path::Path>,
-) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut command = Command::new(BIN);
-    if let Some(path) = config {
-        command.arg("--config").arg(path);
-    }
-    let child = command
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("PG_API_USER", USER)
-        .env("PG_API_PASS", pass)
-        .env("PG_ADMIN_USER", DEMO_ADMIN)
-        .env("PG_ADMIN_PASS", admin_password)
-        .env("PGUA_STORE", store_url)
-        // Default logging (an access log line per request), as in production.
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server starts");
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "server did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Server { child, base }
-}
-
-/// The replicas of one configuration; calls are spread over them.
-struct Api {
-    servers: Vec<Server>,
-    pass: String,
-    client: reqwest::Client,
-}
-
-impl Api {
-    /// Status code and `status` field of one call, sent to replica `i % n`.
-    async fn call(&self, i: usize, path: &str, q: &[(&str, &str)]) -> (u16, String) {
-        let base = &self.servers[i % self.servers.len()].base;
-        match self
-            .client
-            .get(format!("{base}{path}"))
-            .basic_auth(USER, Some(&self.pass))
-            .query(q)
-            .send()
-            .await
-        {
-            Ok(res) => {
-                let code = res.status().as_u16();
-                let body: serde_json::Value = res.json().await.unwrap_or_default();
-                (code, body["status"].as_str().unwrap_or_default().to_owned())
-            }
-            Err(_) => (0, String::new()),
-        }
-    }
-
-    fn cpu(&self) -> Duration {
-        self.servers.iter().map(|s| cpu_time(s.child.id())).sum()
-    }
-
-    fn peak_rss_mib(&self) -> f64 {
-        self.servers
-            .iter()
-            .map(|s| peak_rss_kib(s.child.id()))
-            .max()
-            .unwrap_or(0) as f64
-            / 1024.0
-    }
-}
-
-async fn raw_clients(port: u16, password: &str, n: usize) -> Vec<Arc<tokio_postgres::Client>> {
+async fn raw_clients(port: u16, password: &str, n: usize) -> Vec<Arc<RawConn>> {
     let mut out = Vec::new();
     for _ in 0..n {
-        let (c, conn) = tokio_postgres::Config::new()
-            .host("127.0.0.1")
-            .port(port)
-            .dbname("dev")
-            .user(DEMO_ADMIN)
-            .password(password)
-            .connect(tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        out.push(Arc::new(c));
+        let client = admin_client(port, password, "dev").await;
+        out.push(Arc::new(RawConn {
+            find: client.prepare(FIND_SQL).await.unwrap(),
+            list: client.prepare(LIST_SQL).await.unwrap(),
+            lock: client.prepare(LOCK_SQL).await.unwrap(),
+            state: client.prepare(STATE_SQL).await.unwrap(),
+            client,
+        }));
     }
     out
 }
 
+// The service's catalog queries (src/target/catalog.rs), word for word.
 const FIND_SQL: &str = "SELECT rolname::text, rolsuper, rolinherit, rolcreaterole, rolcreatedb,
         rolcanlogin, rolreplication, rolbypassrls, rolconnlimit, rolvaliduntil::text
  FROM pg_catalog.pg_roles WHERE rolname = $1";
 const LIST_SQL: &str = "SELECT rolname::text, rolsuper, rolinherit, rolcreaterole, rolcreatedb,
         rolcanlogin, rolreplication, rolbypassrls, rolconnlimit, rolvaliduntil::text
- FROM pg_catalog.pg_roles WHERE rolname !~ '^pg_' ORDER BY rolname";
+ FROM pg_catalog.pg_roles WHERE rolcanlogin ORDER BY rolname";
+const LOCK_SQL: &str = "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))";
+const STATE_SQL: &str =
+    "SELECT rolsuper OR rolname = current_user FROM pg_catalog.pg_roles WHERE rolname = $1";
 
 /// The statements the service runs for one change, in one transaction, with its locks.
-async fn raw_change(c: &tokio_postgres::Client, name: &str, plan: &[Statement]) -> bool {
+async fn raw_change(c: &RawConn, name: &str, plan: &[Statement]) -> bool {
     let key = format!("pg-user-api:role:{name}");
     let body = async {
-        c.batch_execute("BEGIN").await?;
-        c.execute(
-            "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))",
-            &[&key],
-        )
-        .await?;
-        c.query_opt(
-            "SELECT rolsuper OR rolname = current_user FROM pg_catalog.pg_roles WHERE rolname = $1",
-            &[&name],
-        )
-        .await?;
-        c.batch_execute(&plan::batch(plan)).await?;
-        c.batch_execute("COMMIT").await
+        c.client.batch_execute("BEGIN").await?;
+        c.client.execute(&c.lock, &[&key]).await?;
+        c.client.query_opt(&c.state, &[&name]).await?;
+        c.client.batch_execute(&plan::batch(plan)).await?;
+        c.client.batch_execute("COMMIT").await
     };
     let ok = body.await.is_ok();
     if !ok {
-        let _ = c.batch_execute("ROLLBACK").await;
+        let _ = c.client.batch_execute("ROLLBACK").await;
     }
     ok
 }
 
-/// The raw PostgreSQL ceiling of one operation: the same SQL over N kept-open connections.
+/// The NOLOGIN group the minimal-SQL ceiling makes its users members of; it holds CONNECT
+/// on `dev`, so no user's create touches the database's ACL.
+const MIN_GROUP: &str = "bench_min_connect";
+
+/// The least SQL that gives a user what a `devqa` user can do on `dev`, in one transaction
+/// and one round trip: the role with a pre-computed verifier, membership in [`MIN_GROUP`]
+/// and its search_path there.
+fn minimal_create(role: &RoleName, verifier: &Verifier) -> String {
+    let r = ident(role.as_str());
+    format!(
+        "BEGIN;
+         CREATE ROLE {r} LOGIN CONNECTION LIMIT 20 PASSWORD {v};
+         GRANT {g} TO {r};
+         ALTER ROLE {r} IN DATABASE dev SET search_path TO public;
+         COMMIT",
+        v = literal(verifier.expose()),
+        g = ident(MIN_GROUP)
+    )
+}
+
+/// The raw PostgreSQL ceiling of one operation over N kept-open connections: the same SQL
+/// the service sends, or for `MinimalCreate` the least SQL with the same effect.
 #[derive(Clone, Copy)]
 enum RawOp {
     List,
     Create,
+    MinimalCreate,
     Find,
     Reset,
 }
 
+/// A phase's calls with the CPU the bench (the client) and the server it measures used.
+struct Measured {
+    stats: Stats,
+    client: Duration,
+    server: Duration,
+}
+
+impl Measured {
+    /// Runs `phase` and reads the client's and the server's CPU around it.
+    async fn of(
+        phase: impl std::future::Future<Output = Stats>,
+        server_cpu: &mut impl FnMut() -> Duration,
+    ) -> Self {
+        let (client0, server0) = (client_cpu(), server_cpu());
+        let stats = phase.await;
+        Self {
+            stats,
+            client: client_cpu() - client0,
+            server: server_cpu() - server0,
+        }
+    }
+
+    fn per_call(&self, cpu: Duration) -> f64 {
+        cpu.as_micros() as f64 / self.stats.count.max(1) as f64
+    }
+
+    /// The client spent more CPU than the server it drives: on these shared cores the rate
+    /// then says more about the client than about the server.
+    fn client_bound(&self) -> bool {
+        self.client > self.server
+    }
+}
+
 async fn ceiling(
-    raw: &[Arc<tokio_postgres::Client>],
+    raw: &[Arc<RawConn>],
+    pg: &mut PgCpu,
     op: RawOp,
     tag: &str,
     n: usize,
     secs: u64,
-) -> Stats {
+) -> Measured {
     let verifier = Arc::new(Password::generate().scram_verifier());
     let policy = NamePolicy::default();
     let devqa = Profiles::load(&Default::default(), &policy, &[])
@@ -357,7 +226,7 @@ async fn ceiling(
         .get("devqa")
         .unwrap();
     let (raw, tag) = (raw.to_vec(), tag.to_owned());
-    drive(n, secs, move |t, i| {
+    let phase = drive(n, secs, move |t, i| {
         let (c, verifier, policy, devqa) = (
             raw[t].clone(),
             verifier.clone(),
@@ -367,7 +236,7 @@ async fn ceiling(
         let tag = tag.clone();
         async move {
             match op {
-                RawOp::List => c.query(LIST_SQL, &[]).await.is_ok(),
+                RawOp::List => c.client.query(&c.list, &[]).await.is_ok(),
                 RawOp::Create => {
                     let name = policy.role(&format!("raw{tag}_{t}_{i}")).unwrap();
                     let plan =
@@ -375,9 +244,17 @@ async fn ceiling(
                             .unwrap();
                     raw_change(&c, name.as_str(), &plan).await
                 }
+                RawOp::MinimalCreate => {
+                    let name = policy.role(&format!("min{tag}_{t}_{i}")).unwrap();
+                    c.client
+                        .batch_execute(&minimal_create(&name, &verifier))
+                        .await
+                        .is_ok()
+                }
                 RawOp::Find => {
                     let name = format!("raw{tag}_{t}_0");
-                    c.query_opt(FIND_SQL, &[&name])
+                    c.client
+                        .query_opt(&c.find, &[&name])
                         .await
                         .is_ok_and(|r| r.is_some())
                 }
@@ -387,29 +264,156 @@ async fn ceiling(
                 }
             }
         }
-    })
-    .await
+    });
+    Measured::of(phase, &mut || pg.total()).await
 }
 
-fn row(op: &str, api: &Stats, raw: &Stats, server_cpu: Duration) {
-    let cpu_us = server_cpu.as_micros() as f64 / api.count.max(1) as f64;
+/// pgbench's rate for the find query (`-M prepared`, kept-open connections), with its own
+/// CPU and PostgreSQL's per lookup.
+struct Pgbench {
+    rate: f64,
+    client_us: f64,
+    server_us: f64,
+}
+
+/// The pgbench that belongs to the server binaries, else `/usr/bin/pgbench`.
+fn pgbench_path() -> Option<std::path::PathBuf> {
+    PgBinaries::locate()
+        .ok()
+        .map(|b| b.path("pgbench"))
+        .into_iter()
+        .chain([std::path::PathBuf::from("/usr/bin/pgbench")])
+        .find(|p| p.is_file())
+}
+
+/// Runs pgbench with `n` clients for `secs` seconds looking up the admin role by name;
+/// `None` (and says so) where pgbench is not installed.
+async fn pgbench_find(
+    port: u16,
+    password: &str,
+    pg: &mut PgCpu,
+    dir: &std::path::Path,
+    n: usize,
+    secs: u64,
+) -> Option<Pgbench> {
+    let Some(bin) = pgbench_path() else {
+        println!("pgbench ceiling skipped: no pgbench next to the server binaries or in /usr/bin");
+        return None;
+    };
+    let script = dir.join("find.sql");
+    std::fs::write(&script, format!("{};\n", FIND_SQL.replace("$1", ":name"))).unwrap();
+    let threads = std::thread::available_parallelism().map_or(1, |p| p.get().min(n));
+    let (client0, server0) = (children_cpu(), pg.total());
+    let mut child = std::process::Command::new(bin)
+        .args(["-n", "-M", "prepared", "-h", "127.0.0.1", "-U", DEMO_ADMIN])
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-c")
+        .arg(n.to_string())
+        .arg("-j")
+        .arg(threads.to_string())
+        .arg("-T")
+        .arg(secs.to_string())
+        .arg("-D")
+        .arg(format!("name={DEMO_ADMIN}"))
+        .arg("-f")
+        .arg(&script)
+        .arg("dev")
+        .env("PGPASSWORD", password)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("pgbench starts");
+    // Its backends end with it: read their CPU while they run.
+    let mut server = pg.total();
+    while child.try_wait().unwrap().is_none() {
+        server = pg.total();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = children_cpu() - client0;
+    let (mut out, mut err) = (String::new(), String::new());
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let field = |prefix: &str| {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .and_then(|v| v.trim().split([' ', '/']).next()?.parse::<f64>().ok())
+    };
+    let (Some(rate), Some(count)) = (
+        field("tps ="),
+        field("number of transactions actually processed:"),
+    ) else {
+        println!("pgbench ceiling skipped: pgbench failed\n{out}{err}");
+        return None;
+    };
+    if count == 0.0 {
+        // Under heavy load the 20 SCRAM logins can outlast a short `-T`.
+        println!("pgbench ceiling skipped: no lookup finished in {secs} s\n{err}");
+        return None;
+    }
+    let per = |cpu: Duration| cpu.as_micros() as f64 / count.max(1.0);
+    Some(Pgbench {
+        rate,
+        client_us: per(client),
+        server_us: per(server - server0),
+    })
+}
+
+fn row(op: &str, api: &Measured, raw: &Measured, others: &[(&str, f64)]) {
+    let a = &api.stats;
+    let mut notes = String::new();
+    for (name, rate) in others {
+        notes.push_str(&format!(
+            "  api/{name} {:.0}% ({rate:.0}/s)",
+            100.0 * a.rate() / rate.max(f64::MIN_POSITIVE)
+        ));
+    }
+    if raw.client_bound() {
+        notes.push_str("  raw: client-bound");
+    }
+    if api.client_bound() {
+        notes.push_str("  api: client-bound");
+    }
     println!(
-        "{op:<7} {:>9.0} {:>8.2} {:>8.2} {:>7} {:>10.0} {:>9.0} {:>8.0}%",
-        api.rate(),
-        api.pct(0.50).as_secs_f64() * 1e3,
-        api.pct(0.99).as_secs_f64() * 1e3,
-        api.errors,
-        cpu_us,
-        raw.rate(),
-        100.0 * api.rate() / raw.rate().max(f64::MIN_POSITIVE),
+        "{op:<7} {:>9.0} {:>8.2} {:>8.2} {:>7} {:>10.0} {:>10.0} {:>9.0} {:>9.0} {:>10.0} {:>8.0}%{notes}",
+        a.rate(),
+        a.pct(0.50).as_secs_f64() * 1e3,
+        a.pct(0.99).as_secs_f64() * 1e3,
+        a.errors,
+        api.per_call(api.server),
+        api.per_call(api.client),
+        raw.stats.rate(),
+        raw.per_call(raw.server),
+        raw.per_call(raw.client),
+        100.0 * a.rate() / raw.stats.rate().max(f64::MIN_POSITIVE),
+    );
+}
+
+fn header() {
+    println!(
+        "{:<7} {:>9} {:>8} {:>8} {:>7} {:>10} {:>10} {:>9} {:>9} {:>10} {:>9}",
+        "op",
+        "api req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "server µs",
+        "client µs",
+        "raw req/s",
+        "pg µs",
+        "client µs",
+        "api/raw"
     );
 }
 
 /// Runs the four operations against `api`, each right after its raw ceiling in the same
-/// state of the cluster, and prints one row each.
+/// state of the cluster, and prints one row each; create also beside the minimal-SQL
+/// ceiling (run right after it), find also beside pgbench's.
 async fn phases(
     api: &Arc<Api>,
-    raw: &[Arc<tokio_postgres::Client>],
+    raw: &[Arc<RawConn>],
+    pg: &mut PgCpu,
+    pgbench: Option<&Pgbench>,
     tag: &str,
     n: usize,
     secs: u64,
@@ -465,9 +469,8 @@ async fn phases(
         ),
     ];
     for (name, raw_op, path, query, ok) in steps {
-        let raw_stats = ceiling(raw, raw_op, tag, n, secs).await;
-        let cpu0 = api.cpu();
-        let stats = {
+        let raw_stats = ceiling(raw, pg, raw_op, tag, n, secs).await;
+        let phase = {
             let (api, tag) = (api.clone(), tag.to_owned());
             drive(n, secs, move |t, i| {
                 let (api, tag) = (api.clone(), tag.clone());
@@ -478,46 +481,19 @@ async fn phases(
                     code == 200 && (ok.is_empty() || status == ok)
                 }
             })
-            .await
         };
-        row(name, &stats, &raw_stats, api.cpu() - cpu0);
-    }
-}
-
-/// `n` calls at most `concurrency` at a time; returns each call's (code, status).
-async fn burst(
-    api: &Arc<Api>,
-    n: usize,
-    concurrency: usize,
-    path: &'static str,
-    q: impl Fn(usize) -> Vec<(&'static str, String)>,
-) -> Vec<(u16, String)> {
-    let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
-    futures_util::future::join_all((0..n).map(|i| {
-        let (api, sem, q) = (api.clone(), sem.clone(), q(i));
-        async move {
-            let _permit = sem.acquire().await.unwrap();
-            let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            api.call(i, path, &q).await
+        let stats = Measured::of(phase, &mut || api.cpu()).await;
+        let mut others = Vec::new();
+        match raw_op {
+            RawOp::Create => {
+                let minimal = ceiling(raw, pg, RawOp::MinimalCreate, tag, n, secs).await;
+                others.push(("minimal", minimal.stats.rate()));
+            }
+            RawOp::Find => others.extend(pgbench.map(|p| ("pgbench", p.rate))),
+            _ => {}
         }
-    }))
-    .await
-}
-
-/// Registers the cluster's `dev` database as env `dev`.
-async fn register_dev(store: &dyn pgua::store::Store, port: u16) {
-    store
-        .registry_add(&NewEntry {
-            env: "dev".into(),
-            db_name: "dev".into(),
-            hostname: "127.0.0.1".into(),
-            port,
-            active: true,
-            notes: None,
-            sslmode: SslMode::Disable,
-        })
-        .await
-        .unwrap();
+        row(name, &stats, &raw_stats, &others);
+    }
 }
 
 /// `find` and `create` through an API key and through a JWT on one server (SQLite store),
@@ -925,11 +901,7 @@ async fn memory(cluster: &TempCluster, admin_pw: &str, dir: &std::path::Path, re
 #[tokio::main]
 async fn main() {
     let a = args();
-    pgua::tls::install_crypto_provider();
-    let cluster = TempCluster::start(ClusterOptions::default()).expect("cluster");
-    let admin_password = Password::generate();
-    prepare_cluster(&cluster, admin_password.expose()).expect("prepare");
-    let admin_pw = admin_password.expose().to_owned();
+    let (cluster, admin_pw) = demo_cluster();
     let n = a.concurrency;
     let secs = a.seconds;
     println!(
@@ -950,6 +922,33 @@ async fn main() {
         return;
     }
     let raw_conns = raw_clients(cluster.port(), &admin_pw, n).await;
+    raw_conns[0]
+        .client
+        .batch_execute(&format!(
+            "CREATE ROLE {g} NOLOGIN; GRANT CONNECT ON DATABASE dev TO {g}",
+            g = ident(MIN_GROUP)
+        ))
+        .await
+        .unwrap();
+    let mut pg = PgCpu::of(&raw_conns[0].client).await;
+    let pgbench = pgbench_find(cluster.port(), &admin_pw, &mut pg, dir.path(), n, secs).await;
+    if let Some(p) = &pgbench {
+        println!(
+            "\npgbench -M prepared, {n} clients, find by name: {:.0} lookups/s, pgbench CPU {:.0} µs/lookup, PostgreSQL CPU {:.0} µs/lookup{}",
+            p.rate,
+            p.client_us,
+            p.server_us,
+            if p.client_us > p.server_us {
+                " (client-bound)"
+            } else {
+                ""
+            }
+        );
+    }
+    println!(
+        "\nserver µs / client µs: CPU per request of the API server(s) / of this bench process; pg µs: of PostgreSQL;\n\
+         raw: the service's SQL, prepared, over {n} kept-open connections; minimal: the least SQL for a devqa user"
+    );
     for (k, (kind, replicas)) in [
         ("sqlite", 1),
         ("sqlite", 2),
@@ -990,12 +989,9 @@ async fn main() {
                 .unwrap(),
         });
         println!("\n{kind} store, {replicas} replica(s):");
-        println!(
-            "{:<7} {:>9} {:>8} {:>8} {:>7} {:>10} {:>9} {:>9}",
-            "op", "api req/s", "p50 ms", "p99 ms", "errors", "cpu µs/req", "raw req/s", "api/raw"
-        );
+        header();
         let tag = format!("c{k}");
-        phases(&api, &raw_conns, &tag, n, secs).await;
+        phases(&api, &raw_conns, &mut pg, pgbench.as_ref(), &tag, n, secs).await;
 
         let race = format!("race{k}");
         let outcomes = burst(&api, a.race_requests, n, "/api/v1/users/devqa", |_| {

@@ -1,0 +1,365 @@
+//! What the benchmarks share: driving concurrent callers, the release server as its own
+//! process, and the CPU and memory of processes (the server, PostgreSQL, the bench itself)
+//! read from `/proc`.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use pgua::cli::demo::{DEMO_ADMIN, prepare_cluster};
+use pgua::cluster::{ClusterOptions, TempCluster};
+use pgua::plan::Password;
+use pgua::store::{NewEntry, SslMode};
+
+/// The server binary cargo built for this bench.
+pub const BIN: &str = env!("CARGO_BIN_EXE_pg-user-api");
+
+/// The API user the bench's servers accept.
+pub const USER: &str = "bench";
+
+/// Requests/s and latency percentiles of one phase.
+pub struct Stats {
+    /// Calls made.
+    pub count: usize,
+    /// Calls that did not answer as expected.
+    pub errors: usize,
+    /// Wall time of the phase.
+    pub elapsed: Duration,
+    /// Each call's latency.
+    pub latencies: Vec<Duration>,
+}
+
+impl Stats {
+    /// Calls per second.
+    pub fn rate(&self) -> f64 {
+        self.count as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The latency at fraction `p` (0.5 = median).
+    pub fn pct(&self, p: f64) -> Duration {
+        let mut l = self.latencies.clone();
+        l.sort_unstable();
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// Runs `op(task, i)` from `n` concurrent tasks for `secs` seconds.
+pub async fn drive<F, Fut>(n: usize, secs: u64, op: F) -> Stats
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let errors = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..n)
+        .map(|t| {
+            let op = op.clone();
+            let errors = errors.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut i = 0;
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    if !op(t, i).await {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    lat.push(t0.elapsed());
+                    i += 1;
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.unwrap());
+    }
+    Stats {
+        count: latencies.len(),
+        errors: errors.load(Ordering::Relaxed),
+        elapsed: start.elapsed(),
+        latencies,
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name (which may hold spaces).
+fn stat_fields(pid: u32) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_default()
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// CPU time (user + system) a process has used, from /proc.
+pub fn cpu_time(pid: u32) -> Duration {
+    let fields = stat_fields(pid);
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_micros(ticks * 1_000_000 / hz.max(1))
+}
+
+/// CPU time the bench process itself has used: a ceiling only counts when the client
+/// driving it is not what limits it.
+pub fn client_cpu() -> Duration {
+    cpu_time(std::process::id())
+}
+
+/// CPU time of children the bench has waited for (a finished `pgbench`, for instance).
+pub fn children_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
+/// Peak resident set size of a process, from /proc.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    status_field(pid, "VmHWM:")
+}
+
+/// One number of `/proc/<pid>/status` (the kB ones in KiB), 0 when it cannot be read.
+pub fn status_field(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU time of a PostgreSQL cluster's processes (postmaster and every child), remembered
+/// per process so a backend that ends keeps counting with what it used until last seen.
+pub struct PgCpu {
+    postmaster: u32,
+    seen: HashMap<u32, Duration>,
+}
+
+impl PgCpu {
+    /// The cluster that serves `client`'s backend.
+    pub async fn of(client: &tokio_postgres::Client) -> Self {
+        let backend: i32 = client
+            .query_one("SELECT pg_catalog.pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let postmaster = stat_fields(backend as u32)
+            .get(1)
+            .and_then(|v| v.parse().ok())
+            .expect("backend's parent pid");
+        Self {
+            postmaster,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// The CPU time used so far by every process seen (a new reading of those alive).
+    pub fn total(&mut self) -> Duration {
+        let mut pids = vec![self.postmaster];
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            if stat_fields(pid).get(1).and_then(|v| v.parse().ok()) == Some(self.postmaster) {
+                pids.push(pid);
+            }
+        }
+        for pid in pids {
+            let used = cpu_time(pid);
+            let slot = self.seen.entry(pid).or_default();
+            *slot = (*slot).max(used);
+        }
+        self.seen.values().sum()
+    }
+}
+
+/// One server process.
+pub struct Server {
+    /// The process.
+    pub child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: SIGTERM to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the release server on a free port with `store_url`, once it answers.
+pub async fn start_server(store_url: &str, admin_password: &str, pass: &str) -> Server {
+    start_server_with(store_url, admin_password, pass, None).await
+}
+
+/// [`start_server`] with a configuration file.
+pub async fn start_server_with(
+    store_url: &str,
+    admin_password: &str,
+    pass: &str,
+    config: Option<&std::path::Path>,
+) -> Server {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut command = Command::new(BIN);
+    if let Some(path) = config {
+        command.arg("--config").arg(path);
+    }
+    let child = command
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("PG_API_USER", USER)
+        .env("PG_API_PASS", pass)
+        .env("PG_ADMIN_USER", DEMO_ADMIN)
+        .env("PG_ADMIN_PASS", admin_password)
+        .env("PGUA_STORE", store_url)
+        // Default logging (an access log line per request), as in production.
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "server did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Server { child, base }
+}
+
+/// The replicas of one configuration; calls are spread over them.
+pub struct Api {
+    /// The replicas.
+    pub servers: Vec<Server>,
+    /// The API password.
+    pub pass: String,
+    /// One keep-alive client for all calls.
+    pub client: reqwest::Client,
+}
+
+impl Api {
+    /// Status code and `status` field of one call, sent to replica `i % n`.
+    pub async fn call(&self, i: usize, path: &str, q: &[(&str, &str)]) -> (u16, String) {
+        let base = &self.servers[i % self.servers.len()].base;
+        match self
+            .client
+            .get(format!("{base}{path}"))
+            .basic_auth(USER, Some(&self.pass))
+            .query(q)
+            .send()
+            .await
+        {
+            Ok(res) => {
+                let code = res.status().as_u16();
+                let body: serde_json::Value = res.json().await.unwrap_or_default();
+                (code, body["status"].as_str().unwrap_or_default().to_owned())
+            }
+            Err(_) => (0, String::new()),
+        }
+    }
+
+    /// CPU time of all replicas.
+    pub fn cpu(&self) -> Duration {
+        self.servers.iter().map(|s| cpu_time(s.child.id())).sum()
+    }
+
+    /// The highest peak RSS of the replicas.
+    pub fn peak_rss_mib(&self) -> f64 {
+        self.servers
+            .iter()
+            .map(|s| peak_rss_kib(s.child.id()))
+            .max()
+            .unwrap_or(0) as f64
+            / 1024.0
+    }
+}
+
+/// `n` calls at most `concurrency` at a time; returns each call's (code, status).
+pub async fn burst(
+    api: &Arc<Api>,
+    n: usize,
+    concurrency: usize,
+    path: &'static str,
+    q: impl Fn(usize) -> Vec<(&'static str, String)>,
+) -> Vec<(u16, String)> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    futures_util::future::join_all((0..n).map(|i| {
+        let (api, sem, q) = (api.clone(), sem.clone(), q(i));
+        async move {
+            let _permit = sem.acquire().await.unwrap();
+            let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            api.call(i, path, &q).await
+        }
+    }))
+    .await
+}
+
+/// Registers database `db` of the cluster on `port` as env `env`.
+pub async fn register(store: &dyn pgua::store::Store, env: &str, db: &str, port: u16) {
+    store
+        .registry_add(&NewEntry {
+            env: env.into(),
+            db_name: db.into(),
+            hostname: "127.0.0.1".into(),
+            port,
+            active: true,
+            notes: None,
+            sslmode: SslMode::Disable,
+        })
+        .await
+        .unwrap();
+}
+
+/// Registers the cluster's `dev` database as env `dev`.
+pub async fn register_dev(store: &dyn pgua::store::Store, port: u16) {
+    register(store, "dev", "dev", port).await;
+}
+
+/// A kept-open connection to database `db` of the cluster on `port`, as the admin role.
+pub async fn admin_client(port: u16, password: &str, db: &str) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .dbname(db)
+        .user(DEMO_ADMIN)
+        .password(password)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c
+}
+
+/// A throw-away cluster set up as the demo's (admin role, `dev` and `prod`), with the admin
+/// role's password; installs the TLS crypto provider first.
+pub fn demo_cluster() -> (TempCluster, String) {
+    pgua::tls::install_crypto_provider();
+    let cluster = TempCluster::start(ClusterOptions::default()).expect("cluster");
+    let admin_password = Password::generate();
+    prepare_cluster(&cluster, admin_password.expose()).expect("prepare");
+    (cluster, admin_password.expose().to_owned())
+}
