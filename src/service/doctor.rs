@@ -11,25 +11,6 @@ use crate::plan::admin::{self, AdminFacts, Missing};
 use crate::store::{RegistryEntry, SslMode};
 use crate::target::admin::{Memberships, Unreachable, UnreachableKind, admin_facts, tls_in_use};
 
-/// Refuses (403, nothing changed) when the admin role lacks anything, naming each missing
-/// privilege and the statement that gives it.
-pub(super) fn refuse_missing(
-    facts: &AdminFacts,
-    missing: impl IntoIterator<Item = Missing>,
-) -> Result<()> {
-    let messages: Vec<String> = missing
-        .into_iter()
-        .map(|m| m.message(&facts.role))
-        .collect();
-    if messages.is_empty() {
-        return Ok(());
-    }
-    Err(Error::Forbidden(format!(
-        "nothing was changed: {}",
-        messages.join(" ")
-    )))
-}
-
 /// The doctor's findings for the entries checked.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CheckReport {

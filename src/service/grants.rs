@@ -4,9 +4,9 @@
 use serde::Serialize;
 
 use super::audit::AuditScope;
-use super::doctor::refuse_missing;
 use super::ops::UserOp;
 use super::params::{self, Lookup, On};
+use super::refuse_missing;
 use super::users::{
     RoleInfo, UserResult, existing_role, lock_existing, role_info, schema_facts, status, status_of,
 };

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use crate::config::{ApiCredentials, Config};
 use crate::error::{Error, Result};
 use crate::notify::Notifier;
+use crate::plan::admin::{AdminFacts, Missing};
 use crate::plan::{NamePolicy, Profile, Profiles, RoleName};
 use crate::store::audit_queue::AuditQueue;
 use crate::store::{RegistryEntry, Store};
@@ -257,4 +258,20 @@ impl Caller {
             None => Err(Error::Forbidden("not authenticated".into())),
         }
     }
+}
+
+/// Refuses (403, nothing changed) when the admin role lacks anything, naming each missing
+/// privilege and the statement that gives it.
+fn refuse_missing(facts: &AdminFacts, missing: impl IntoIterator<Item = Missing>) -> Result<()> {
+    let messages: Vec<String> = missing
+        .into_iter()
+        .map(|m| m.message(&facts.role))
+        .collect();
+    if messages.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Forbidden(format!(
+        "nothing was changed: {}",
+        messages.join(" ")
+    )))
 }

@@ -3,9 +3,9 @@
 use serde::Serialize;
 
 use super::audit::AuditScope;
-use super::doctor::refuse_missing;
 use super::ops::UserOp;
 use super::params::{CreateUser, Lookup, Nothing, On, RoleChange, SearchPath, Target};
+use super::refuse_missing;
 use super::{App, Caller};
 use crate::error::{Error, Result};
 use crate::plan::grants::{Grant, GrantOn, check_server_version, schema_scope};
@@ -169,7 +169,12 @@ fn role_lock_key(role: &RoleName) -> String {
 /// Takes the lock that serialises operations on one role name within a database for the
 /// transaction's life, then reads the role's state (one round trip for both).
 pub(super) async fn lock_role(tx: &impl GenericClient, role: &RoleName) -> Result<RoleState> {
-    catalog::after_lock(tx, &role_lock_key(role), catalog::role_state(tx, role.as_str())).await
+    catalog::after_lock(
+        tx,
+        &role_lock_key(role),
+        catalog::role_state(tx, role.as_str()),
+    )
+    .await
 }
 
 /// Takes the role's lock; false when it does not exist, 403 when it is a superuser or the
