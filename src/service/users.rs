@@ -388,6 +388,26 @@ async fn create_in(
             // Another registry entry on the same server created it first (roles are
             // cluster-wide, the advisory lock is per database).
             Err(e) if is_duplicate(&e) => Ok(UserResult::new(&role, entry, status::EXISTS)),
+            // On 16+ granting a role needs ADMIN OPTION on it, which the creator of the group
+            // has but a second admin role (another replica's, a replacement) does not.
+            Err(e)
+                if uses_group(profile, state.server_version_num)
+                    && e.code()
+                        == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+                    && e.as_db_error()
+                        .is_some_and(|d| d.message().contains(group.name().as_str())) =>
+            {
+                let admin = app.targets.admin_user();
+                Err(Error::Forbidden(format!(
+                    "nothing was changed: the admin role {admin} may not grant membership in \
+                     the group role {group}, which another role created (PostgreSQL 16+ \
+                     needs ADMIN OPTION on it); fix, as a superuser or the group's creator: \
+                     GRANT {} TO {} WITH ADMIN OPTION;",
+                    plan::sql::ident(group.name().as_str()),
+                    plan::sql::ident(admin),
+                    group = group.name(),
+                )))
+            }
             Err(e) => Err(e.into()),
         };
     }

@@ -20,7 +20,8 @@ use crate::support::{
 const BIN: &str = env!("CARGO_BIN_EXE_pg-user-api");
 
 /// A new admin role on `cluster`, set up as the README's non-superuser admin role (with
-/// `extra` attributes), member of the databases' owner and of pg_signal_backend.
+/// `extra` attributes), member of the databases' owner and of pg_signal_backend, with ADMIN
+/// OPTION on the managed groups another admin role created (16+ needs it to grant them).
 async fn admin_role(cluster: &ClusterInfo, name: &str, password: &str, extra: &str) {
     let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
     cluster
@@ -29,8 +30,15 @@ async fn admin_role(cluster: &ClusterInfo, name: &str, password: &str, extra: &s
         .batch_execute(&format!(
             "CREATE ROLE {name} LOGIN CREATEROLE {extra} PASSWORD {};
              GRANT app_owner TO {name};
-             GRANT pg_signal_backend TO {name};",
-            literal(&verifier)
+             GRANT pg_signal_backend TO {name};
+             DO $$ DECLARE g text; BEGIN
+               FOR g IN SELECT r.rolname FROM pg_roles r JOIN pg_shdescription d
+                          ON d.objoid = r.oid WHERE starts_with(d.description, {})
+               LOOP EXECUTE format('GRANT %I TO %I WITH ADMIN OPTION', g, {}); END LOOP;
+             END $$;",
+            literal(&verifier),
+            literal(pgua::plan::groups::GROUP_COMMENT),
+            literal(name),
         ))
         .await
         .unwrap();
@@ -314,4 +322,46 @@ async fn doctor_tells_refused_hanging_bad_password_and_healthy_apart_within_the_
             .starts_with("summary: 4 entries: 1 ok, 3 with problems"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_second_admin_without_admin_option_on_a_group_is_told_the_fix_on_16_and_later() {
+    let dev = &crate::support::clusters().dev;
+    if dev.server_version_num().await < 160_000 {
+        return; // CREATEROLE may grant any non-superuser role on 15.
+    }
+    let admin = unique("adm_nogroup");
+    let password = Password::generate();
+    admin_role(dev, &admin, password.expose(), "").await;
+    let profiles = pgua::plan::Profiles::load(
+        &Default::default(),
+        &pgua::plan::NamePolicy::default(),
+        &[],
+    )
+    .unwrap();
+    let group = pgua::plan::groups::Group::for_profile(&profiles.get("devqa").unwrap(), "dev");
+    let group = pgua::plan::sql::ident(group.name().as_str());
+    let fix = format!("GRANT {group} TO \"{admin}\" WITH ADMIN OPTION;");
+    let superuser = dev.superuser("postgres").await;
+    superuser
+        .batch_execute(&format!("REVOKE {group} FROM \"{admin}\""))
+        .await
+        .unwrap();
+    let app = spawn_app_as(
+        Config::default(),
+        AdminCredentials {
+            user: admin.clone(),
+            password: Some(SecretString::from(password.expose().to_owned())),
+        },
+    )
+    .await;
+    let name = unique("nogrp");
+    let q = [("env", "dev"), ("database", "dev"), ("username", name.as_str())];
+    let r = app.get("/api/v1/users/devqa", &q).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.str("error").ends_with(&fix), "{}", r.body);
+    assert!(!app.dev_role_exists(&name).await, "no half-made user");
+    superuser.batch_execute(&fix).await.unwrap();
+    let r = app.get("/api/v1/users/devqa", &q).await;
+    assert_eq!(r.str("status"), "user created", "{}", r.body);
 }
