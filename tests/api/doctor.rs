@@ -44,6 +44,18 @@ async fn admin_role(cluster: &ClusterInfo, name: &str, password: &str, extra: &s
         .unwrap();
 }
 
+/// A test app whose admin role is `admin`.
+async fn app_as(admin: &str, password: &Password) -> crate::support::TestApp {
+    spawn_app_as(
+        Config::default(),
+        AdminCredentials {
+            user: admin.to_owned(),
+            password: Some(SecretString::from(password.expose().to_owned())),
+        },
+    )
+    .await
+}
+
 fn operation<'a>(check: &'a Value, name: &str) -> &'a Value {
     check["entries"][0]["operations"]
         .as_array()
@@ -60,14 +72,7 @@ async fn dba_needs_createdb_from_16_on_and_the_doctor_prints_the_fix() {
     let admin = unique("adm_nocreatedb");
     let password = Password::generate();
     admin_role(dev, &admin, password.expose(), "").await;
-    let app = spawn_app_as(
-        Config::default(),
-        AdminCredentials {
-            user: admin.clone(),
-            password: Some(SecretString::from(password.expose().to_owned())),
-        },
-    )
-    .await;
+    let app = app_as(&admin, &password).await;
     let reader = app.key("*", "read", "*").await;
     let refused = app
         .get_bearer(&reader, "/api/v1/registry/check", &[("env", "dev")])
@@ -333,12 +338,9 @@ async fn a_second_admin_without_admin_option_on_a_group_is_told_the_fix_on_16_an
     let admin = unique("adm_nogroup");
     let password = Password::generate();
     admin_role(dev, &admin, password.expose(), "").await;
-    let profiles = pgua::plan::Profiles::load(
-        &Default::default(),
-        &pgua::plan::NamePolicy::default(),
-        &[],
-    )
-    .unwrap();
+    let profiles =
+        pgua::plan::Profiles::load(&Default::default(), &pgua::plan::NamePolicy::default(), &[])
+            .unwrap();
     let group = pgua::plan::groups::Group::for_profile(&profiles.get("devqa").unwrap(), "dev");
     let group = pgua::plan::sql::ident(group.name().as_str());
     let fix = format!("GRANT {group} TO \"{admin}\" WITH ADMIN OPTION;");
@@ -347,16 +349,13 @@ async fn a_second_admin_without_admin_option_on_a_group_is_told_the_fix_on_16_an
         .batch_execute(&format!("REVOKE {group} FROM \"{admin}\""))
         .await
         .unwrap();
-    let app = spawn_app_as(
-        Config::default(),
-        AdminCredentials {
-            user: admin.clone(),
-            password: Some(SecretString::from(password.expose().to_owned())),
-        },
-    )
-    .await;
+    let app = app_as(&admin, &password).await;
     let name = unique("nogrp");
-    let q = [("env", "dev"), ("database", "dev"), ("username", name.as_str())];
+    let q = [
+        ("env", "dev"),
+        ("database", "dev"),
+        ("username", name.as_str()),
+    ];
     let r = app.get("/api/v1/users/devqa", &q).await;
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(r.str("error").ends_with(&fix), "{}", r.body);
