@@ -118,13 +118,6 @@ impl Role {
     }
 }
 
-/// Takes the transaction-level advisory lock `key` names (released at commit or rollback).
-pub async fn advisory_xact_lock(c: &impl GenericClient, key: &str) -> Result<()> {
-    let stmt = c.prepare_cached(ADVISORY_XACT_LOCK).await?;
-    c.execute(&stmt, &[&key]).await?;
-    Ok(())
-}
-
 /// The transaction-level advisory lock on `hashtext($1)` (released at commit or rollback).
 const ADVISORY_XACT_LOCK: &str = "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext($1))";
 
