@@ -368,6 +368,9 @@ fn row(op: &str, api: &Measured, raw: &Measured, others: &[(&str, f64)]) {
             100.0 * a.rate() / rate.max(f64::MIN_POSITIVE)
         ));
     }
+    if raw.stats.errors > 0 {
+        notes.push_str(&format!("  raw: {} failed", raw.stats.errors));
+    }
     if raw.client_bound() {
         notes.push_str("  raw: client-bound");
     }
@@ -468,6 +471,19 @@ async fn phases(
             "password reset",
         ),
     ];
+    // The raw create ceiling sends the service's plan, whose membership needs the profile's
+    // group: one create through the API first makes it, the way the service does.
+    let username = format!("{tag}_group");
+    let q = [
+        ("env", "dev"),
+        ("database", "dev"),
+        ("username", username.as_str()),
+    ];
+    let (code, status) = api.call(0, "/api/v1/users/devqa", &q).await;
+    assert_eq!(
+        code, 200,
+        "the create that makes the devqa group failed: {status}"
+    );
     for (name, raw_op, path, query, ok) in steps {
         let raw_stats = ceiling(raw, pg, raw_op, tag, n, secs).await;
         let phase = {
