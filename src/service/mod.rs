@@ -104,7 +104,7 @@ impl App {
         let mut protected = config.policy.protected_roles.clone();
         protected.push(admin.user.to_ascii_lowercase());
         Ok(Self {
-            audit: AuditQueue::spawn(store.clone()),
+            audit: AuditQueue::spawn(store.clone())?,
             registry: RegistryCache::default(),
             store,
             targets: Targets::new(admin, config.targets.settings()),

@@ -315,6 +315,13 @@ impl StoreError {
     }
 }
 
+/// Appends audit batches with blocking calls, as [`Store::audit_append`] does.
+pub trait BlockingAudit: Send {
+    /// Appends `records` atomically, chained after the last one (their `prev_hash` and
+    /// `hash` are set on the way).
+    fn append(&mut self, records: &mut [AuditRecord]) -> anyhow::Result<()>;
+}
+
 /// The persistence the service needs; SQLite today, PostgreSQL to scale out.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -338,6 +345,12 @@ pub trait Store: Send + Sync + 'static {
     async fn registry_remove(&self, env: &str, db_name: &str) -> anyhow::Result<bool>;
     /// Appends audit records atomically, chained after the last one (see [`chain`]).
     async fn audit_append(&self, records: &[AuditRecord]) -> anyhow::Result<()>;
+    /// A writer of its own for [`Store::audit_append`]'s work where the store's writes are
+    /// blocking calls (SQLite): the audit queue then runs it on a thread, with no hop to an
+    /// async driver's worker per statement. `None` where writes are async (PostgreSQL).
+    fn blocking_audit(&self) -> anyhow::Result<Option<Box<dyn BlockingAudit>>> {
+        Ok(None)
+    }
     /// The latest records, newest first.
     async fn audit_latest(&self, limit: u32) -> anyhow::Result<Vec<AuditRecord>>;
     /// The store's random key for fingerprints of what callers sent that might be a secret;

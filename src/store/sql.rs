@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    ApiKey, AuditFilter, AuditRecord, NewEntry, RegistryEntry, Session, Store, StoreError, chain,
-    stored_text,
+    ApiKey, AuditFilter, AuditRecord, BlockingAudit, NewEntry, RegistryEntry, Session, Store,
+    StoreError, chain, stored_text,
 };
 
 /// A value bound to a `$n` placeholder; each [`Dialect`] encodes it in its own types.
@@ -119,6 +119,10 @@ pub trait Dialect: Send + Sync + 'static {
     ) -> Result<u64, sqlx::Error>;
     /// Runs a script of several statements without parameters (a migration).
     async fn script(tx: &mut Self::Tx, sql: &'static str) -> Result<(), sqlx::Error>;
+    /// See [`Store::blocking_audit`].
+    fn blocking_audit(&self) -> anyhow::Result<Option<Box<dyn BlockingAudit>>> {
+        Ok(None)
+    }
     /// Inserts `rows` (each in the order of `table.columns(with_generated)`) in as few
     /// statements as the backend allows, ids following the order of `rows`.
     async fn insert_rows(
@@ -439,14 +443,14 @@ fn session_row(r: &impl Cells) -> anyhow::Result<Session> {
 }
 
 /// A statement built once from the tables above: constant text, every value a parameter.
-struct Sql(LazyLock<String>);
+pub(super) struct Sql(LazyLock<String>);
 
 impl Sql {
     const fn new(build: fn() -> String) -> Self {
         Self(LazyLock::new(build))
     }
 
-    fn get(&'static self) -> &'static str {
+    pub(super) fn get(&'static self) -> &'static str {
         self.0.as_str()
     }
 }
@@ -481,6 +485,8 @@ const REGISTRY_SET_ACTIVE: &str =
     "UPDATE db_registry SET active = $1 WHERE env = $2 AND db_name = $3";
 const REGISTRY_REMOVE: &str = "DELETE FROM db_registry WHERE env = $1 AND db_name = $2";
 
+/// One audit row, for a backend that inserts a batch row by row with a prepared statement.
+pub(super) static AUDIT_INSERT: Sql = Sql::new(|| AUDIT.insert(""));
 static AUDIT_LATEST: Sql =
     Sql::new(|| AUDIT.select(" ORDER BY performed_at DESC, id DESC LIMIT $1"));
 static AUDIT_QUERY: Sql = Sql::new(|| {
@@ -494,7 +500,7 @@ static AUDIT_QUERY: Sql = Sql::new(|| {
          ORDER BY id LIMIT $9",
     )
 });
-const AUDIT_LAST_HASH: &str =
+pub(super) const AUDIT_LAST_HASH: &str =
     "SELECT hash FROM audit_log WHERE hash IS NOT NULL ORDER BY id DESC LIMIT 1";
 const PRUNE_THROUGH: &str = "SELECT max(id) AS through_id FROM audit_log WHERE performed_at < $1";
 const PRUNE_LAST_HASH: &str = "SELECT hash FROM audit_log WHERE id <= $1 AND hash IS NOT NULL
@@ -761,6 +767,10 @@ impl<D: Dialect> Store for SqlStore<D> {
         D::insert_rows(&mut tx, &AUDIT, false, &rows).await?;
         D::commit(tx).await?;
         Ok(())
+    }
+
+    fn blocking_audit(&self) -> anyhow::Result<Option<Box<dyn BlockingAudit>>> {
+        self.db.blocking_audit()
     }
 
     async fn audit_latest(&self, limit: u32) -> anyhow::Result<Vec<AuditRecord>> {
