@@ -105,10 +105,12 @@ pub fn openapi(profiles: &Profiles, names: &NamePolicy) -> utoipa::openapi::Open
 pub fn router(app: Arc<App>) -> Router {
     let (api, public, doc) = routes();
     let doc = openapi::document(doc, &app.profiles, &app.policy.names);
-    let api = api.route_layer(middleware::from_fn_with_state(
-        app.clone(),
-        auth::require_auth,
-    ));
+    let api = api
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            auth::require_auth,
+        ))
+        .route_layer(middleware::from_fn(detached));
     let request_id = axum::http::HeaderName::from_static(REQUEST_ID);
     public
         .merge(ui::routes())
@@ -135,6 +137,22 @@ pub fn router(app: Arc<App>) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::new(request_id)),
         )
+}
+
+/// Runs each API request in a task of its own, so that a client hanging up or timing out
+/// does not cancel it halfway: an operation once begun ends as it would have, its
+/// transaction committed or rolled back and its outcome in the audit log. (A handler's
+/// future is dropped when its connection closes; dropped in the middle of a create, it
+/// left the intent without an outcome and could leave its transaction open on the pooled
+/// connection.)
+async fn detached(req: Request, next: Next) -> Response {
+    match tokio::spawn(next.run(req)).await {
+        Ok(res) => res,
+        Err(e) => {
+            tracing::error!(error = %e, "request task failed");
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
+    }
 }
 
 /// Request ids for requests that bring none: UUIDv7, ordered by time, so the audit log's

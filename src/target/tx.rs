@@ -28,9 +28,10 @@ impl<'c> AdminTx<'c> {
         conn: &'c Object,
         first: impl Future<Output = Result<T>>,
     ) -> Result<(Self, T)> {
-        let (begun, read) = futures_util::join!(conn.batch_execute("BEGIN"), first);
-        // Rolled back on every early return below, like any unfinished transaction.
+        // Rolled back on every early return, like any unfinished transaction, and when this
+        // future is dropped before it is done: `BEGIN` may have run by then.
         let tx = Self { conn, open: true };
+        let (begun, read) = futures_util::join!(conn.batch_execute("BEGIN"), first);
         begun?;
         let read = read?;
         Ok((tx, read))

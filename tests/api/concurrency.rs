@@ -89,3 +89,87 @@ async fn fifty_concurrent_creates_of_distinct_names_all_succeed() {
     assert_eq!(audit.iter().filter(|r| r.status == "intent").count(), 50);
     assert_eq!(audit.iter().filter(|r| r.status == "success").count(), 50);
 }
+
+/// A client that hangs up while its create waits inside the transaction does not cut the
+/// create short: it finishes, its outcome is audited, and the pooled connection it used is
+/// clean for the next callers (before, the handler was dropped with `BEGIN` sent and the
+/// transaction left open on the connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_client_hangs_up_finishes_and_is_audited() {
+    let app = Arc::new(spawn_app().await);
+    let name = unique("hangup");
+    // Hold the name's advisory lock, so the create waits for it inside its transaction.
+    let holder = app.clusters.dev.superuser("dev").await;
+    let key = format!("pg-user-api:role:{name}");
+    holder
+        .execute("SELECT pg_advisory_lock(hashtext($1))", &[&key])
+        .await
+        .unwrap();
+    let call = {
+        let app = app.clone();
+        let name = name.clone();
+        tokio::spawn(async move {
+            app.get(
+                "/api/v1/users/devqa",
+                &[("env", "dev"), ("database", "dev"), ("username", &name)],
+            )
+            .await
+        })
+    };
+    let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
+    let mut polls = 0;
+    while holder
+        .query_one(waiting, &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        polls += 1;
+        assert!(polls < 400, "the create never waited for the lock");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    // The client hangs up: its request future, and so its connection, is dropped.
+    call.abort();
+    assert!(call.await.is_err_and(|e| e.is_cancelled()));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !app.dev_role_exists(&name).await,
+        "created before the lock was released"
+    );
+    holder
+        .execute("SELECT pg_advisory_unlock(hashtext($1))", &[&key])
+        .await
+        .unwrap();
+    let mut polls = 0;
+    while !app.dev_role_exists(&name).await {
+        polls += 1;
+        assert!(polls < 400, "the create was cancelled with its client");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let mut outcome = None;
+    for _ in 0..400 {
+        outcome = app
+            .audit()
+            .await
+            .into_iter()
+            .find(|r| r.pg_username == name && r.status != "intent");
+        if outcome.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let outcome = outcome.expect("the create's outcome is audited");
+    assert_eq!(outcome.status, "success", "{outcome:?}");
+    // Every pooled connection is usable: no transaction was left open on one.
+    for i in 0..12 {
+        let other = format!("{name}_{i}");
+        let reply = app
+            .get(
+                "/api/v1/users/devqa",
+                &[("env", "dev"), ("database", "dev"), ("username", &other)],
+            )
+            .await;
+        assert_eq!(reply.str("status"), "user created", "{:?}", reply.body);
+    }
+}
