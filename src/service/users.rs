@@ -308,12 +308,18 @@ async fn create_in(
     app.policy.check_not_protected(&role)?;
     app.policy.check_profile_env(profile, env)?;
     let entry = app.resolve(env, database).await?;
-    if !dry_run {
-        scope
-            .intent(&format!("create {} user", profile.label()))
-            .await?;
-    }
-    let (password, verifier) = new_password().await?;
+    // The verifier is hashed (on the blocking pool) while the intent is being stored: the
+    // two waits overlap, and nothing reaches the target before the intent is stored.
+    let intent = async {
+        if dry_run {
+            return Ok(());
+        }
+        let detail = format!("create {} user", profile.label());
+        scope.intent(&detail).await
+    };
+    let (intent, password) = futures_util::join!(intent, new_password());
+    intent?;
+    let (password, verifier) = password?;
     let mut conn = app.targets.connect(&entry).await?;
     let group = Group::for_profile(profile, &entry.db_name);
     let mut group_ensured = false;
