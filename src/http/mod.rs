@@ -146,7 +146,9 @@ pub fn router(app: Arc<App>) -> Router {
 /// left the intent without an outcome and could leave its transaction open on the pooled
 /// connection.)
 async fn detached(req: Request, next: Next) -> Response {
-    match tokio::spawn(next.run(req)).await {
+    use tracing::Instrument;
+    // In the request's span, so what the handler logs still names the request.
+    match tokio::spawn(next.run(req).in_current_span()).await {
         Ok(res) => res,
         Err(e) => {
             tracing::error!(error = %e, "request task failed");

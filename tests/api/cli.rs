@@ -927,3 +927,51 @@ impl Drop for Stopped {
         }
     }
 }
+
+/// What a request's handlers log names the request (its span's `request_id`), although each
+/// request runs in a task of its own.
+#[test]
+fn what_a_request_logs_names_its_request_id() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::support::closed_port();
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+        ])
+        .env("PG_API_USER", "u")
+        .env("PG_API_PASS", "p")
+        .env("PG_ADMIN_USER", "admin")
+        .env(
+            "PGUA_STORE",
+            format!("sqlite://{}", dir.path().join("s.db").display()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    crate::support::wait_for_port(port);
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    // "u:wrong": the failed authentication is logged from inside the request.
+    conn.write_all(
+        b"GET /api/v1/me HTTP/1.1\r\nHost: x\r\nAuthorization: Basic dTp3cm9uZw==\r\n\
+          x-request-id: trace-me-4711\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let log = stderr(&out);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("authentication failed") && l.contains("trace-me-4711")),
+        "{log}"
+    );
+}
