@@ -67,7 +67,6 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let _trim = release_freed_memory(&self.app);
         let router = crate::http::router(self.app);
         crate::http::serve::serve(self.listener, router, &self.http, shutdown).await
     }
@@ -96,31 +95,6 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS)
         .build()
-}
-
-/// How often freed heap memory is handed back to the kernel. glibc returns only the top
-/// of its heap by itself; the free chunks between live ones stayed resident, 8 MiB of the
-/// 41 MiB after a million calls at concurrency 100. A trim costs well under a millisecond.
-const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Starts the job that calls `malloc_trim` every [`TRIM_EVERY`], for as long as the
-/// returned handle lives.
-fn release_freed_memory(app: &Arc<App>) -> Option<crate::service::jobs::Running> {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        use crate::service::jobs::{Job, Scope, spawn};
-        let trim = Job::new("malloc-trim", TRIM_EVERY, Scope::EveryReplica, |_| async {
-            // SAFETY: malloc_trim only returns free pages to the kernel, under the
-            // allocator's own locks.
-            unsafe { libc::malloc_trim(0) };
-        });
-        Some(spawn(app, trim))
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        let _ = app;
-        None
-    }
 }
 
 /// Sets glibc's arena limit, before the runtime starts any thread.
