@@ -680,7 +680,8 @@ enum Call {
     UnknownPath,
     /// NUL and control bytes in the parameters.
     ControlBytes,
-    /// A valid find with 4–32 KiB of extra header.
+    /// A valid find with 4–32 KiB of extra header: the 16 and 32 KiB ones are past the
+    /// server's default `http.max_header_bytes` and get 431.
     LongHeader,
 }
 

@@ -58,6 +58,35 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Notifications: delivery settings and channels (`[notify]`, `[[notify.channels]]`).
     pub notify: NotifyConfig,
+    /// Limits on HTTP connections and request heads.
+    pub http: HttpConfig,
+}
+
+/// `[http]`: what one client connection may hold of the server's memory, and how many.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest request line and headers, in bytes (at least 8192): a larger head gets 431
+    /// and its connection is closed. Each connection's read buffer grows to at most this.
+    pub max_header_bytes: usize,
+    /// Seconds a client has to send a whole request head, idle keep-alive time included;
+    /// then its connection is closed.
+    pub header_read_timeout_secs: u64,
+    /// Connections served at once; further ones wait in the listen backlog until one closes.
+    pub max_connections: usize,
+}
+
+/// hyper's smallest read buffer: a head limit below it cannot be enforced.
+pub const MIN_HEADER_BYTES: usize = 8192;
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 16 * 1024,
+            header_read_timeout_secs: 10,
+            max_connections: 256,
+        }
+    }
 }
 
 /// `[audit]`: retention. Pruning leaves a checkpoint, signed with `PGUA_AUDIT_KEY` (or the
@@ -178,6 +207,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             audit: AuditConfig::default(),
             notify: NotifyConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -290,6 +320,15 @@ impl Config {
         }
         if self.targets.connect_timeout_secs == 0 {
             bail!("targets.connect_timeout_secs must be at least 1");
+        }
+        if self.http.max_header_bytes < MIN_HEADER_BYTES {
+            bail!("http.max_header_bytes must be at least {MIN_HEADER_BYTES}");
+        }
+        if self.http.header_read_timeout_secs == 0 {
+            bail!("http.header_read_timeout_secs must be at least 1");
+        }
+        if self.http.max_connections == 0 {
+            bail!("http.max_connections must be at least 1");
         }
         self.notify.validate()?;
         self.auth.jwt.validate().map_err(anyhow::Error::msg)?;

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod params;
 pub mod registry;
+pub mod serve;
 pub mod sso;
 pub mod ui;
 pub mod users;

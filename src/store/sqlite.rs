@@ -43,8 +43,21 @@ const PAGE_CACHE: &str = "-512";
 /// How long a writer waits for another's lock before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The read-only connections' page cache, in KiB when negative: their lookups (registry
+/// entries, keys, claims) touch a few index pages each, and four of them at 512 KiB held
+/// 2 MiB mostly of audit pages a listing once read.
+const READER_PAGE_CACHE: &str = "-256";
+
 /// Rows per multi-row INSERT: keeps a batch under SQLite's limit on parameters.
 const ROWS_PER_INSERT: usize = 500;
+
+/// Rows of the largest multi-row INSERT whose prepared statement is kept. Each row count
+/// is another statement text, and sqlx keeps up to 100 statements per connection: the
+/// writer's cache filled with one-use programs of audit batches, tens of KiB each (5 MiB
+/// of the server's heap at concurrency 100, before the audit log had [`AuditWriter`]; the
+/// sqlx path still writes `store migrate`'s copies and any batch without that writer). Batches this small are the common ones; a
+/// larger one is prepared again each time, at a cost shared by its rows.
+const CACHED_ROWS_PER_INSERT: usize = 16;
 
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the file at `path`.
@@ -70,9 +83,14 @@ impl SqliteStore {
         let context = || format!("opening SQLite store {}", path.display());
         // The writer first: it creates the file the read-only pool then opens.
         let writer = pool(1, options.clone()).await.with_context(context)?;
-        let reader = pool(4, options.read_only(true))
-            .await
-            .with_context(context)?;
+        let reader = pool(
+            4,
+            options
+                .read_only(true)
+                .pragma("cache_size", READER_PAGE_CACHE),
+        )
+        .await
+        .with_context(context)?;
         let store = SqlStore {
             db: SqliteBackend {
                 writer,
@@ -187,6 +205,7 @@ impl Dialect for SqliteBackend {
             );
             let args: Vec<Value<'_>> = chunk.iter().flatten().copied().collect();
             query(sqlx::AssertSqlSafe(sql), &args)
+                .persistent(chunk.len() <= CACHED_ROWS_PER_INSERT)
                 .execute(&mut **tx)
                 .await?;
         }

@@ -5,6 +5,7 @@ mod adopt;
 mod audit;
 mod cli;
 mod concurrency;
+mod connections;
 mod doctor;
 mod fanout;
 mod faults;
