@@ -282,9 +282,9 @@ fn check_config_rejects_unknown_keys_and_prints_the_effective_settings() {
     );
 }
 
-#[test]
-fn sigterm_stops_the_server_gracefully() {
-    let dir = tempfile::tempdir().unwrap();
+/// `serve` on a free port with JSON logs on a pipe (API user `u`, password `p`), a SQLite
+/// store in `dir`; returns once it listens.
+fn serve_with_json_logs(dir: &std::path::Path) -> (std::process::Child, u16) {
     let port = crate::support::closed_port();
     let child = Command::new(BIN)
         .args([
@@ -299,13 +299,20 @@ fn sigterm_stops_the_server_gracefully() {
         .env("PG_ADMIN_USER", "admin")
         .env(
             "PGUA_STORE",
-            format!("sqlite://{}", dir.path().join("s.db").display()),
+            format!("sqlite://{}", dir.join("s.db").display()),
         )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     crate::support::wait_for_port(port);
+    (child, port)
+}
+
+#[test]
+fn sigterm_stops_the_server_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, _port) = serve_with_json_logs(dir.path());
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
@@ -934,27 +941,7 @@ impl Drop for Stopped {
 fn what_a_request_logs_names_its_request_id() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
-    let port = crate::support::closed_port();
-    let child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--log-format",
-            "json",
-        ])
-        .env("PG_API_USER", "u")
-        .env("PG_API_PASS", "p")
-        .env("PG_ADMIN_USER", "admin")
-        .env(
-            "PGUA_STORE",
-            format!("sqlite://{}", dir.path().join("s.db").display()),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    crate::support::wait_for_port(port);
+    let (child, port) = serve_with_json_logs(dir.path());
     let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     // "u:wrong": the failed authentication is logged from inside the request.
     conn.write_all(
