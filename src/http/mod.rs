@@ -160,8 +160,8 @@ async fn detached(req: Request, next: Next) -> Response {
 
 /// Request ids for requests that bring none: UUIDv7, ordered by time, so the audit log's
 /// index on them grows at its end like the log itself. With random (v4) ids each record's
-/// entry landed on a random page of that index: one more page read and written per record,
-/// which once the index outgrew the page cache was most of what storing a record cost.
+/// entry lands on a random page of that index: once the index outgrows the page cache, one
+/// more page read and written per record.
 #[derive(Clone, Copy)]
 struct TimeOrderedId;
 
