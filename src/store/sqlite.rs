@@ -51,14 +51,6 @@ const READER_PAGE_CACHE: &str = "-256";
 /// Rows per multi-row INSERT: keeps a batch under SQLite's limit on parameters.
 const ROWS_PER_INSERT: usize = 500;
 
-/// Rows of the largest multi-row INSERT whose prepared statement is kept. Each row count
-/// is another statement text, and sqlx keeps up to 100 statements per connection: the
-/// writer's cache filled with one-use programs of audit batches, tens of KiB each (5 MiB
-/// of the server's heap at concurrency 100, before the audit log had [`AuditWriter`]; the
-/// sqlx path still writes `store migrate`'s copies and any batch without that writer). Batches this small are the common ones; a
-/// larger one is prepared again each time, at a cost shared by its rows.
-const CACHED_ROWS_PER_INSERT: usize = 16;
-
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the file at `path`.
     pub async fn open(path: impl AsRef<Path>) -> anyhow::Result<Self> {
@@ -205,7 +197,6 @@ impl Dialect for SqliteBackend {
             );
             let args: Vec<Value<'_>> = chunk.iter().flatten().copied().collect();
             query(sqlx::AssertSqlSafe(sql), &args)
-                .persistent(chunk.len() <= CACHED_ROWS_PER_INSERT)
                 .execute(&mut **tx)
                 .await?;
         }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 
-use crate::support::{spawn_app, unique};
+use crate::support::{eventually, spawn_app, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_creates_of_one_name_create_it_once() {
@@ -117,18 +117,11 @@ async fn a_create_whose_client_hangs_up_finishes_and_is_audited() {
         })
     };
     let waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted";
-    let mut polls = 0;
-    while holder
-        .query_one(waiting, &[])
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
-        == 0
-    {
-        polls += 1;
-        assert!(polls < 400, "the create never waited for the lock");
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    eventually("the create never waited for the lock", || async {
+        let n: i64 = holder.query_one(waiting, &[]).await.unwrap().get(0);
+        (n > 0).then_some(())
+    })
+    .await;
     // The client hangs up: its request future, and so its connection, is dropped.
     call.abort();
     assert!(call.await.is_err_and(|e| e.is_cancelled()));
@@ -141,25 +134,17 @@ async fn a_create_whose_client_hangs_up_finishes_and_is_audited() {
         .execute("SELECT pg_advisory_unlock(hashtext($1))", &[&key])
         .await
         .unwrap();
-    let mut polls = 0;
-    while !app.dev_role_exists(&name).await {
-        polls += 1;
-        assert!(polls < 400, "the create was cancelled with its client");
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    let mut outcome = None;
-    for _ in 0..400 {
-        outcome = app
-            .audit()
+    eventually("the create was cancelled with its client", || async {
+        app.dev_role_exists(&name).await.then_some(())
+    })
+    .await;
+    let outcome = eventually("the create's outcome is audited", || async {
+        app.audit()
             .await
             .into_iter()
-            .find(|r| r.pg_username == name && r.status != "intent");
-        if outcome.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    let outcome = outcome.expect("the create's outcome is audited");
+            .find(|r| r.pg_username == name && r.status != "intent")
+    })
+    .await;
     assert_eq!(outcome.status, "success", "{outcome:?}");
     // Every pooled connection is usable: no transaction was left open on one.
     for i in 0..12 {

@@ -189,6 +189,21 @@ pub fn found(program: &str) -> bool {
 }
 
 /// A role name no other test uses.
+/// Polls `check` every 25 ms until it gives a value; fails saying `what` did not happen
+/// after 400 tries (10 s).
+pub async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    for _ in 0..400 {
+        if let Some(value) = check().await {
+            return value;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("{what}");
+}
+
 pub fn unique(prefix: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
     format!("{prefix}_{}", N.fetch_add(1, Ordering::Relaxed))
