@@ -11,6 +11,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod ops;
 pub mod params;
+pub mod passwords;
 pub mod registry;
 pub mod reminders;
 pub mod users;

@@ -5,13 +5,14 @@ use serde::Serialize;
 use super::audit::AuditScope;
 use super::ops::UserOp;
 use super::params::{CreateUser, Lookup, Nothing, On, RoleChange, SearchPath, Target};
+use super::passwords::new_password;
 use super::refuse_missing;
 use super::{App, Caller};
 use crate::error::{Error, Result};
 use crate::plan::grants::{Grant, GrantOn, check_server_version, schema_scope};
 use crate::plan::groups::{Group, uses_group};
 use crate::plan::profile::ProfileInputError;
-use crate::plan::{self, Password, Profile, RoleName, SchemaFacts, Statement, Verifier, lifecycle};
+use crate::plan::{self, Password, Profile, RoleName, SchemaFacts, Statement, lifecycle};
 use crate::store::RegistryEntry;
 use crate::target::admin::{Memberships, admin_facts};
 use crate::target::catalog::{self, GroupState, Protection, RoleState};
@@ -149,16 +150,6 @@ fn profile_role(app: &App, profile: &Profile, input: &CreateUser) -> Result<Role
             ProfileInputError::Invalid(m) => Error::Invalid(m),
             ProfileInputError::Name(n) => Error::Name(n),
         })
-}
-
-async fn new_password() -> Result<(Password, Verifier)> {
-    tokio::task::spawn_blocking(|| {
-        let p = Password::generate();
-        let v = p.scram_verifier();
-        (p, v)
-    })
-    .await
-    .map_err(|e| Error::Internal(e.into()))
 }
 
 /// The advisory lock key that serialises operations on one role name within a database.
