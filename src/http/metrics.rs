@@ -18,9 +18,7 @@ const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Items per batch, for every `…_batch_size` histogram: records per audit batch (see
-/// `store::audit_queue`, up to 128), verifiers hashed side by side (`service::passwords`,
-/// up to 4).
+/// Records per audit batch (see `store::audit_queue`), up to its limit of 128.
 const BATCH_SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
 /// How often the histograms fold their samples into their buckets without a scrape.
@@ -34,7 +32,7 @@ pub fn handle() -> &'static PrometheusHandle {
             .set_buckets(BUCKETS)
             .expect("buckets are not empty")
             .set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Suffix("_batch_size".into()),
+                metrics_exporter_prometheus::Matcher::Full("pgua_audit_batch_size".into()),
                 BATCH_SIZES,
             )
             .expect("buckets are not empty")

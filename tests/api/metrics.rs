@@ -39,7 +39,6 @@ async fn metrics_use_bounded_labels_only() {
         "pgua_store_write_seconds",
         // Counts of records, not seconds: the first bucket is one record.
         "pgua_audit_batch_size_bucket{le=\"1\"}",
-        "pgua_verifier_batch_size_bucket{le=\"1\"}",
         "pgua_target_pool_connections{target=\"127.0.0.1:",
         "pgua_notify_dropped_total",
     ] {
