@@ -299,8 +299,9 @@ async fn create_in(
     app.policy.check_not_protected(&role)?;
     app.policy.check_profile_env(profile, env)?;
     let entry = app.resolve(env, database).await?;
-    // The verifier is hashed (on the blocking pool) while the intent is being stored: the
-    // two waits overlap, and nothing reaches the target before the intent is stored.
+    // The password comes from the hasher's stock (`passwords`), or, when a burst has
+    // emptied it, is hashed while the intent is being stored: the two waits overlap, and
+    // nothing reaches the target before the intent is stored.
     let intent = async {
         if dry_run {
             return Ok(());
