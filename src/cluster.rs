@@ -269,7 +269,7 @@ fn without_pg_env(cmd: &mut Command) -> &mut Command {
 fn random_hex(bytes: usize) -> anyhow::Result<String> {
     let mut buf = vec![0u8; bytes];
     fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex::encode(buf))
 }
 
 fn free_port() -> anyhow::Result<u16> {

@@ -37,10 +37,7 @@ pub fn random_token() -> String {
 
 /// SHA-256 (hex) of a session id or CSRF token: what the store keeps.
 pub fn digest_hex(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// The CSRF token of a session id.

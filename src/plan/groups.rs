@@ -48,10 +48,7 @@ fn short_hash<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
         h.update([0]);
     }
     let digest = h.finalize();
-    digest[..HASH_HEX / 2]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(&digest[..HASH_HEX / 2])
 }
 
 /// A list of names as `"a","b"` (quoted, so no name can fake a separator), sorted.

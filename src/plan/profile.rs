@@ -238,7 +238,7 @@ impl Profile {
         let digest = Sha256::digest(format!("{name}\n{canonical}").as_bytes());
         Ok(Self {
             name: name.to_owned(),
-            version: digest[..4].iter().map(|b| format!("{b:02x}")).collect(),
+            version: hex::encode(&digest[..4]),
             description: cfg.description.clone(),
             params: cfg.params.clone(),
             template: cfg.name.clone(),

@@ -86,10 +86,7 @@ pub fn scopes(k: &KeyScopes) -> Result<Scopes> {
 
 /// SHA-256 (hex) of a key secret; keys are 256 random bits, so no slow hash is needed.
 pub fn hash_secret(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// 256 bits from the OS CSPRNG.
@@ -145,8 +142,7 @@ impl Fingerprints {
         mac.update(&[0]);
         mac.update(text.as_bytes());
         let digest = mac.finalize().into_bytes();
-        let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
-        format!("{marker}#{hex}")
+        format!("{marker}#{}", hex::encode(&digest[..4]))
     }
 }
 

@@ -38,10 +38,7 @@ pub fn sign(key: Option<&[u8]>, c: &Checkpoint) -> String {
     let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(checkpoint_message(c).as_bytes());
     let tag = mac.finalize().into_bytes();
-    format!(
-        "hmac-sha256:{}",
-        tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
+    format!("hmac-sha256:{}", hex::encode(tag))
 }
 
 fn checkpoint_message(c: &Checkpoint) -> String {
@@ -77,28 +74,42 @@ fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
-/// The hash of a record following `prev`.
+/// The hash of a record following `prev`: SHA-256 of its fields as a compact JSON array,
+/// hashed as serde_json writes it (no `Value` tree, no string of it).
 pub fn link(prev: &str, r: &AuditRecord) -> String {
-    let fields = serde_json::json!([
+    let fields = (
         prev,
         micros(r.performed_at).to_rfc3339_opts(SecondsFormat::Micros, true),
-        r.request_id,
-        r.principal,
-        r.client_addr,
-        r.env,
-        r.db_name,
-        r.pg_username,
-        r.operation,
-        r.profile,
-        r.status,
-        r.detail,
-        r.error,
+        &r.request_id,
+        &r.principal,
+        &r.client_addr,
+        &r.env,
+        &r.db_name,
+        &r.pg_username,
+        &r.operation,
+        &r.profile,
+        &r.status,
+        &r.detail,
+        &r.error,
         r.duration_ms,
-    ]);
-    Sha256::digest(fields.to_string().as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    );
+    let mut hasher = HashWriter(Sha256::new());
+    serde_json::to_writer(&mut hasher, &fields).expect("writing to a hash cannot fail");
+    hex::encode(hasher.0.finalize())
+}
+
+/// Feeds what is written into the hash.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Chains `records` after the record whose hash is `last` (None: the log has no chained
@@ -318,6 +329,35 @@ mod tests {
             prev_hash: String::new(),
             hash: String::new(),
         }
+    }
+
+    /// The hash of a record is what every stored log's chain was built with: it must never
+    /// change (this value was computed by the first implementation, over `json!`).
+    #[test]
+    fn a_link_is_the_sha256_of_the_fields_as_a_compact_json_array() {
+        let r = AuditRecord {
+            performed_at: DateTime::from_timestamp_micros(1_764_700_000_123_456).unwrap(),
+            principal: "k:ci \"quoted\" \\ back".into(),
+            pg_username: "us\u{e9}r_\u{1f600}".into(),
+            detail: "line\nbreak\ttab\u{7f}".into(),
+            error: Some("boom".into()),
+            profile: "devqa@1a2b3c4d".into(),
+            ..record(7)
+        };
+        let got = link(GENESIS, &r);
+        assert_eq!(
+            got,
+            "cca6c991510abeaec674abdff30e47f3722f42884a33d2c3ef9fb0283dfc4907"
+        );
+        let none = AuditRecord {
+            error: None,
+            duration_ms: None,
+            ..r
+        };
+        assert_eq!(
+            link(&got, &none),
+            "7b7c033f43aa406c8e5ea2f52802a6a0ae4675697966b0100bcf341e42f0266d"
+        );
     }
 
     #[test]
