@@ -87,49 +87,22 @@ const BLOCKING_THREADS: usize = 8;
 /// An operator's `MALLOC_ARENA_MAX` takes precedence.
 const MALLOC_ARENAS: i32 = 1;
 
-/// Blocks of this size and larger get a mapping of their own, returned to the system when
-/// freed, instead of a place in the heap. glibc's threshold starts at 128 KiB but rises to
-/// the size of every such block freed (up to 32 MiB): after the first large answer it put
-/// every later list answer and its buffers in the heap, where they left free chunks
-/// between live ones that the heap never gives back. Setting it fixes it. An operator's
-/// `MALLOC_MMAP_THRESHOLD_` takes precedence.
-const MALLOC_MMAP_THRESHOLD: i32 = 128 * 1024;
-
-/// Free memory past this at the heap's top is returned to the system: glibc's 128 KiB
-/// default, which its moving mmap threshold otherwise doubles along with itself.
-/// An operator's `MALLOC_TRIM_THRESHOLD_` takes precedence.
-const MALLOC_TRIM_THRESHOLD: i32 = 128 * 1024;
-
 /// The tokio runtime every command runs on, with memory bounded as described at
-/// [`BLOCKING_THREADS`], [`MALLOC_ARENAS`] and [`MALLOC_MMAP_THRESHOLD`].
+/// [`BLOCKING_THREADS`] and [`MALLOC_ARENAS`].
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tune_malloc();
+    limit_malloc_arenas();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS)
         .build()
 }
 
-/// Sets glibc's arena limit and thresholds, before the runtime starts any thread.
-fn tune_malloc() {
+/// Sets glibc's arena limit, before the runtime starts any thread.
+fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    for (variable, param, value) in [
-        ("MALLOC_ARENA_MAX", libc::M_ARENA_MAX, MALLOC_ARENAS),
-        (
-            "MALLOC_MMAP_THRESHOLD_",
-            libc::M_MMAP_THRESHOLD,
-            MALLOC_MMAP_THRESHOLD,
-        ),
-        (
-            "MALLOC_TRIM_THRESHOLD_",
-            libc::M_TRIM_THRESHOLD,
-            MALLOC_TRIM_THRESHOLD,
-        ),
-    ] {
-        if std::env::var_os(variable).is_none() {
-            // SAFETY: mallopt only sets an allocator tunable; no other thread runs yet.
-            unsafe { libc::mallopt(param, value) };
-        }
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator tunable; no other thread runs yet.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
     }
 }
 
