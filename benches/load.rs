@@ -899,7 +899,7 @@ fn mapping_line(pid: u32) -> String {
         .into_iter()
         .filter(|(_, (kib, _))| *kib >= 256)
         .collect();
-    kinds.sort_by(|a, b| b.1.0.cmp(&a.1.0));
+    kinds.sort_by_key(|(_, (kib, _))| std::cmp::Reverse(*kib));
     kinds
         .iter()
         .map(|(name, (kib, n))| match n {
