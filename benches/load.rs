@@ -862,6 +862,54 @@ fn memory_line(pid: u32) -> String {
     )
 }
 
+/// Where the server's resident memory is, from `/proc/PID/smaps`: the resident KiB of each
+/// kind of mapping (a file's by name and permissions, so the binary's code and read-only
+/// data are apart; anonymous ones together, with their count), largest first.
+fn mapping_line(pid: u32) -> String {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by_kind: std::collections::BTreeMap<String, (u64, u32)> = Default::default();
+    let mut kind = String::new();
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields
+            .first()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+        {
+            let perms = fields.get(1).copied().unwrap_or("");
+            kind = match fields.get(5) {
+                Some(name) if name.starts_with('/') => {
+                    let base = name.rsplit('/').next().unwrap_or(name);
+                    format!("{base} {perms}")
+                }
+                Some(name) => (*name).to_owned(),
+                None => "anon".to_owned(),
+            };
+            by_kind.entry(kind.clone()).or_default().1 += 1;
+        } else if let Some(kib) = line.strip_prefix("Rss:") {
+            let kib: u64 = kib
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            by_kind.entry(kind.clone()).or_default().0 += kib;
+        }
+    }
+    let mut kinds: Vec<_> = by_kind
+        .into_iter()
+        .filter(|(_, (kib, _))| *kib >= 256)
+        .collect();
+    kinds.sort_by_key(|(_, (kib, _))| std::cmp::Reverse(*kib));
+    kinds
+        .iter()
+        .map(|(name, (kib, n))| match n {
+            1 => format!("{name} {:.1}", *kib as f64 / 1024.0),
+            n => format!("{name} ×{n} {:.1}", *kib as f64 / 1024.0),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `--memory`: one server on a SQLite store, `requests` calls of [`MIX`] at concurrency 20
 /// and then as many at concurrency 100, with its memory idle and after each round.
 async fn memory(cluster: &TempCluster, admin_pw: &str, dir: &std::path::Path, requests: usize) {
@@ -892,6 +940,7 @@ async fn memory(cluster: &TempCluster, admin_pw: &str, dir: &std::path::Path, re
         println!("  {n:>3} {call:?}");
     }
     println!("idle (after 20 creates): {}", memory_line(pid));
+    println!("  resident MiB by mapping: {}", mapping_line(pid));
     for (round, n) in [20, 100].into_iter().enumerate() {
         let cpu0 = cpu_time(pid);
         let (elapsed, tally) = memory_round(&base, &pass, round, n, requests).await;
@@ -912,6 +961,7 @@ async fn memory(cluster: &TempCluster, admin_pw: &str, dir: &std::path::Path, re
             );
         }
         println!("  after: {}", memory_line(pid));
+        println!("  resident MiB by mapping: {}", mapping_line(pid));
     }
 }
 

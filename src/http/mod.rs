@@ -40,7 +40,7 @@ use tracing::Level;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::auth::Principal;
 use crate::config::ClientAddressHeader;
@@ -117,7 +117,8 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(ui::routes())
         .merge(sso::routes())
         .merge(api)
-        .merge(SwaggerUi::new("/docs").url("/api/openapi.json", doc))
+        .merge(openapi::route(&doc))
+        .merge(SwaggerUi::new("/docs").config(Config::new([openapi::PATH])))
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             json_error(
