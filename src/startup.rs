@@ -73,11 +73,11 @@ impl Application {
 }
 
 /// Threads the runtime keeps at most for blocking work: argon2 and the Basic check, DNS
-/// lookups. Tokio's default is 512; under a burst each
-/// becomes a thread with its own malloc arena, kept after the burst — tens of MiB for no
-/// gain on a few cores, where more threads hashing at once do not finish any sooner. Calls
-/// beyond it wait in tokio's queue for a free thread. (SQLite connections have threads of
-/// their own, outside this pool, and so do new passwords' verifiers: `service::passwords`.)
+/// lookups. Tokio's default is 512; under a burst each becomes a thread with its own malloc
+/// arena, kept after the burst — tens of MiB for no gain on a few cores, where more threads
+/// hashing at once do not finish any sooner. Calls beyond it wait in tokio's queue for a
+/// free thread. (SQLite connections have threads of their own, outside this pool, and so
+/// do new passwords' verifiers: `service::passwords`.)
 const BLOCKING_THREADS: usize = 8;
 
 /// The malloc arenas glibc may make (its default is 8 per core): each thread that contends

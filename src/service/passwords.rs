@@ -1,7 +1,7 @@
 //! New passwords and their verifiers, hashed ahead on a thread of their own, four at once.
 //!
-//! A verifier is PBKDF2's 8,192 SHA-256 compressions, about half of a create's CPU.
-//! Computed [`pgua_scram::LANES`] side by side ([`pgua_scram::verifiers`]) each costs about
+//! A verifier is PBKDF2's 8,192 SHA-256 compressions; computed one at a time it was about
+//! half of a create's CPU. Computed [`pgua_scram::LANES`] side by side ([`pgua_scram::verifiers`]) each costs about
 //! half the CPU of one computed alone, so the thread keeps a small stock of fresh
 //! password–verifier pairs, filled four at a time: a create or reset takes one at once
 //! (no wait for the hashing) and the stock is refilled behind it. Each pair is handed out

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteRow,
 };
 use sqlx::{Row, Sqlite, Transaction};
 
@@ -40,6 +40,14 @@ pub struct SqliteBackend {
 /// table, and its reads are small or go through the operating system's file cache anyway.
 const PAGE_CACHE: &str = "-512";
 
+/// What every connection to the file sets, the sqlx pools' and the audit writer's alike
+/// (the journal mode, WAL, is the file's own and set once by the first).
+const PRAGMAS: [(&str, &str); 3] = [
+    ("synchronous", "NORMAL"),
+    ("foreign_keys", "ON"),
+    ("cache_size", PAGE_CACHE),
+];
+
 /// How long a writer waits for another's lock before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -55,14 +63,14 @@ impl SqliteStore {
     /// Opens (creating if needed) and migrates the file at `path`.
     pub async fn open(path: impl AsRef<Path>) -> anyhow::Result<Self> {
         let path = path.as_ref();
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true)
-            .pragma("cache_size", PAGE_CACHE);
+        let options = PRAGMAS.iter().fold(
+            SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(BUSY_TIMEOUT),
+            |options, (key, value)| options.pragma(*key, *value),
+        );
         let pool = |max, options| {
             SqlitePoolOptions::new()
                 .max_connections(max)
@@ -222,9 +230,9 @@ impl AuditWriter {
             format!("opening SQLite store {} for the audit log", path.display())
         })?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.execute_batch(&format!(
-            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = {PAGE_CACHE};"
-        ))?;
+        for (key, value) in PRAGMAS {
+            conn.execute_batch(&format!("PRAGMA {key} = {value}"))?;
+        }
         Ok(Self(conn))
     }
 }
@@ -317,4 +325,32 @@ fn parse_time(s: &str) -> DateTime<Utc> {
 /// Sortable UTC stamp with microseconds, so `ORDER BY performed_at` is chronological.
 fn format_time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_connection_gets_the_same_pragmas() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("s.db")).await.unwrap();
+        let want = ["1", "1", PAGE_CACHE]; // NORMAL is 1, ON is 1
+        let writer = &store.db.writer;
+        for ((key, _), want) in PRAGMAS.iter().zip(want) {
+            let got: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("PRAGMA {key}")))
+                .fetch_one(writer)
+                .await
+                .unwrap();
+            assert_eq!(got.to_string(), want, "sqlx writer: {key}");
+        }
+        let audit = AuditWriter::open(&store.db.path).unwrap();
+        for ((key, _), want) in PRAGMAS.iter().zip(want) {
+            let got: i64 = audit
+                .0
+                .query_row(&format!("PRAGMA {key}"), [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(got.to_string(), want, "audit writer: {key}");
+        }
+    }
 }
