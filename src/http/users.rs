@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -34,7 +33,7 @@ pub const PROFILE_HEADER: &str = "x-pgua-profile";
 
 /// The v1 body of one result, its status, and whether it carries a password; a dry run
 /// adds `dry_run` and the statements that would run.
-fn user_body(r: &UserResult) -> Rendered {
+fn user_body(r: &UserResult) -> Rendered<'_> {
     let target = TargetKeys::from(&r.entry);
     let (body, carries_password) = match &r.schema {
         Some(schema) => {
@@ -48,7 +47,7 @@ fn user_body(r: &UserResult) -> Rendered {
                 env: target.env,
                 plan: Planned::of(r),
             };
-            (json!(body), false)
+            (Body::SearchPath(body), false)
         }
         None => {
             let body = UserBody {
@@ -59,7 +58,8 @@ fn user_body(r: &UserResult) -> Rendered {
                 sessions_terminated: r.sessions_terminated,
                 plan: Planned::of(r),
             };
-            (json!(body), body.password.is_some())
+            let carries_password = body.password.is_some();
+            (Body::User(body), carries_password)
         }
     };
     if r.plan.is_some() {
@@ -73,8 +73,8 @@ fn user_body(r: &UserResult) -> Rendered {
     (code, body, carries_password)
 }
 
-fn respond(code: StatusCode, body: serde_json::Value, carries_password: bool) -> Response {
-    let mut res = (code, Json(body)).into_response();
+fn respond(code: StatusCode, body: impl Serialize, carries_password: bool) -> Response {
+    let mut res = (code, Answer(body)).into_response();
     if carries_password {
         res.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -83,11 +83,32 @@ fn respond(code: StatusCode, body: serde_json::Value, carries_password: bool) ->
 }
 
 /// A rendered result: status, body, whether the body carries a password.
-type Rendered = (StatusCode, serde_json::Value, bool);
+type Rendered<'r> = (StatusCode, Body<'r>, bool);
+
+/// The body of one target's answer, written straight from its type (see `super::answer`).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Body<'r> {
+    User(UserBody),
+    SearchPath(SearchPathBody),
+    Find(FindBody),
+    Users(UsersBody),
+    Privileges(PrivilegesBody<'r>),
+}
+
+/// A target's rendered result for a call with several targets; only its status and
+/// whether it carries a password are kept beside the body, as a `Value` to add keys to.
+type RenderedValue = (StatusCode, serde_json::Value, bool);
+
+/// `rendered` as a `Value`, to go into a fan-out's `results`.
+fn to_value((code, body, pw): Rendered<'_>) -> Result<RenderedValue> {
+    let body = serde_json::to_value(body).map_err(|e| crate::error::Error::Internal(e.into()))?;
+    Ok((code, body, pw))
+}
 
 /// One result per target, and an overall status: 200 when every target succeeded, 207
 /// when some did, otherwise the targets' common failure status (502 when they differ).
-fn multi_response(outcomes: Vec<Outcome<Rendered>>) -> Response {
+fn multi_response(outcomes: Vec<Outcome<RenderedValue>>) -> Response {
     let mut any_password = false;
     let mut codes = Vec::new();
     let results: Vec<serde_json::Value> = outcomes
@@ -127,16 +148,19 @@ fn multi_response(outcomes: Vec<Outcome<Rendered>>) -> Response {
         succeeded,
         failed: codes.len() - succeeded,
     };
-    respond(overall, json!(body), any_password)
+    respond(overall, body, any_password)
 }
 
-fn rendered(outcomes: Vec<Outcome<UserResult>>) -> Vec<Outcome<Rendered>> {
+fn rendered<T>(
+    outcomes: Vec<Outcome<T>>,
+    render: fn(&T) -> Rendered<'_>,
+) -> Vec<Outcome<RenderedValue>> {
     outcomes
         .into_iter()
         .map(|o| Outcome {
             env: o.env,
             database: o.database,
-            result: o.result.map(|r| user_body(&r)),
+            result: o.result.and_then(|r| to_value(render(&r))),
         })
         .collect()
 }
@@ -175,7 +199,7 @@ async fn read<P, T, F, Fut>(
     call: Call<On<P>>,
     name: &str,
     op: F,
-    render: fn(&T) -> Rendered,
+    render: fn(&T) -> Rendered<'_>,
 ) -> Result<Response>
 where
     P: Clone,
@@ -196,21 +220,14 @@ where
     let call = audited(call.parsed, audit).await?;
     match fanout::split(&call) {
         None => {
-            let (code, body, pw) = render(&op(app, caller, call).await?);
+            let result = op(app, caller, call).await?;
+            let (code, body, pw) = render(&result);
             Ok(respond(code, body, pw))
         }
         Some(inputs) => {
             let each = |input| op(app.clone(), caller.clone(), input);
             let outcomes = fanout::run_each(&app, inputs, each).await;
-            let outcomes = outcomes
-                .into_iter()
-                .map(|o| Outcome {
-                    env: o.env,
-                    database: o.database,
-                    result: o.result.map(|r| render(&r)),
-                })
-                .collect();
-            Ok(multi_response(outcomes))
+            Ok(multi_response(rendered(outcomes, render)))
         }
     }
 }
@@ -243,13 +260,14 @@ where
     .await?;
     match fanout::split(&call) {
         None => {
-            let (code, body, pw) = user_body(&op(app, caller, call, false).await?);
+            let result = op(app, caller, call, false).await?;
+            let (code, body, pw) = user_body(&result);
             Ok(respond(code, body, pw))
         }
         Some(inputs) => {
             let each = |input, same_server| op(app.clone(), caller.clone(), input, same_server);
             let outcomes = fanout::run(&app, &caller, inputs, &operation, each).await;
-            Ok(multi_response(rendered(outcomes)))
+            Ok(multi_response(rendered(outcomes, user_body)))
         }
     }
 }
@@ -537,7 +555,7 @@ pub async fn privileges(
         } else {
             StatusCode::NOT_FOUND
         };
-        (code, json!(body), false)
+        (code, Body::Privileges(body), false)
     })
     .await
 }
@@ -561,7 +579,7 @@ pub async fn find(
             attributes: r.role.as_ref().map(V1Role::find_attributes),
             target: (&r.entry).into(),
         };
-        (StatusCode::OK, json!(body), false)
+        (StatusCode::OK, Body::Find(body), false)
     })
     .await
 }
@@ -587,7 +605,7 @@ pub async fn all(
             target: (&r.entry).into(),
             users: users.collect(),
         };
-        (StatusCode::OK, json!(body), false)
+        (StatusCode::OK, Body::Users(body), false)
     })
     .await
 }
