@@ -11,7 +11,7 @@ use std::ops::Range;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde::ser::{self, Impossible, SerializeMap as _};
+use serde::ser::{self, SerializeMap as _};
 use serde_json::Error;
 
 /// A handler's typed answer; its objects' keys are written sorted, so adding or reordering
@@ -409,12 +409,10 @@ impl ser::SerializeStructVariant for Object<'_> {
     }
 }
 
-/// A map key as `to_value` turns it into an object key: a string as it is, anything else
-/// (numbers, bools, unit variants) through serde_json's own conversion, errors included.
+/// A map key as `to_value` turns it into an object key, by serde_json's own conversion
+/// (numbers, bools and unit variants become text; its refusals are ours). No answer's type
+/// holds a map today, so this is not on any request's path.
 fn map_key<T: Serialize + ?Sized>(key: &T) -> Result<String, Error> {
-    if let Ok(text) = key.serialize(KeyText) {
-        return Ok(text);
-    }
     struct One<'k, K: ?Sized>(&'k K);
     impl<K: Serialize + ?Sized> Serialize for One<'_, K> {
         fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -431,142 +429,6 @@ fn map_key<T: Serialize + ?Sized>(key: &T) -> Result<String, Error> {
             .ok_or_else(|| ser::Error::custom("map key vanished")),
         _ => Err(ser::Error::custom("map key is not an object key")),
     }
-}
-
-/// The common case of [`map_key`]: a key that is a string; anything else is refused here
-/// and converted by serde_json.
-struct KeyText;
-
-impl ser::Serializer for KeyText {
-    type Ok = String;
-    type Error = Error;
-    type SerializeSeq = Impossible<String, Error>;
-    type SerializeTuple = Impossible<String, Error>;
-    type SerializeTupleStruct = Impossible<String, Error>;
-    type SerializeTupleVariant = Impossible<String, Error>;
-    type SerializeMap = Impossible<String, Error>;
-    type SerializeStruct = Impossible<String, Error>;
-    type SerializeStructVariant = Impossible<String, Error>;
-
-    fn serialize_str(self, v: &str) -> Result<String, Error> {
-        Ok(v.to_owned())
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        value: &T,
-    ) -> Result<String, Error> {
-        value.serialize(self)
-    }
-    fn serialize_bool(self, _: bool) -> Result<String, Error> {
-        Err(not_text())
-    }
-    fn serialize_i8(self, _: i8) -> Result<String, Error> {
-        Err(not_text())
-    }
-    fn serialize_i16(self, _: i16) -> Result<String, Error> {
-        Err(not_text())
-    }
-    fn serialize_i32(self, _: i32) -> Result<String, Error> {
-        Err(not_text())
-    }
-    fn serialize_i64(self, _: i64) -> Result<String, Error> {
-        Err(not_text())
-    }
-    fn serialize_u8(self, _: u8) -> Result<String, Error> {
-        Err(not_text())
-    }
-    fn serialize_u16(self, _: u16) -> Result<String, Error> {
-        Err(not_text())
-    }
-    fn serialize_u32(self, _: u32) -> Result<String, Error> {
-        Err(not_text())
-    }
-    fn serialize_u64(self, _: u64) -> Result<String, Error> {
-        Err(not_text())
-    }
-    fn serialize_f32(self, _: f32) -> Result<String, Error> {
-        Err(not_text())
-    }
-    fn serialize_f64(self, _: f64) -> Result<String, Error> {
-        Err(not_text())
-    }
-    fn serialize_char(self, _: char) -> Result<String, Error> {
-        Err(not_text())
-    }
-    fn serialize_bytes(self, _: &[u8]) -> Result<String, Error> {
-        Err(not_text())
-    }
-    fn serialize_none(self) -> Result<String, Error> {
-        Err(not_text())
-    }
-    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> Result<String, Error> {
-        Err(not_text())
-    }
-    fn serialize_unit(self) -> Result<String, Error> {
-        Err(not_text())
-    }
-    fn serialize_unit_struct(self, _: &'static str) -> Result<String, Error> {
-        Err(not_text())
-    }
-    fn serialize_unit_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-    ) -> Result<String, Error> {
-        Err(not_text())
-    }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<String, Error> {
-        Err(not_text())
-    }
-    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Error> {
-        Err(not_text())
-    }
-    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Error> {
-        Err(not_text())
-    }
-    fn serialize_tuple_struct(
-        self,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleStruct, Error> {
-        Err(not_text())
-    }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleVariant, Error> {
-        Err(not_text())
-    }
-    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Error> {
-        Err(not_text())
-    }
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, Error> {
-        Err(not_text())
-    }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStructVariant, Error> {
-        Err(not_text())
-    }
-}
-
-fn not_text() -> Error {
-    ser::Error::custom("not a string key")
 }
 
 #[cfg(test)]
