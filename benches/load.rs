@@ -965,6 +965,22 @@ async fn memory(cluster: &TempCluster, admin_pw: &str, dir: &std::path::Path, re
     }
 }
 
+/// The number of audit records once the server has stored what it queued: a read's record
+/// is committed a few milliseconds after its answer (`store::audit_queue`), so the count is
+/// read until it stops changing.
+async fn settled_audit_count(store: &dyn pgua::store::Store) -> usize {
+    let mut last = usize::MAX;
+    for _ in 0..100 {
+        let now = store.audit_after(i64::MIN, u32::MAX).await.unwrap().len();
+        if now == last {
+            break;
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    last
+}
+
 #[tokio::main]
 async fn main() {
     let a = args();
@@ -1081,7 +1097,7 @@ async fn main() {
         );
 
         if replicas == 2 {
-            let before = store.audit_after(i64::MIN, u32::MAX).await.unwrap().len();
+            let before = settled_audit_count(store.as_ref()).await;
             let t0 = Instant::now();
             let outcomes = burst(
                 &api,
@@ -1099,7 +1115,7 @@ async fn main() {
             .await;
             let elapsed = t0.elapsed();
             let created = outcomes.iter().filter(|o| o.1 == "user created").count();
-            let records = store.audit_after(i64::MIN, u32::MAX).await.unwrap().len() - before;
+            let records = settled_audit_count(store.as_ref()).await - before;
             let verified = chain::verify(store.as_ref(), None).await.unwrap();
             println!(
                 "{} distinct creates over both replicas at concurrency {}: {created} created once ({:.0}/s), {records} audit records (intent + outcome each), chain {}",
@@ -1112,7 +1128,7 @@ async fn main() {
                 }
             );
         } else {
-            let before = store.audit_after(i64::MIN, u32::MAX).await.unwrap().len();
+            let before = settled_audit_count(store.as_ref()).await;
             let outcomes = burst(
                 &api,
                 a.audit_requests,
@@ -1128,7 +1144,7 @@ async fn main() {
             )
             .await;
             let ok = outcomes.iter().filter(|o| o.0 == 200).count();
-            let records = store.audit_after(i64::MIN, u32::MAX).await.unwrap().len() - before;
+            let records = settled_audit_count(store.as_ref()).await - before;
             println!(
                 "audit at concurrency {}: {} finds ({ok} ok), {records} audit records, {} lost",
                 a.audit_concurrency,

@@ -62,13 +62,19 @@ impl Application {
         &self.app
     }
 
-    /// Serves until `shutdown` completes, then drains in-flight requests.
+    /// Serves until `shutdown` completes, then drains in-flight requests and the audit
+    /// records still queued.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let app = self.app.clone();
         let router = crate::http::router(self.app);
-        crate::http::serve::serve(self.listener, router, &self.http, shutdown).await
+        let served = crate::http::serve::serve(self.listener, router, &self.http, shutdown).await;
+        if let Err(e) = app.audit.flush().await {
+            tracing::error!(error = %e, "could not store the audit records queued at shutdown");
+        }
+        served
     }
 }
 

@@ -216,7 +216,7 @@ where
         username,
     )
     .await?;
-    let audit = || AuditScope::new(&app, &caller, name, Some(target), username);
+    let audit = || AuditScope::for_read(&app, &caller, name, Some(target), username);
     let call = audited(call.parsed, audit).await?;
     match fanout::split(&call) {
         None => {

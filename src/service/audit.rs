@@ -18,6 +18,10 @@ pub struct AuditScope<'a> {
     started: Instant,
     /// What the outcome notifies: only user operations do.
     event: Option<EventKind>,
+    /// An intent was stored: the operation may have changed something.
+    intended: bool,
+    /// The operation only reads ([`AuditScope::for_read`]).
+    read: bool,
 }
 
 /// Audit fields hold caller text; cap them so a hostile megabyte cannot bloat the log.
@@ -64,6 +68,23 @@ impl<'a> AuditScope<'a> {
             },
             started: Instant::now(),
             event: None,
+            intended: false,
+            read: false,
+        }
+    }
+
+    /// Starts the trail of a call that only reads (find, list, an export, …): its outcome
+    /// is queued, not waited for (see [`AuditScope::outcome`]).
+    pub fn for_read(
+        app: &'a App,
+        caller: &Caller,
+        operation: &str,
+        target: Option<&Target>,
+        username: &str,
+    ) -> Self {
+        Self {
+            read: true,
+            ..Self::new(app, caller, operation, target, username)
         }
     }
 
@@ -92,6 +113,8 @@ impl<'a> AuditScope<'a> {
             record,
             started: Instant::now(),
             event: None,
+            intended: false,
+            read: self.read,
         }
     }
 
@@ -106,11 +129,12 @@ impl<'a> AuditScope<'a> {
     }
 
     /// Stores the intent; if that fails nothing may be done (fail closed).
-    pub async fn intent(&self, detail: &str) -> Result<()> {
+    pub async fn intent(&mut self, detail: &str) -> Result<()> {
         let mut r = self.record.clone();
         r.performed_at = Utc::now();
         r.status = status::INTENT.into();
         r.detail = detail.into();
+        self.intended = true;
         self.app
             .audit
             .append(r)
@@ -118,8 +142,12 @@ impl<'a> AuditScope<'a> {
             .map_err(Error::AuditUnavailable)
     }
 
-    /// Stores the outcome. A failure here is logged: the change already happened and the
-    /// caller must still receive its result (a password would otherwise be lost).
+    /// Stores the outcome. When the call may have changed something — an intent was
+    /// stored, or a call that is not a read succeeded — this waits for the record's commit;
+    /// otherwise (a read, or a refusal or failure before any intent: nothing changed) the
+    /// record is only queued, and the answer does not wait for the store
+    /// (`store::audit_queue`). A failure here is logged: the change already happened and
+    /// the caller must still receive its result (a password would otherwise be lost).
     pub async fn outcome<T>(mut self, result: &Result<T>, detail: impl FnOnce(&T) -> String) {
         self.record.performed_at = Utc::now();
         self.record.duration_ms = Some(self.started.elapsed().as_millis() as i64);
@@ -149,7 +177,12 @@ impl<'a> AuditScope<'a> {
         if let Some(kind) = self.event {
             self.app.notifier.publish_audit(kind, &self.record);
         }
-        if let Err(e) = self.app.audit.append(self.record).await {
+        let changed = self.intended || (result.is_ok() && !self.read);
+        let stored = match changed {
+            true => self.app.audit.append(self.record).await,
+            false => self.app.audit.enqueue(self.record).await,
+        };
+        if let Err(e) = stored {
             tracing::error!(error = %e, "could not write audit outcome");
         }
     }
@@ -245,9 +278,11 @@ pub fn write_csv(
 
 /// One page of an audit export, itself audited (`audit:read`).
 pub async fn export(app: &App, caller: &Caller, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
-    let scope = AuditScope::new(app, caller, "audit:read", None, "");
+    let scope = AuditScope::for_read(app, caller, "audit:read", None, "");
     let result = async {
         let filter = export_filter(query)?;
+        // The records still queued (the caller's own reads among them) belong in the page.
+        app.audit.flush().await.map_err(Error::AuditUnavailable)?;
         Ok(app.store.audit_query(&filter).await?)
     }
     .await;

@@ -271,7 +271,7 @@ pub struct ReportResult {
 /// schema, default privileges and settings of a role in the target database.
 pub async fn report(app: &App, caller: &Caller, input: &On<Lookup>) -> Result<ReportResult> {
     let (target, username) = (&input.target, &input.params.username);
-    let mut scope = AuditScope::new(app, caller, "privileges", Some(target), username);
+    let mut scope = AuditScope::for_read(app, caller, "privileges", Some(target), username);
     let result = async {
         let role = app.policy.names.role(username)?;
         scope.set_username(role.as_str());

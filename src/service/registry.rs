@@ -193,7 +193,7 @@ impl RegistryCache {
 
 /// Every registry entry, inactive ones included.
 pub async fn list(app: &App, caller: &Caller) -> Result<Vec<RegistryEntry>> {
-    let scope = AuditScope::new(app, caller, "registry:list", None, "");
+    let scope = AuditScope::for_read(app, caller, "registry:list", None, "");
     let result = app.store.registry_list().await.map_err(Into::into);
     scope
         .outcome(&result, |e: &Vec<RegistryEntry>| {

@@ -458,7 +458,7 @@ pub(super) async fn ensure_group(
         tx.commit().await?;
         return Ok(());
     }
-    let trail = scope.side(
+    let mut trail = scope.side(
         &format!("create:group:{}", profile.name),
         group.name().as_str(),
     );
@@ -690,7 +690,7 @@ pub async fn find(app: &App, caller: &Caller, input: &On<Lookup>) -> Result<Find
         .into()
     };
     let (target, username) = (&input.target, &input.params.username);
-    let mut scope = AuditScope::new(app, caller, "find", Some(target), username);
+    let mut scope = AuditScope::for_read(app, caller, "find", Some(target), username);
     let result = async {
         let role = app.policy.names.role(username)?;
         scope.set_username(role.as_str());
@@ -712,7 +712,7 @@ pub async fn find(app: &App, caller: &Caller, input: &On<Lookup>) -> Result<Find
 pub async fn list(app: &App, caller: &Caller, input: &On<Nothing>) -> Result<ListResult> {
     let detail = |r: &ListResult| format!("{} users", r.users.len());
     let target = &input.target;
-    let scope = AuditScope::new(app, caller, "list", Some(target), "");
+    let scope = AuditScope::for_read(app, caller, "list", Some(target), "");
     let result = async {
         let entry = app.resolve(&target.env, &target.database).await?;
         let conn = app.targets.connect(&entry).await?;

@@ -29,6 +29,8 @@ async fn some_history(app: &TestApp) -> String {
         ],
     )
     .await;
+    // The find's and the refusal's outcomes are queued, not waited for by their calls.
+    app.flush_audit().await;
     name
 }
 
@@ -101,6 +103,33 @@ async fn json_and_csv_exports_match_the_store() {
     }
     // The hostile name is stored as sent, but the cell cannot run as a formula.
     assert!(rows.iter().any(|r| r[7].starts_with("'=cmd")), "{text}");
+}
+
+/// A read's record is queued, not waited for by the read; an export stores what is queued
+/// first, so a caller always finds its own reads.
+#[tokio::test]
+async fn an_export_right_after_reads_holds_their_records() {
+    let app = spawn_app().await;
+    let name = unique("own");
+    for n in 1..=5 {
+        let q = [
+            ("env", "dev"),
+            ("database", "dev"),
+            ("username", name.as_str()),
+        ];
+        assert_eq!(app.get("/api/v1/users/find", &q).await.status, 200);
+        let r = app
+            .get("/api/v1/audit", &[("username", name.as_str())])
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let finds = r.body["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["operation"] == "find")
+            .count();
+        assert_eq!(finds, n, "{}", r.body);
+    }
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Faults that must be survived: a target that goes down and comes back, a slow target, a
-//! store that goes away, SIGKILL in the middle of a burst, SIGTERM with calls in flight.
+//! store that goes away, SIGKILL in the middle of a burst, SIGTERM with calls in flight and
+//! with reads' audit records still queued.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -149,6 +150,8 @@ struct Server {
 
 impl Server {
     fn start(store: &std::path::Path) -> Self {
+        // For the tests' own reqwest clients, when no in-process server installed it yet.
+        pgua::tls::install_crypto_provider();
         let port = crate::support::closed_port();
         let child = Command::new(BIN)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -327,4 +330,46 @@ async fn sigterm_drains_calls_in_flight() {
     assert_eq!(call.await.unwrap(), 200, "the call in flight completed");
     let status = server.child.wait().unwrap();
     assert!(status.success());
+}
+
+/// A read's outcome record is queued, not waited for by its call: a graceful stop right
+/// after the answers must still store every one of them.
+#[tokio::test]
+async fn sigterm_right_after_reads_stores_every_reads_record() {
+    let (_dir, path) = store_with(&[("dev", "dev")]).await;
+    let mut server = Server::start(&path);
+    let name = unique("queued");
+    let client = reqwest::Client::new();
+    let finds: Vec<_> = (0..40)
+        .map(|_| {
+            let (client, base, name) = (client.clone(), server.base.clone(), name.clone());
+            tokio::spawn(async move {
+                let r = client
+                    .get(format!("{base}/api/v1/users/find"))
+                    .basic_auth("u", Some("p"))
+                    .query(&[("env", "dev"), ("database", "dev"), ("username", &name)])
+                    .send()
+                    .await
+                    .unwrap();
+                r.status().as_u16()
+            })
+        })
+        .collect();
+    for f in finds {
+        assert_eq!(f.await.unwrap(), 200);
+    }
+    server.signal(libc::SIGTERM);
+    assert!(server.child.wait().unwrap().success());
+
+    let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE operation = 'find' AND pg_username = ?",
+    )
+    .bind(&name)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(stored, 40, "every find answered before the stop is audited");
 }

@@ -492,8 +492,15 @@ impl TestApp {
             .collect()
     }
 
-    /// All audit records, oldest first.
+    /// Waits until the audit records the server has queued (reads' outcomes are not waited
+    /// for by the calls themselves) are in the store.
+    pub async fn flush_audit(&self) {
+        self.state.audit.flush().await.unwrap();
+    }
+
+    /// All audit records, oldest first (the queued ones included).
     pub async fn audit(&self) -> Vec<pgua::store::AuditRecord> {
+        self.flush_audit().await;
         let mut records = self.store.audit_latest(100_000).await.unwrap();
         records.reverse();
         records
