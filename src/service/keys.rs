@@ -343,8 +343,13 @@ mod tests {
         for i in 0..(3 * MAX_COUNTERS as u32) {
             t.failed(IpAddr::from(i.to_be_bytes()), &format!("sprayed{i}"));
         }
-        assert!(t.pairs.lock().unwrap().len() <= MAX_COUNTERS);
-        assert!(t.principals.lock().unwrap().len() <= MAX_COUNTERS);
+        for map in [&t.pairs, &t.principals] {
+            let map = map.lock().unwrap();
+            assert!(map.len() <= MAX_COUNTERS);
+            // At most 32,768 buckets of 33 bytes: about a MiB, however long the spray.
+            assert!(map.capacity() <= 32_768 * 7 / 8, "{}", map.capacity());
+        }
+        assert_eq!(std::mem::size_of::<(u64, Failures)>(), 32);
         assert_eq!(t.gate(guesser, "portal"), Gate::Open);
         t.failed(guesser, "portal");
         assert!(
@@ -424,8 +429,10 @@ mod tests {
 const SLOWDOWN_STEP: Duration = Duration::from_millis(250);
 
 /// Failure counters kept per map at most; a spray of addresses or names cannot grow past it.
-/// Just under the 16,384-bucket table's load limit (7/8), so a full map holds about 1.2 MiB
-/// (pairs) and 0.8 MiB (principals) and never doubles: memory stays small under any spray.
+/// Its table settles at 32,768 buckets (the removals of evictions leave tombstones, and the
+/// table doubles once to clear them instead of rehashing in place), 33 bytes each with the
+/// compact entries below: about 1 MiB per map, whatever a spray sends (it was 2.3 and 1.6
+/// MiB with the address and `Instant`s in each entry).
 const MAX_COUNTERS: usize = 14_000;
 
 /// Unlocked counters dropped at once when a full map has no quiet one left: an eighth, so a
@@ -465,27 +472,40 @@ pub struct Throttle {
     principal_lockout_after: u32,
     lockout: Duration,
     summary_every: Duration,
-    /// Claimed principals are counted under a keyed 64-bit hash (SipHash, a random key per
-    /// process), not their text: a counter stays the same size whatever a caller sends, and
-    /// without the key nobody can pick two claims that share one (by chance, 1 in 2^64).
+    /// Counters are keyed by a keyed 64-bit hash (SipHash, a random key per process) of the
+    /// claimed principal, and of the address with it for a pair, not by their text: a
+    /// counter stays the same size whatever a caller sends, and without the key nobody can
+    /// pick two claims that share one (by chance, 1 in 2^64).
     claim_keys: RandomState,
-    pairs: Mutex<HashMap<(IpAddr, u64), Failures>>,
+    /// Counters keep their times as milliseconds since this.
+    epoch: Instant,
+    pairs: Mutex<HashMap<u64, Failures>>,
     principals: Mutex<HashMap<u64, Failures>>,
     records: Mutex<RecordWindow>,
 }
 
+/// The failures under one key, in 24 bytes: times are milliseconds since the throttle's
+/// epoch.
 #[derive(Clone, Copy)]
 struct Failures {
     count: u32,
-    since: Instant,
-    locked_until: Option<Instant>,
+    /// When the window began.
+    since: u64,
+    /// Locked until then; at or before now, not locked.
+    locked_until: u64,
 }
 
 impl Failures {
-    fn locked(&self, now: Instant) -> Option<Duration> {
-        self.locked_until
-            .filter(|until| *until > now)
-            .map(|until| until - now)
+    fn new(now: u64) -> Self {
+        Self {
+            count: 0,
+            since: now,
+            locked_until: 0,
+        }
+    }
+
+    fn locked(&self, now: u64) -> Option<Duration> {
+        (self.locked_until > now).then(|| Duration::from_millis(self.locked_until - now))
     }
 }
 
@@ -496,17 +516,12 @@ impl Failures {
 /// would lift a lockout in the attacker's favour. The price, if a map ever holds only
 /// locks, is that new failures go uncounted until one expires; filling it so takes
 /// [`MAX_COUNTERS`] × the lockout threshold failures within one lockout period.
-fn count<K: std::hash::Hash + Eq + Copy>(
-    map: &mut HashMap<K, Failures>,
-    key: K,
-    limit: u32,
-    window: Duration,
-    now: Instant,
-) {
+fn count(map: &mut HashMap<u64, Failures>, key: u64, limit: u32, window: Duration, now: u64) {
+    let window = window.as_millis() as u64;
     if map.len() >= MAX_COUNTERS && !map.contains_key(&key) {
-        map.retain(|_, f| now.duration_since(f.since) < window || f.locked(now).is_some());
+        map.retain(|_, f| now.saturating_sub(f.since) < window || f.locked(now).is_some());
         if map.len() >= MAX_COUNTERS {
-            let mut unlocked: Vec<(u32, K)> = map
+            let mut unlocked: Vec<(u32, u64)> = map
                 .iter()
                 .filter(|(_, f)| f.locked(now).is_none())
                 .map(|(k, f)| (f.count, *k))
@@ -523,21 +538,13 @@ fn count<K: std::hash::Hash + Eq + Copy>(
             return;
         }
     }
-    let f = map.entry(key).or_insert(Failures {
-        count: 0,
-        since: now,
-        locked_until: None,
-    });
-    if now.duration_since(f.since) > window && f.locked(now).is_none() {
-        *f = Failures {
-            count: 0,
-            since: now,
-            locked_until: None,
-        };
+    let f = map.entry(key).or_insert(Failures::new(now));
+    if now.saturating_sub(f.since) > window && f.locked(now).is_none() {
+        *f = Failures::new(now);
     }
     f.count += 1;
-    if f.count >= limit && f.locked_until.is_none_or(|until| until <= now) {
-        f.locked_until = Some(now + window);
+    if f.count >= limit && f.locked_until <= now {
+        f.locked_until = now + window;
     }
 }
 
@@ -587,32 +594,45 @@ impl Throttle {
             lockout: Duration::from_secs(config.lockout_secs),
             summary_every: Duration::from_secs(config.failure_summary_secs.max(1)),
             claim_keys: RandomState::new(),
+            epoch: Instant::now(),
             pairs: Default::default(),
             principals: Default::default(),
             records: Mutex::new(RecordWindow::new()),
         }
     }
 
+    /// The keys of `claim` from `ip`: its pair's and its principal's.
+    fn keys(&self, ip: IpAddr, claim: &str) -> (u64, u64) {
+        let keys = &self.claim_keys;
+        (keys.hash_one((ip, claim)), keys.hash_one(claim))
+    }
+
+    /// Now, in milliseconds since the epoch.
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
     /// What the counters of `claim` from `ip` allow now.
     pub fn gate(&self, ip: IpAddr, claim: &str) -> Gate {
-        let now = Instant::now();
-        let claim = self.claim_keys.hash_one(claim);
+        let now = self.now();
+        let (pair, principal) = self.keys(ip, claim);
         let pair = self
             .pairs
             .lock()
             .expect("throttle poisoned")
-            .get(&(ip, claim))
+            .get(&pair)
             .copied();
         let principal = self
             .principals
             .lock()
             .expect("throttle poisoned")
-            .get(&claim)
+            .get(&principal)
             .and_then(|f| f.locked(now));
         if let Some(wait) = pair.and_then(|f| f.locked(now)).max(principal) {
             return Gate::Locked(wait);
         }
-        let recent = pair.filter(|f| now.duration_since(f.since) <= self.lockout);
+        let lockout = self.lockout.as_millis() as u64;
+        let recent = pair.filter(|f| now.saturating_sub(f.since) <= lockout);
         match recent.map_or(0, |f| f.count.saturating_sub(self.slowdown_after)) {
             0 => Gate::Open,
             over => Gate::Slow(SLOWDOWN_STEP * over.min(8)),
@@ -621,27 +641,20 @@ impl Throttle {
 
     /// Counts a failure of `claim` from `ip`.
     pub fn failed(&self, ip: IpAddr, claim: &str) {
-        let now = Instant::now();
-        let claim = self.claim_keys.hash_one(claim);
+        let now = self.now();
+        let (pair, principal) = self.keys(ip, claim);
         let mut pairs = self.pairs.lock().expect("throttle poisoned");
-        count(
-            &mut pairs,
-            (ip, claim),
-            self.lockout_after,
-            self.lockout,
-            now,
-        );
+        count(&mut pairs, pair, self.lockout_after, self.lockout, now);
         drop(pairs);
         let mut principals = self.principals.lock().expect("throttle poisoned");
         let limit = self.principal_lockout_after;
-        count(&mut principals, claim, limit, self.lockout, now);
+        count(&mut principals, principal, limit, self.lockout, now);
     }
 
     /// Forgets the failures of `claim` from `ip` once it proved itself there.
     pub fn succeeded(&self, ip: IpAddr, claim: &str) {
-        let claim = self.claim_keys.hash_one(claim);
-        let mut pairs = self.pairs.lock().expect("throttle poisoned");
-        pairs.remove(&(ip, claim));
+        let (pair, _) = self.keys(ip, claim);
+        self.pairs.lock().expect("throttle poisoned").remove(&pair);
     }
 
     /// Whether a refusal of `claim` from `ip` gets an audit record of its own: the first
