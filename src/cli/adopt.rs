@@ -39,6 +39,9 @@ pub async fn run(args: AdoptArgs, config: &Config) -> anyhow::Result<()> {
     let entries = doctor::select(&app, args.env.as_deref(), args.database.as_deref()).await?;
     let caller = super::registry::cli_caller();
     let report = adopt::run(&app, &caller, entries, args.apply).await;
+    // Every move's outcome follows its intent and was waited for; anything queued is
+    // stored before the process ends all the same.
+    app.audit.flush().await?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Text => print!("{}", text(&report, args.apply)),

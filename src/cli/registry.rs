@@ -96,6 +96,13 @@ pub async fn seed(config: &Config) -> anyhow::Result<()> {
 /// audited once, as `cli:<OS user>`.
 pub async fn run(cmd: RegistryCommand, config: &Config) -> anyhow::Result<()> {
     let app = cli_app(config, crate::store::open(&config.store).await?).await?;
+    let result = execute(&app, cmd).await;
+    // A refused change's outcome is queued, not waited for: stored before the process ends.
+    app.audit.flush().await?;
+    result
+}
+
+async fn execute(app: &App, cmd: RegistryCommand) -> anyhow::Result<()> {
     let caller = cli_caller();
     let key = |env: &str, database: &str| Entry {
         env: env.to_owned(),
@@ -140,7 +147,7 @@ pub async fn run(cmd: RegistryCommand, config: &Config) -> anyhow::Result<()> {
                 notes,
                 sslmode,
             };
-            let e = match ops::change(&app, &caller, "add", &ops::entry_of(&entry)).await {
+            let e = match ops::change(app, &caller, "add", &ops::entry_of(&entry)).await {
                 Ok(c) => c.entry,
                 Err(Error::Conflict(_)) => bail!(
                     "env='{}' database='{}' is already registered",
@@ -167,16 +174,16 @@ pub async fn run(cmd: RegistryCommand, config: &Config) -> anyhow::Result<()> {
             } else {
                 "deactivate"
             };
-            ops::change(&app, &caller, action, &input).await?;
+            ops::change(app, &caller, action, &input).await?;
             println!("env='{env}' database='{database}' active={active}");
         }
         RegistryCommand::Remove { env, database } => {
-            ops::change(&app, &caller, "remove", &key(&env, &database)).await?;
+            ops::change(app, &caller, "remove", &key(&env, &database)).await?;
             println!("removed env='{env}' database='{database}'");
         }
         RegistryCommand::Import { file } => {
             let entries = ops::read_import_file(&file)?;
-            ops::import(&app, &caller, &entries).await?;
+            ops::import(app, &caller, &entries).await?;
             println!("imported {} entries from {}", entries.len(), file.display());
         }
     }

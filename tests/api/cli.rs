@@ -115,6 +115,13 @@ fn registry_add_set_active_remove_and_store_flag_after_subcommand() {
         "{}",
         stderr(&dup)
     );
+    // The refusal's outcome is only queued by the service; the command stores it before
+    // it exits.
+    let audit = stdout(&run(&store, &["audit", "list", "--limit", "5"]));
+    assert!(
+        audit.contains("registry:add") && audit.contains("failure"),
+        "{audit}"
+    );
     let bad = run(
         &store,
         &[
