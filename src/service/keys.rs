@@ -470,7 +470,9 @@ pub struct Throttle {
     slowdown_after: u32,
     lockout_after: u32,
     principal_lockout_after: u32,
-    lockout: Duration,
+    /// How long a lockout lasts, and the window failures are counted in, in milliseconds
+    /// (the counters' unit).
+    lockout_ms: u64,
     summary_every: Duration,
     /// Counters are keyed by a keyed 64-bit hash (SipHash, a random key per process) of the
     /// claimed principal, and of the address with it for a pair, not by their text: a
@@ -509,15 +511,15 @@ impl Failures {
     }
 }
 
-/// Counts a failure under `key`, locking it at `limit`. When the map is full, quiet
+/// Counts a failure under `key` at `now`, locking it at `limit` for `window` (both in
+/// milliseconds). When the map is full, quiet
 /// counters go first (their window is over and they hold no lock), then the [`EVICT_BATCH`]
 /// unlocked counters with the fewest failures, so a spray of one-off names displaces other
 /// one-offs, not a guesser's count that is close to its lock. A lock is never dropped: that
 /// would lift a lockout in the attacker's favour. The price, if a map ever holds only
 /// locks, is that new failures go uncounted until one expires; filling it so takes
 /// [`MAX_COUNTERS`] × the lockout threshold failures within one lockout period.
-fn count(map: &mut HashMap<u64, Failures>, key: u64, limit: u32, window: Duration, now: u64) {
-    let window = window.as_millis() as u64;
+fn count(map: &mut HashMap<u64, Failures>, key: u64, limit: u32, window: u64, now: u64) {
     if map.len() >= MAX_COUNTERS && !map.contains_key(&key) {
         map.retain(|_, f| now.saturating_sub(f.since) < window || f.locked(now).is_some());
         if map.len() >= MAX_COUNTERS {
@@ -591,7 +593,7 @@ impl Throttle {
             slowdown_after: config.slowdown_after_failures,
             lockout_after: config.lockout_after_failures,
             principal_lockout_after: config.principal_lockout_after_failures,
-            lockout: Duration::from_secs(config.lockout_secs),
+            lockout_ms: config.lockout_secs.saturating_mul(1000),
             summary_every: Duration::from_secs(config.failure_summary_secs.max(1)),
             claim_keys: RandomState::new(),
             epoch: Instant::now(),
@@ -631,8 +633,7 @@ impl Throttle {
         if let Some(wait) = pair.and_then(|f| f.locked(now)).max(principal) {
             return Gate::Locked(wait);
         }
-        let lockout = self.lockout.as_millis() as u64;
-        let recent = pair.filter(|f| now.saturating_sub(f.since) <= lockout);
+        let recent = pair.filter(|f| now.saturating_sub(f.since) <= self.lockout_ms);
         match recent.map_or(0, |f| f.count.saturating_sub(self.slowdown_after)) {
             0 => Gate::Open,
             over => Gate::Slow(SLOWDOWN_STEP * over.min(8)),
@@ -644,11 +645,11 @@ impl Throttle {
         let now = self.now();
         let (pair, principal) = self.keys(ip, claim);
         let mut pairs = self.pairs.lock().expect("throttle poisoned");
-        count(&mut pairs, pair, self.lockout_after, self.lockout, now);
+        count(&mut pairs, pair, self.lockout_after, self.lockout_ms, now);
         drop(pairs);
         let mut principals = self.principals.lock().expect("throttle poisoned");
         let limit = self.principal_lockout_after;
-        count(&mut principals, principal, limit, self.lockout, now);
+        count(&mut principals, principal, limit, self.lockout_ms, now);
     }
 
     /// Forgets the failures of `claim` from `ip` once it proved itself there.

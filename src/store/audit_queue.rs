@@ -8,6 +8,7 @@
 //! Reading the log through the service ([`AuditQueue::flush`]) and stopping it wait for
 //! what is queued, so a caller sees its own reads' records; a killed process loses at most
 //! the reads of its last batch, never an intent.
+//!
 //! A batch of records nobody waits for stays open for [`LINGER`] (a waiter's record closes
 //! it at once), so under a stream of reads the writer wakes and commits once per batch
 //! rather than once per record.
@@ -117,14 +118,15 @@ impl AuditQueue {
 /// nobody waits — and writes the batch.
 async fn drain(mut rx: mpsc::Receiver<Job>, doorbell: Arc<Notify>, mut sink: Sink) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
-    let nobody_waits = |jobs: &[Job]| jobs.len() < MAX_BATCH && jobs.iter().all(|j| j.1.is_none());
+    // Only a batch with room left that nobody waits for stays open.
+    let may_linger = |jobs: &[Job]| jobs.len() < MAX_BATCH && jobs.iter().all(|j| j.1.is_none());
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        if nobody_waits(&jobs) {
+        if may_linger(&jobs) {
             // Armed before the queue is looked at again, so that no ring is missed.
             let mut rung = pin!(doorbell.notified());
             rung.as_mut().enable();
             take_queued(&mut rx, &mut jobs);
-            if nobody_waits(&jobs) {
+            if may_linger(&jobs) {
                 tokio::select! {
                     () = rung => {},
                     () = tokio::time::sleep(LINGER) => {},
@@ -157,6 +159,7 @@ fn split(jobs: &mut Vec<Job>) -> (Vec<AuditRecord>, Vec<Waiter>) {
     }
     (records, waiters)
 }
+
 /// Records the batch's metrics and gives each waiter the batch's result; a failure is
 /// logged here too, for the records nobody waits for.
 fn answer(records: usize, waiters: Vec<Waiter>, started: Instant, result: anyhow::Result<()>) {
