@@ -137,25 +137,25 @@ pub struct FindBody {
     /// absent when the role does not exist.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
-    pub(super) attributes: Option<String>,
+    pub(super) attributes: Option<&'static str>,
     #[serde(flatten)]
     pub(super) target: TargetKeys,
 }
 
 /// One user in `all`'s answer.
 #[derive(Serialize, ToSchema)]
-pub struct UserEntry {
+pub struct UserEntry<'a> {
     /// The role.
-    pub(super) username: String,
+    pub(super) username: &'a str,
     /// `superuser` and `create database` joined by `", "`; empty for neither.
-    pub(super) attributes: String,
+    pub(super) attributes: &'static str,
 }
 
 /// `all`'s answer on one target: the roles that can log in, by name.
 #[derive(Serialize, ToSchema)]
-pub struct UsersBody {
+pub struct UsersBody<'a> {
     #[serde(flatten)]
     pub(super) target: TargetKeys,
     /// Each user and its attributes.
-    pub(super) users: Vec<UserEntry>,
+    pub(super) users: Vec<UserEntry<'a>>,
 }

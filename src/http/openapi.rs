@@ -516,7 +516,7 @@ pub enum FindResponse {
 #[serde(untagged)]
 pub enum UsersResponse {
     /// One target.
-    One(UsersBody),
+    One(UsersBody<'static>),
     /// Several targets.
     Many(MultiBody),
 }

@@ -92,7 +92,7 @@ enum Body<'r> {
     User(UserBody),
     SearchPath(SearchPathBody),
     Find(FindBody),
-    Users(UsersBody),
+    Users(UsersBody<'r>),
     Privileges(PrivilegesBody<'r>),
 }
 
@@ -598,7 +598,7 @@ pub async fn all(
     let op = |a: Arc<App>, c: Caller, i: On<Nothing>| async move { ops::list(&a, &c, &i).await };
     read(a, c, call, "list", op, |r| {
         let users = r.users.iter().map(|u| UserEntry {
-            username: u.username.clone(),
+            username: &u.username,
             attributes: u.attributes(),
         });
         let body = UsersBody {

@@ -94,25 +94,30 @@ pub struct V1Role {
 impl V1Role {
     /// `all`'s attribute text: `superuser`, `create database` joined by `", "`, in that
     /// order; empty for neither.
-    pub fn attributes(&self) -> String {
-        [
-            (self.superuser, "superuser"),
-            (self.create_db, "create database"),
-        ]
-        .iter()
-        .filter(|(set, _)| *set)
-        .map(|(_, word)| *word)
-        .collect::<Vec<_>>()
-        .join(", ")
+    pub fn attributes(&self) -> &'static str {
+        match (self.superuser, self.create_db) {
+            (true, true) => "superuser, create database",
+            (true, false) => "superuser",
+            (false, true) => "create database",
+            (false, false) => "",
+        }
     }
 
     /// `find`'s attribute text: as [`V1Role::attributes`], but `standard` for neither.
-    pub fn find_attributes(&self) -> String {
-        let words = self.attributes();
-        if words.is_empty() {
-            "standard".into()
-        } else {
-            words
+    pub fn find_attributes(&self) -> &'static str {
+        match self.attributes() {
+            "" => "standard",
+            words => words,
+        }
+    }
+}
+
+impl From<catalog::LoginRole> for V1Role {
+    fn from(role: catalog::LoginRole) -> Self {
+        Self {
+            username: role.name,
+            superuser: role.superuser,
+            create_db: role.create_db,
         }
     }
 }
@@ -718,7 +723,7 @@ pub async fn list(app: &App, caller: &Caller, input: &On<Nothing>) -> Result<Lis
         let conn = app.targets.connect(&entry).await?;
         let users = catalog::login_roles(&conn).await?;
         Ok(ListResult {
-            users: users.into_iter().map(v1_role).collect(),
+            users: users.into_iter().map(V1Role::from).collect(),
             entry,
         })
     }

@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
+use futures_util::TryStreamExt as _;
 use serde::Serialize;
 
 use crate::error::Result;
@@ -191,14 +192,38 @@ pub async fn role(c: &impl GenericClient, name: &str) -> Result<Option<Role>> {
     Ok(c.query_opt(&stmt, &[&name]).await?.as_ref().map(Role::of))
 }
 
-/// The roles that can log in, by name.
-pub async fn login_roles(c: &impl GenericClient) -> Result<Vec<Role>> {
+/// A role that can log in, with the two attributes v1's `all` shows.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LoginRole {
+    /// `rolname`.
+    pub name: String,
+    /// `rolsuper`.
+    pub superuser: bool,
+    /// `rolcreatedb`.
+    pub create_db: bool,
+}
+
+/// The roles that can log in, by name. The rows are read as they arrive, each turned into
+/// its [`LoginRole`] and dropped, so a target with thousands of users never holds all its
+/// rows at once beside the answer.
+pub async fn login_roles(c: &impl GenericClient) -> Result<Vec<LoginRole>> {
     let stmt = c
-        .prepare_cached(&format!(
-            "{ROLE_COLUMNS} WHERE rolcanlogin ORDER BY rolname"
-        ))
+        .prepare_cached(
+            "SELECT rolname::text, rolsuper, rolcreatedb FROM pg_catalog.pg_roles
+             WHERE rolcanlogin ORDER BY rolname",
+        )
         .await?;
-    Ok(c.query(&stmt, &[]).await?.iter().map(Role::of).collect())
+    let rows = c.query_raw(&stmt, std::iter::empty::<&str>()).await?;
+    let mut rows = std::pin::pin!(rows);
+    let mut roles = Vec::new();
+    while let Some(row) = rows.try_next().await? {
+        roles.push(LoginRole {
+            name: row.get(0),
+            superuser: row.get(1),
+            create_db: row.get(2),
+        });
+    }
+    Ok(roles)
 }
 
 /// Those of `roles` that are superusers or the admin role.
