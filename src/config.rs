@@ -222,7 +222,8 @@ pub struct TargetsConfig {
     pub statement_timeout_ms: u64,
     /// `lock_timeout` of admin sessions, in milliseconds.
     pub lock_timeout_ms: u64,
-    /// Admin connections per registry entry at most.
+    /// Admin connections per registry entry at most for calls that need one of their own,
+    /// plus one that lookups share (see `target::Targets::shared`).
     pub pool_size: usize,
     /// Extra PEM CA bundle trusted for `sslmode = verify-full`.
     pub ssl_root_cert: Option<PathBuf>,

@@ -700,8 +700,8 @@ pub async fn find(app: &App, caller: &Caller, input: &On<Lookup>) -> Result<Find
         let role = app.policy.names.role(username)?;
         scope.set_username(role.as_str());
         let entry = app.resolve(&target.env, &target.database).await?;
-        let conn = app.targets.connect(&entry).await?;
-        let found = catalog::role(&conn, role.as_str()).await?;
+        let conn = app.targets.shared(&entry).await?;
+        let found = catalog::role(conn.as_ref(), role.as_str()).await?;
         Ok(FindResult {
             username: role.to_string(),
             role: found.map(v1_role),

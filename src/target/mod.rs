@@ -8,7 +8,7 @@ pub mod tx;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
@@ -37,7 +37,8 @@ pub struct TargetSettings {
     pub statement_timeout: Duration,
     /// `lock_timeout` of admin sessions.
     pub lock_timeout: Duration,
-    /// Connections per registry entry at most.
+    /// Connections per registry entry at most for calls that need one of their own; the
+    /// pool holds one more, which lookups share ([`Targets::shared`]).
     pub pool_size: usize,
     /// Extra CA bundle for `verify-full`.
     pub ssl_root_cert: Option<PathBuf>,
@@ -68,6 +69,8 @@ pub struct Targets {
     admin: AdminCredentials,
     settings: TargetSettings,
     pools: Mutex<HashMap<PoolKey, Pool>>,
+    /// Per target, one of its pool's connections that single-statement reads share.
+    shared: Mutex<HashMap<PoolKey, Arc<Object>>>,
     /// The last connection error per target, cleared by the next success.
     degraded: Mutex<HashMap<String, String>>,
 }
@@ -106,8 +109,34 @@ impl Targets {
             admin,
             settings,
             pools: Mutex::default(),
+            shared: Mutex::default(),
             degraded: Mutex::default(),
         }
+    }
+
+    /// A connection to the entry's database that concurrent reads share: each of them one
+    /// statement outside any transaction (a lookup in `pg_roles`), sent as it comes and
+    /// answered in order on the one session (tokio-postgres pipelines the requests of a
+    /// shared client), so twenty concurrent lookups neither queue for the pool nor cost a
+    /// system call each way apiece. It is taken from the pool (which holds `pool_size` + 1
+    /// connections for it) and kept out of it while it is open; a closed one is replaced
+    /// at the next read. A lookup waits behind the ones sent before it: only statements
+    /// that answer in microseconds go here, never a list or a report.
+    pub async fn shared(&self, entry: &RegistryEntry) -> Result<Arc<Object>, Error> {
+        let key = PoolKey::of(entry);
+        let open = |shared: &HashMap<PoolKey, Arc<Object>>| {
+            shared.get(&key).filter(|c| !c.is_closed()).cloned()
+        };
+        if let Some(conn) = open(&self.shared.lock().expect("shared map poisoned")) {
+            return Ok(conn);
+        }
+        let conn = Arc::new(self.connect(entry).await?);
+        let mut shared = self.shared.lock().expect("shared map poisoned");
+        // Of reads that raced to open it, the first one's connection stays shared.
+        Ok(open(&shared).unwrap_or_else(|| {
+            shared.insert(key, conn.clone());
+            conn
+        }))
     }
 
     /// Every pool's state.
@@ -148,18 +177,19 @@ impl Targets {
     /// A pooled admin connection to the entry's database.
     pub async fn connect(&self, entry: &RegistryEntry) -> Result<Object, Error> {
         let pool = self.pool(entry)?;
-        let label = format!("{}:{}/{}", entry.hostname, entry.port, entry.db_name);
+        let label = || format!("{}:{}/{}", entry.hostname, entry.port, entry.db_name);
         let result = pool.get().await;
         {
             let mut degraded = self.degraded.lock().expect("degraded map poisoned");
             match &result {
+                Ok(_) if degraded.is_empty() => {}
                 Ok(_) => {
-                    degraded.remove(&label);
+                    degraded.remove(&label());
                 }
                 Err(e) => {
-                    metrics::counter!("pgua_target_connect_errors_total", "target" => label.clone())
+                    metrics::counter!("pgua_target_connect_errors_total", "target" => label())
                         .increment(1);
-                    degraded.insert(label, e.to_string());
+                    degraded.insert(label(), e.to_string());
                 }
             }
         }
@@ -227,7 +257,7 @@ impl Targets {
             },
         );
         Ok(Pool::builder(manager)
-            .max_size(s.pool_size)
+            .max_size(s.pool_size + 1)
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .create_timeout(Some(s.connect_timeout))
             .wait_timeout(Some(s.statement_timeout))

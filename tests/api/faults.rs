@@ -39,13 +39,26 @@ async fn a_target_that_goes_down_fails_fast_and_recovers_without_a_restart() {
             app.get("/api/v1/users/devqa", &q).await
         }
     };
+    // A find goes over the connection reads share, a create over one of the pool's.
+    let find = |name: String| {
+        let app = &app;
+        async move {
+            let q = q(&name);
+            let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            app.get("/api/v1/users/find", &q).await
+        }
+    };
     // The pool holds connections to it.
-    assert_eq!(get(unique("up")).await.status, 200);
+    let up = unique("up");
+    assert_eq!(get(up.clone()).await.status, 200);
+    assert!(find(up.clone()).await.body["found"].as_bool().unwrap());
     target.stop().unwrap();
     let started = Instant::now();
     let r = get(unique("down")).await;
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.str("error").contains("unavailable"), "{}", r.body);
+    let r = find(up.clone()).await;
+    assert_eq!(r.status, 503, "{}", r.body);
     assert!(started.elapsed() < Duration::from_secs(5));
     let other = app
         .get(
@@ -61,6 +74,10 @@ async fn a_target_that_goes_down_fails_fast_and_recovers_without_a_restart() {
     target.restart().unwrap();
     let back = get(unique("back")).await;
     assert_eq!(back.status, 200, "{}", back.body);
+    // The shared connection that went down with the target is replaced.
+    let r = find(up).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body["found"].as_bool().unwrap(), "{}", r.body);
 }
 
 #[tokio::test]
