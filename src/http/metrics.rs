@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -56,15 +56,28 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
-/// Counts requests and their latency by route pattern, method and status.
+/// Counts requests and their latency by route pattern, method and status. A method outside
+/// the standard ones is counted as `other`: hyper accepts any token as a method, and each
+/// label value is a series kept for the process's life.
 pub async fn track(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req
+    let route: Arc<str> = req
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
-    let method = req.method().as_str().to_owned();
+        .into();
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    };
     let res = next.run(req).await;
     let status = res.status().as_u16().to_string();
     metrics::counter!("pgua_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)

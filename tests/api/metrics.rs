@@ -19,6 +19,18 @@ async fn metrics_use_bounded_labels_only() {
     )
     .await;
     app.get(&format!("/api/v1/no-such/{name}"), &[]).await;
+    // Any token is a method to HTTP: an invented one is counted, as `other`.
+    let method = unique("FROB").to_uppercase();
+    let odd = app
+        .client
+        .request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            format!("{}/healthz", app.base),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(odd.status(), 405);
     let text = app
         .client
         .get(format!("{}/metrics", app.base))
@@ -41,11 +53,13 @@ async fn metrics_use_bounded_labels_only() {
         "pgua_audit_batch_size_bucket{le=\"1\"}",
         "pgua_target_pool_connections{target=\"127.0.0.1:",
         "pgua_notify_dropped_total",
+        "method=\"other\"",
     ] {
         assert!(text.contains(expected), "missing {expected} in\n{text}");
     }
     assert!(!text.contains(&name), "a user name became a label");
     assert!(!text.contains(&odd_env), "caller text became a label");
+    assert!(!text.contains(&method), "a method became a label");
 }
 
 #[tokio::test]
