@@ -550,7 +550,7 @@ impl Verifier {
                 out.single_use = v.single_use;
                 out.binding = v.principal.identity.as_ref().map(|i| i.binding.clone());
                 out.principal = Some(v.principal.name);
-                out.scopes = Some(v.principal.scopes);
+                out.scopes = Some(Scopes::clone(&v.principal.scopes));
             }
             Err(e) => out.refused = Some(e),
         }
@@ -765,7 +765,7 @@ impl Verifier {
         Ok(Verified {
             principal: Principal {
                 name,
-                scopes: binding.scopes.clone(),
+                scopes: Arc::new(binding.scopes.clone()),
                 identity: Some(Identity {
                     issuer: issuer.config.issuer.clone(),
                     subject: text("sub").unwrap_or_default(),

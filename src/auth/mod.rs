@@ -6,6 +6,8 @@ pub mod jwt;
 pub mod oidc;
 pub mod session;
 
+use std::sync::{Arc, LazyLock};
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -87,6 +89,12 @@ impl Scopes {
         }
     }
 
+    /// [`Scopes::all`], made once for the process.
+    pub fn shared_all() -> Arc<Self> {
+        static ALL: LazyLock<Arc<Scopes>> = LazyLock::new(|| Arc::new(Scopes::all()));
+        ALL.clone()
+    }
+
     fn allows(list: &[String], item: &str) -> bool {
         list.iter().any(|x| x == "*" || x == item)
     }
@@ -126,8 +134,8 @@ impl Scopes {
 pub struct Principal {
     /// Basic user name, `key:<name>` for an API key, or a JWT binding's principal.
     pub name: String,
-    /// Its scopes.
-    pub scopes: Scopes,
+    /// Its scopes, shared with every request it makes (a request copies a pointer).
+    pub scopes: Arc<Scopes>,
     /// The verified token behind a JWT caller; none for Basic and API keys.
     pub identity: Option<Identity>,
 }

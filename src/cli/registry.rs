@@ -208,7 +208,7 @@ pub(super) fn cli_caller() -> Caller {
         request_id: uuid::Uuid::new_v4().to_string(),
         principal: format!("cli:{}", os_user()),
         client_addr: "local".into(),
-        scopes: Some(Scopes::all()),
+        scopes: Some(Scopes::shared_all()),
         identity: None,
     }
 }

@@ -71,7 +71,7 @@ fn compat_principal(app: &App, user: &str, pass: &str) -> Option<Principal> {
     let pass_ok = same(pass.as_bytes(), api.password.expose_secret().as_bytes());
     (user_ok & pass_ok).then(|| Principal {
         name: user.to_owned(),
-        scopes: Scopes::all(),
+        scopes: Scopes::shared_all(),
         identity: None,
     })
 }
@@ -81,7 +81,7 @@ fn compat_principal(app: &App, user: &str, pass: &str) -> Option<Principal> {
 fn hashed_principal(app: &App, user: &str, pass: &str) -> Option<Principal> {
     app.basic_users.verify(user, pass).map(|scopes| Principal {
         name: user.to_owned(),
-        scopes,
+        scopes: scopes.into(),
         identity: None,
     })
 }

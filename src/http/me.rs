@@ -41,7 +41,7 @@ pub async fn me(
 ) -> Answer<MeBody> {
     Answer(MeBody {
         principal: principal.name,
-        scopes: principal.scopes,
+        scopes: Scopes::clone(&principal.scopes),
         identity: principal.identity,
         csrf_token: session.map(|Extension(s)| s.csrf_token),
     })

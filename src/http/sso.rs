@@ -427,7 +427,7 @@ async fn check_session(
     Ok((
         Principal {
             name: s.principal,
-            scopes,
+            scopes: scopes.into(),
             identity: None,
         },
         SessionAuth {

@@ -217,7 +217,7 @@ pub async fn authenticate(
     let scopes: Scopes = serde_json::from_str(&key.scopes)?;
     Ok(Ok(Principal {
         name: format!("key:{}", key.name),
-        scopes,
+        scopes: scopes.into(),
         identity: None,
     }))
 }

@@ -228,7 +228,7 @@ pub struct Caller {
     /// Client address.
     pub client_addr: String,
     /// What the principal may do (none before authentication).
-    pub scopes: Option<crate::auth::Scopes>,
+    pub scopes: Option<std::sync::Arc<crate::auth::Scopes>>,
     /// The verified token behind a JWT caller (issuer, `sub`, `jti`, binding).
     pub identity: Option<crate::auth::Identity>,
 }
