@@ -24,30 +24,16 @@ async fn a_target_that_goes_down_fails_fast_and_recovers_without_a_restart() {
     let mut target =
         start_prepared_cluster(ClusterOptions::default(), &clusters().dev.admin_password);
     app.register("flaky", "dev", target.port()).await;
-    let q = |name: &str| {
-        [
-            ("env", "flaky".to_owned()),
-            ("database", "dev".to_owned()),
-            ("username", name.to_owned()),
-        ]
-    };
-    let get = |name: String| {
+    // A create goes over one of the pool's connections, a find over the one lookups share.
+    let call = |path: &'static str, name: String| {
         let app = &app;
         async move {
-            let q = q(&name);
-            let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            app.get("/api/v1/users/devqa", &q).await
+            let q = [("env", "flaky"), ("database", "dev"), ("username", &name)];
+            app.get(path, &q).await
         }
     };
-    // A find goes over the connection reads share, a create over one of the pool's.
-    let find = |name: String| {
-        let app = &app;
-        async move {
-            let q = q(&name);
-            let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            app.get("/api/v1/users/find", &q).await
-        }
-    };
+    let get = |name| call("/api/v1/users/devqa", name);
+    let find = |name| call("/api/v1/users/find", name);
     // The pool holds connections to it.
     let up = unique("up");
     assert_eq!(get(up.clone()).await.status, 200);
