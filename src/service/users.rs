@@ -112,8 +112,8 @@ impl V1Role {
     }
 }
 
-impl From<catalog::LoginRole> for V1Role {
-    fn from(role: catalog::LoginRole) -> Self {
+impl From<catalog::RoleSummary> for V1Role {
+    fn from(role: catalog::RoleSummary) -> Self {
         Self {
             username: role.name,
             superuser: role.superuser,
@@ -644,14 +644,6 @@ pub async fn search_path(app: &App, caller: &Caller, input: &On<SearchPath>) -> 
 }
 
 /// A role as the original reports it.
-fn v1_role(role: catalog::Role) -> V1Role {
-    V1Role {
-        username: role.name,
-        superuser: role.superuser,
-        create_db: role.create_db,
-    }
-}
-
 /// A role with psql's attribute words.
 pub(super) fn role_info(role: catalog::Role) -> RoleInfo {
     let flags = [
@@ -701,10 +693,10 @@ pub async fn find(app: &App, caller: &Caller, input: &On<Lookup>) -> Result<Find
         scope.set_username(role.as_str());
         let entry = app.resolve(&target.env, &target.database).await?;
         let conn = app.targets.shared(&entry).await?;
-        let found = catalog::role(conn.as_ref(), role.as_str()).await?;
+        let found = catalog::role_summary(conn.as_ref(), role.as_str()).await?;
         Ok(FindResult {
             username: role.to_string(),
-            role: found.map(v1_role),
+            role: found.map(V1Role::from),
             entry,
         })
     }

@@ -184,17 +184,9 @@ pub async fn group_state(c: &impl GenericClient, group: &str) -> Result<GroupSta
     })
 }
 
-/// The role called `name`, if it exists.
-pub async fn role(c: &impl GenericClient, name: &str) -> Result<Option<Role>> {
-    let stmt = c
-        .prepare_cached(&format!("{ROLE_COLUMNS} WHERE rolname = $1"))
-        .await?;
-    Ok(c.query_opt(&stmt, &[&name]).await?.as_ref().map(Role::of))
-}
-
-/// A role that can log in, with the two attributes v1's `all` shows.
+/// A role's name and the two attributes v1's `find` and `all` show.
 #[derive(Debug, PartialEq, Eq)]
-pub struct LoginRole {
+pub struct RoleSummary {
     /// `rolname`.
     pub name: String,
     /// `rolsuper`.
@@ -203,25 +195,50 @@ pub struct LoginRole {
     pub create_db: bool,
 }
 
-/// The roles that can log in, by name. The rows are read as they arrive, each turned into
-/// its [`LoginRole`] and dropped, so a target with thousands of users never holds all its
-/// rows at once beside the answer.
-pub async fn login_roles(c: &impl GenericClient) -> Result<Vec<LoginRole>> {
-    let stmt = c
-        .prepare_cached(
-            "SELECT rolname::text, rolsuper, rolcreatedb FROM pg_catalog.pg_roles
-             WHERE rolcanlogin ORDER BY rolname",
+/// The `SELECT` a [`RoleSummary`] is read from, followed by `$rest` (a literal, so that
+/// the statement cache is looked up without building its text on every call).
+macro_rules! summary_select {
+    ($rest:literal) => {
+        concat!(
+            "SELECT rolname::text, rolsuper, rolcreatedb FROM pg_catalog.pg_roles ",
+            $rest
         )
+    };
+}
+
+impl RoleSummary {
+    fn of(row: &tokio_postgres::Row) -> Self {
+        Self {
+            name: row.get(0),
+            superuser: row.get(1),
+            create_db: row.get(2),
+        }
+    }
+}
+
+/// The role called `name`, if it exists, as v1's `find` shows it.
+pub async fn role_summary(c: &impl GenericClient, name: &str) -> Result<Option<RoleSummary>> {
+    let stmt = c
+        .prepare_cached(summary_select!("WHERE rolname = $1"))
+        .await?;
+    Ok(c.query_opt(&stmt, &[&name])
+        .await?
+        .as_ref()
+        .map(RoleSummary::of))
+}
+
+/// The roles that can log in, by name. The rows are read as they arrive, each turned into
+/// its [`RoleSummary`] and dropped, so a target with thousands of users never holds all
+/// its rows at once beside the answer.
+pub async fn login_roles(c: &impl GenericClient) -> Result<Vec<RoleSummary>> {
+    let stmt = c
+        .prepare_cached(summary_select!("WHERE rolcanlogin ORDER BY rolname"))
         .await?;
     let rows = c.query_raw(&stmt, std::iter::empty::<&str>()).await?;
     let mut rows = std::pin::pin!(rows);
     let mut roles = Vec::new();
     while let Some(row) = rows.try_next().await? {
-        roles.push(LoginRole {
-            name: row.get(0),
-            superuser: row.get(1),
-            create_db: row.get(2),
-        });
+        roles.push(RoleSummary::of(&row));
     }
     Ok(roles)
 }
