@@ -643,7 +643,6 @@ pub async fn search_path(app: &App, caller: &Caller, input: &On<SearchPath>) -> 
     result
 }
 
-/// A role as the original reports it.
 /// A role with psql's attribute words.
 pub(super) fn role_info(role: catalog::Role) -> RoleInfo {
     let flags = [
