@@ -235,12 +235,10 @@ pub async fn login_roles(c: &impl GenericClient) -> Result<Vec<RoleSummary>> {
         .prepare_cached(summary_select!("WHERE rolcanlogin ORDER BY rolname"))
         .await?;
     let rows = c.query_raw(&stmt, std::iter::empty::<&str>()).await?;
-    let mut rows = std::pin::pin!(rows);
-    let mut roles = Vec::new();
-    while let Some(row) = rows.try_next().await? {
-        roles.push(RoleSummary::of(&row));
-    }
-    Ok(roles)
+    Ok(rows
+        .map_ok(|row| RoleSummary::of(&row))
+        .try_collect()
+        .await?)
 }
 
 /// Those of `roles` that are superusers or the admin role.

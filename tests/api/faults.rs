@@ -181,6 +181,20 @@ impl Server {
     }
 }
 
+/// A GET of `path` on the server at `base` as its Basic user, for `username` on the target
+/// `env`/`database`.
+fn get(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    (env, database, username): (&str, &str, &str),
+) -> reqwest::RequestBuilder {
+    client
+        .get(format!("{base}{path}"))
+        .basic_auth("u", Some("p"))
+        .query(&[("env", env), ("database", database), ("username", username)])
+}
+
 async fn store_with(entries: &[(&str, &str)]) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.db");
@@ -218,10 +232,7 @@ async fn sigkill_in_a_burst_leaves_an_intact_store_and_an_intent_for_every_role(
                 done.clone(),
             );
             tokio::spawn(async move {
-                let r = client
-                    .get(format!("{base}/api/v1/users/devqa"))
-                    .basic_auth("u", Some("p"))
-                    .query(&[("env", "dev"), ("database", "dev"), ("username", &name)])
+                let r = get(&client, &base, "/api/v1/users/devqa", ("dev", "dev", &name))
                     .send()
                     .await;
                 done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -281,17 +292,15 @@ async fn sigkill_in_a_burst_leaves_an_intact_store_and_an_intent_for_every_role(
         "{}",
         String::from_utf8_lossy(&verify.stderr)
     );
-    let r = client
-        .get(format!("{}/api/v1/users/find", server.base))
-        .basic_auth("u", Some("p"))
-        .query(&[
-            ("env", "dev"),
-            ("database", "dev"),
-            ("username", roles[0].as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let r = get(
+        &client,
+        &server.base,
+        "/api/v1/users/find",
+        ("dev", "dev", &roles[0]),
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(r.status(), 200);
     server.signal(libc::SIGTERM);
 }
@@ -311,15 +320,18 @@ async fn sigterm_drains_calls_in_flight() {
     let call = {
         let (base, name, db) = (server.base.clone(), name.clone(), db.clone());
         tokio::spawn(async move {
-            reqwest::Client::new()
-                .get(format!("{base}/api/v1/users/devqa"))
-                .basic_auth("u", Some("p"))
-                .query(&[("env", "drain"), ("database", &db), ("username", &name)])
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
+            let target = ("drain", db.as_str(), name.as_str());
+            get(
+                &reqwest::Client::new(),
+                &base,
+                "/api/v1/users/devqa",
+                target,
+            )
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -347,10 +359,7 @@ async fn sigterm_right_after_reads_stores_every_reads_record() {
         .map(|_| {
             let (client, base, name) = (client.clone(), server.base.clone(), name.clone());
             tokio::spawn(async move {
-                let r = client
-                    .get(format!("{base}/api/v1/users/find"))
-                    .basic_auth("u", Some("p"))
-                    .query(&[("env", "dev"), ("database", "dev"), ("username", &name)])
+                let r = get(&client, &base, "/api/v1/users/find", ("dev", "dev", &name))
                     .send()
                     .await
                     .unwrap();
