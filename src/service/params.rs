@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::{Deserialize, de::DeserializeOwned};
+use serde::Deserialize;
+use serde::de::value::{self, MapDeserializer};
+use serde::de::{DeserializeOwned, Deserializer, IntoDeserializer, Visitor};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{Error, Result};
@@ -50,8 +52,8 @@ pub fn from_pairs<T: DeserializeOwned>(
     pairs: impl IntoIterator<Item = (String, String)>,
 ) -> Result<T> {
     let map: BTreeMap<String, String> = pairs.into_iter().collect();
-    let encoded = serde_urlencoded::to_string(&map).map_err(|e| Error::Invalid(e.to_string()))?;
-    serde_urlencoded::from_str(&encoded).map_err(|e| {
+    let fields = MapDeserializer::new(map.into_iter().map(|(name, value)| (name, Text(value))));
+    T::deserialize(fields).map_err(|e: value::Error| {
         let msg = e.to_string();
         match msg
             .strip_prefix("missing field `")
@@ -61,6 +63,42 @@ pub fn from_pairs<T: DeserializeOwned>(
             None => Error::Invalid(msg),
         }
     })
+}
+
+/// A parameter's value: text, which an optional field takes as present (what a query
+/// string's `name=value` gives). Flags and numbers are read from it by [`text`].
+struct Text(String);
+
+impl IntoDeserializer<'_, value::Error> for Text {
+    type Deserializer = Self;
+
+    fn into_deserializer(self) -> Self {
+        self
+    }
+}
+
+impl<'de> Deserializer<'de> for Text {
+    type Error = value::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> std::result::Result<V::Value, value::Error> {
+        visitor.visit_string(self.0)
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> std::result::Result<V::Value, value::Error> {
+        visitor.visit_some(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        unit unit_struct newtype_struct seq tuple tuple_struct map struct enum identifier
+        ignored_any
+    }
 }
 
 /// Readers of flags and bounded numbers written as text, for `#[serde(deserialize_with)]`;
