@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod logging;
 pub mod notify;
 pub mod plan;
 pub mod service;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::config::{ApiCredentials, Config, HttpConfig, LogFormat};
+use crate::config::{ApiCredentials, Config, HttpConfig};
 use crate::service::App;
 use crate::store::Store;
 use crate::target::AdminCredentials;
@@ -126,20 +126,4 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
         }
         tracing::info!("shutdown requested; draining in-flight requests");
     })
-}
-
-/// Structured logs to stderr; `RUST_LOG` narrows or widens them (default `info`).
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal: a file or journal gets plain text (and
-        // the server skips formatting the escape codes on every line).
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
 }

@@ -81,6 +81,7 @@ async fn listen_address(preferred: &str) -> String {
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
     // From here on Ctrl-C stops the demo cleanly, even while it is still starting.
     let shutdown = shutdown_signal()?;
+    let _logs = crate::logging::buffer_while_serving();
     reap_stale_clusters();
     PgBinaries::locate()?;
     println!("starting a throw-away PostgreSQL cluster…");

@@ -109,7 +109,7 @@ impl Cli {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = cli.config().and_then(|config| {
-        crate::startup::init_logging(config.log_format);
+        crate::logging::init(config.log_format);
         let runtime = crate::startup::runtime()?;
         runtime.block_on(run(cli.command, config))
     });

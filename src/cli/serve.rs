@@ -8,6 +8,7 @@ use crate::target::AdminCredentials;
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
+    let _logs = crate::logging::buffer_while_serving();
     // The compatibility Basic user is required unless configuration turns it off (then
     // callers use API keys or the Basic users of `[auth]`).
     let api = if config.auth.basic_enabled {
