@@ -93,11 +93,12 @@ const BLOCKING_THREADS: usize = 8;
 /// An operator's `MALLOC_ARENA_MAX` takes precedence.
 const MALLOC_ARENAS: i32 = 1;
 
-/// The tokio runtime every command runs on, with memory bounded as described at
-/// [`BLOCKING_THREADS`] and [`MALLOC_ARENAS`].
-pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+/// The tokio runtime every command runs on, with `workers` threads (`http.worker_threads`)
+/// and memory bounded as described at [`BLOCKING_THREADS`] and [`MALLOC_ARENAS`].
+pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
     limit_malloc_arenas();
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS)
         .build()

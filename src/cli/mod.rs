@@ -110,7 +110,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = cli.config().and_then(|config| {
         crate::logging::init(config.log_format);
-        let runtime = crate::startup::runtime()?;
+        let runtime = crate::startup::runtime(config.http.worker_threads)?;
         runtime.block_on(run(cli.command, config))
     });
     match result {
