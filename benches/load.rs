@@ -7,6 +7,10 @@
 //! PostgreSQL store checks the scale-out guarantees: one `user created` in a same-name race,
 //! 1,000 distinct creates each done once, and a complete, verifiable audit log.
 //!
+//! A create's ratio to the minimal-SQL ceiling is taken over `--ratio-rounds` (3) pairs of
+//! phases, each API phase right before its ceiling, and printed with the pairs' median:
+//! two phases seconds apart move by ±25 % on a shared machine.
+//!
 //! It also compares credentials on one server: `find` and `create` through an API key and
 //! through a JWT (RS256, keys cached from the bench's own HTTPS issuer), with the server's
 //! CPU time per request. `--credentials-only` runs just that comparison.
@@ -54,6 +58,7 @@ struct Args {
     credentials_only: bool,
     memory: bool,
     requests: usize,
+    ratio_rounds: usize,
 }
 
 fn args() -> Args {
@@ -67,6 +72,7 @@ fn args() -> Args {
         credentials_only: false,
         memory: false,
         requests: 1_000_000,
+        ratio_rounds: 3,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
@@ -86,6 +92,7 @@ fn args() -> Args {
             "--credentials-only" => a.credentials_only = true,
             "--memory" => a.memory = true,
             "--requests" => a.requests = value() as usize,
+            "--ratio-rounds" => a.ratio_rounds = (value() as usize).max(1),
             "--bench" => {}
             other => panic!("unknown flag {other}"),
         }
@@ -411,16 +418,17 @@ fn header() {
 
 /// Runs the four operations against `api`, each right after its raw ceiling in the same
 /// state of the cluster, and prints one row each; create also beside the minimal-SQL
-/// ceiling (run right after it), find also beside pgbench's.
+/// ceiling (run right after it, then again over `--ratio-rounds` pairs), find also beside
+/// pgbench's.
 async fn phases(
     api: &Arc<Api>,
     raw: &[Arc<RawConn>],
     pg: &mut PgCpu,
     pgbench: Option<&Pgbench>,
     tag: &str,
-    n: usize,
-    secs: u64,
+    a: &Args,
 ) {
+    let (n, secs, ratio_rounds) = (a.concurrency, a.seconds, a.ratio_rounds);
     type Query = fn(&str, usize, usize) -> Vec<(&'static str, String)>;
     let steps: [(&str, RawOp, &'static str, Query, &'static str); 4] = [
         (
@@ -484,26 +492,67 @@ async fn phases(
         code, 200,
         "the create that makes the devqa group failed: {status}"
     );
+    // One API phase of `path` whose names carry `tag`, with the server's CPU.
+    let api_phase = |path: &'static str, query: Query, ok: &'static str, tag: String| {
+        let (caller, cpu) = (api.clone(), api.clone());
+        let phase = drive(n, secs, move |t, i| {
+            let (api, tag) = (caller.clone(), tag.clone());
+            async move {
+                let q = query(&tag, t, i);
+                let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let (code, status) = api.call(t + i, path, &q).await;
+                code == 200 && (ok.is_empty() || status == ok)
+            }
+        });
+        async move { Measured::of(phase, &mut || cpu.cpu()).await }
+    };
     for (name, raw_op, path, query, ok) in steps {
         let raw_stats = ceiling(raw, pg, raw_op, tag, n, secs).await;
-        let phase = {
-            let (api, tag) = (api.clone(), tag.to_owned());
-            drive(n, secs, move |t, i| {
-                let (api, tag) = (api.clone(), tag.clone());
-                async move {
-                    let q = query(&tag, t, i);
-                    let q: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                    let (code, status) = api.call(t + i, path, &q).await;
-                    code == 200 && (ok.is_empty() || status == ok)
-                }
-            })
-        };
-        let stats = Measured::of(phase, &mut || api.cpu()).await;
+        let stats = api_phase(path, query, ok, tag.to_owned()).await;
         let mut others = Vec::new();
         match raw_op {
             RawOp::Create => {
                 let minimal = ceiling(raw, pg, RawOp::MinimalCreate, tag, n, secs).await;
                 others.push(("minimal", minimal.stats.rate()));
+                // Phases a few seconds apart move by ±25 % here: the ratio is taken again
+                // over further pairs, each API phase right before its ceiling, and the
+                // median of all pairs is printed beside them.
+                let mut ratios = vec![stats.stats.rate() / minimal.stats.rate()];
+                for round in 1..ratio_rounds {
+                    let again = format!("{tag}r{round}");
+                    let api_rate = api_phase(path, query, ok, again.clone()).await.stats.rate();
+                    let min_rate = ceiling(raw, pg, RawOp::MinimalCreate, &again, n, secs)
+                        .await
+                        .stats
+                        .rate();
+                    ratios.push(api_rate / min_rate);
+                }
+                // The extra pairs' users go again, so the next configuration's list covers
+                // as many users as before these pairs were added.
+                if ratio_rounds > 1 {
+                    raw[0]
+                        .client
+                        .batch_execute(&format!(
+                            "DO $$ DECLARE r text; BEGIN FOR r IN SELECT rolname FROM pg_roles \
+                             WHERE rolname LIKE '{tag}r%' OR rolname LIKE 'min{tag}r%' LOOP \
+                             EXECUTE format('DROP ROLE %I', r); END LOOP; END $$"
+                        ))
+                        .await
+                        .expect("the extra pairs' users are dropped");
+                }
+                row(name, &stats, &raw_stats, &others);
+                let shown: Vec<String> = ratios
+                    .iter()
+                    .map(|r| format!("{:.0}%", 100.0 * r))
+                    .collect();
+                ratios.sort_by(f64::total_cmp);
+                println!(
+                    "create api/minimal over {} alternated pairs: {} (median {:.0}%)",
+                    ratios.len(),
+                    shown.join(", "),
+                    100.0 * ratios[ratios.len() / 2]
+                );
+                continue;
             }
             RawOp::Find => others.extend(pgbench.map(|p| ("pgbench", p.rate))),
             _ => {}
@@ -1074,7 +1123,7 @@ async fn main() {
         println!("\n{kind} store, {replicas} replica(s):");
         header();
         let tag = format!("c{k}");
-        phases(&api, &raw_conns, &mut pg, pgbench.as_ref(), &tag, n, secs).await;
+        phases(&api, &raw_conns, &mut pg, pgbench.as_ref(), &tag, &a).await;
 
         let race = format!("race{k}");
         let outcomes = burst(&api, a.race_requests, n, "/api/v1/users/devqa", |_| {
