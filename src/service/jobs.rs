@@ -110,8 +110,8 @@ pub fn spawn(app: &Arc<App>, job: Job) -> Running {
 }
 
 /// Whether this replica holds the job's claim (taking or renewing it). The claim lasts two
-/// intervals, so it never lapses between two runs of a live holder (claims are kept to the
-/// second), and a holder that stopped is replaced within three.
+/// intervals, so it never lapses between two runs of a live holder (claims are kept in whole
+/// seconds, rounded up), and a holder that stopped is replaced within three and a second.
 async fn claim(app: &App, job: &Job) -> bool {
     let until = Utc::now() + job.interval * 2;
     match app

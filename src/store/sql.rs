@@ -528,6 +528,13 @@ const CLAIM: &str = "INSERT INTO claims (namespace, key, holder, until_epoch)
      ON CONFLICT (namespace, key) DO UPDATE
      SET holder = excluded.holder, until_epoch = excluded.until_epoch
      WHERE claims.until_epoch <= $5 OR claims.holder = excluded.holder";
+/// A claim's end in whole seconds, rounded up, so that it never ends before the time it
+/// was given: rounded down, a job's claim for two intervals of one second could run out
+/// after little more than one, and a second replica take the job while its holder was
+/// still running it (seen in CI as `jobs::a_one_replica_job_runs_on_one_replica_…`).
+fn whole_seconds_up(t: DateTime<Utc>) -> i64 {
+    t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0)
+}
 const CLAIMS_PRUNE: &str = "DELETE FROM claims WHERE until_epoch < $1";
 
 static SESSION_PUT: Sql = Sql::new(|| SESSIONS.insert(""));
@@ -706,7 +713,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             Value::Text(Some(namespace)),
             Value::Text(Some(key)),
             Value::Text(Some(holder)),
-            Value::Int(Some(until.timestamp())),
+            Value::Int(Some(whole_seconds_up(until))),
             Value::Int(Some(Utc::now().timestamp())),
         ];
         Ok(self.db.execute(On::Write, CLAIM, &args).await? == 1)
@@ -894,6 +901,21 @@ impl<D: Dialect> Store for SqlStore<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_ends_no_earlier_than_asked() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let whole = at("2026-12-03T12:00:02Z");
+        assert_eq!(whole_seconds_up(whole), whole.timestamp());
+        assert_eq!(
+            whole_seconds_up(at("2026-12-03T12:00:01.001Z")),
+            whole.timestamp()
+        );
+        assert_eq!(
+            whole_seconds_up(at("2026-12-03T12:00:01.999999999Z")),
+            whole.timestamp()
+        );
+    }
 
     #[test]
     fn every_values_function_fills_its_tables_columns() {

@@ -68,7 +68,8 @@ async fn a_one_replica_job_runs_on_one_replica_and_moves_when_it_stops() {
         assert!(count(n) >= 3, "an every-replica job ran {} times", count(n));
     }
 
-    // The holder stops; its claim runs out within two intervals and the other takes over.
+    // The holder stops; its claim runs out within two intervals (and under a second of
+    // rounding up) and the other takes over at its next run.
     let (holder, other) = if a > 0 { (0, 1) } else { (1, 0) };
     running[holder] = None;
     let stopped_at = count(&runs[holder]);
@@ -81,7 +82,10 @@ async fn a_one_replica_job_runs_on_one_replica_and_moves_when_it_stops() {
         count(&runs[other]) > 0,
         "nobody took over within {waited:?}"
     );
-    assert!(waited <= INTERVAL * 4, "took over after {waited:?}");
+    assert!(
+        waited <= INTERVAL * 3 + Duration::from_secs(1) + INTERVAL / 4,
+        "took over after {waited:?}"
+    );
     tokio::time::sleep(INTERVAL * 2).await;
     assert_eq!(count(&runs[holder]), stopped_at, "a stopped job ran");
     assert!(count(&runs[other]) >= 2, "the new holder keeps it");
