@@ -14,7 +14,7 @@ use axum::response::Response;
 use serde::de::DeserializeOwned;
 
 use super::error::json_error;
-use crate::service::params::{Target, from_pairs};
+use crate::service::params::{Target, from_params};
 
 /// Bodies larger than this are refused; no parameter set comes close.
 const MAX_BODY: usize = 64 * 1024;
@@ -40,7 +40,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Call<T> {
         Ok(Self {
             target: Target::new(text("env"), text("database")),
             username: text("username"),
-            parsed: from_pairs(sent),
+            parsed: from_params(sent),
         })
     }
 }

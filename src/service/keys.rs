@@ -260,7 +260,12 @@ mod tests {
     use super::*;
 
     fn input(pairs: &[(&str, &str)]) -> Result<KeyScopes> {
-        crate::service::params::from_pairs(pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())))
+        crate::service::params::from_params(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+        )
     }
 
     fn scopes_from(pairs: &[(&str, &str)]) -> Result<Scopes> {

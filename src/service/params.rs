@@ -46,13 +46,11 @@ pub fn parse_time_param(name: &str, raw: &str) -> Result<DateTime<Utc>> {
         .ok_or_else(|| Error::Invalid(format!("{name} '{raw}' must be RFC 3339 or YYYY-MM-DD")))
 }
 
-/// Reads `T` from name/value pairs (later pairs win), as a call's parameters. A missing
-/// required parameter is a 400 (`missing parameter: …`), any other misfit a 422.
-pub fn from_pairs<T: DeserializeOwned>(
-    pairs: impl IntoIterator<Item = (String, String)>,
-) -> Result<T> {
-    let map: BTreeMap<String, String> = pairs.into_iter().collect();
-    let fields = MapDeserializer::new(map.into_iter().map(|(name, value)| (name, Text(value))));
+/// Reads `T` from a call's parameters, one value per name (the edge decides which of a
+/// repeated name's values counts). A missing required parameter is a 400 (`missing
+/// parameter: …`), any other misfit a 422.
+pub fn from_params<T: DeserializeOwned>(params: BTreeMap<String, String>) -> Result<T> {
+    let fields = MapDeserializer::new(params.into_iter().map(|(name, value)| (name, Text(value))));
     T::deserialize(fields).map_err(|e: value::Error| {
         let msg = e.to_string();
         match msg
@@ -582,20 +580,21 @@ pub struct AuditQuery {
 mod tests {
     use super::*;
 
-    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    /// The parameters `p` names, a later value of a name winning (as the HTTP edge reads them).
+    fn pairs(p: &[(&str, &str)]) -> BTreeMap<String, String> {
         p.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
     }
 
     #[test]
     fn flags_take_the_usual_words_and_refuse_anything_else() {
-        let flag = |v: &str| from_pairs::<RoleChange>(pairs(&[("username", "u"), ("dry_run", v)]));
+        let flag = |v: &str| from_params::<RoleChange>(pairs(&[("username", "u"), ("dry_run", v)]));
         for yes in ["true", "1", "yes", "on", "TRUE"] {
             assert!(flag(yes).unwrap().dry_run, "{yes}");
         }
         for no in ["false", "0", "no", "off"] {
             assert!(!flag(no).unwrap().dry_run, "{no}");
         }
-        let absent: RoleChange = from_pairs(pairs(&[("username", "u")])).unwrap();
+        let absent: RoleChange = from_params(pairs(&[("username", "u")])).unwrap();
         assert!(!absent.dry_run);
         for bad in ["", "maybe", "2", "t"] {
             let err = flag(bad).unwrap_err();
@@ -612,10 +611,10 @@ mod tests {
     #[test]
     fn a_missing_parameter_is_named_and_targets_come_with_the_rest() {
         let err =
-            from_pairs::<On<RoleChange>>(pairs(&[("env", "dev"), ("database", "d")])).unwrap_err();
+            from_params::<On<RoleChange>>(pairs(&[("env", "dev"), ("database", "d")])).unwrap_err();
         assert_eq!(err.to_string(), "missing parameter: username");
         assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST);
-        let call: On<CreateUser> = from_pairs(pairs(&[
+        let call: On<CreateUser> = from_params(pairs(&[
             ("env", "dev"),
             ("database", "d"),
             ("servername", "web"),
@@ -677,7 +676,7 @@ mod tests {
         assert_eq!(d.to_rfc3339(), "2027-01-02T00:00:00+00:00");
         assert!(parse_time_param("x", "tomorrow").is_err());
 
-        let days = |v: &str| from_pairs::<KeyScopes>(pairs(&[("environments", "*"), ("days", v)]));
+        let days = |v: &str| from_params::<KeyScopes>(pairs(&[("environments", "*"), ("days", v)]));
         assert_eq!(days(" 30 ").unwrap().days, Some(30));
         assert_eq!(days("30.0").unwrap().days, Some(30));
         for bad in ["0", "3651", "-1", "1.5", "ten", "", "NaN"] {

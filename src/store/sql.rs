@@ -528,13 +528,6 @@ const CLAIM: &str = "INSERT INTO claims (namespace, key, holder, until_epoch)
      ON CONFLICT (namespace, key) DO UPDATE
      SET holder = excluded.holder, until_epoch = excluded.until_epoch
      WHERE claims.until_epoch <= $5 OR claims.holder = excluded.holder";
-/// A claim's end in whole seconds, rounded up, so that it never ends before the time it
-/// was given: rounded down, a job's claim for two intervals of one second could run out
-/// after little more than one, and a second replica take the job while its holder was
-/// still running it (seen in CI as `jobs::a_one_replica_job_runs_on_one_replica_…`).
-fn whole_seconds_up(t: DateTime<Utc>) -> i64 {
-    t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0)
-}
 const CLAIMS_PRUNE: &str = "DELETE FROM claims WHERE until_epoch < $1";
 
 static SESSION_PUT: Sql = Sql::new(|| SESSIONS.insert(""));
@@ -896,6 +889,14 @@ impl<D: Dialect> Store for SqlStore<D> {
         let args = [Value::Time(Some(Utc::now())), Value::Text(Some(&name))];
         Ok(self.db.execute(On::Write, KEY_REVOKE, &args).await? > 0)
     }
+}
+
+/// A claim's end in whole seconds, rounded up, so that it never ends before the time it
+/// was given: rounded down, a job's claim for two intervals of one second could run out
+/// after little more than one, and a second replica take the job while its holder was
+/// still running it (seen in CI as `jobs::a_one_replica_job_runs_on_one_replica_…`).
+fn whole_seconds_up(t: DateTime<Utc>) -> i64 {
+    t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0)
 }
 
 #[cfg(test)]
