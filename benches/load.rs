@@ -399,6 +399,32 @@ fn row(op: &str, api: &Measured, raw: &Measured, others: &[(&str, f64)]) {
     );
 }
 
+/// Where a create's CPU went in the first pair, against the minimal SQL's: on these two
+/// saturated cores a rate is about the cores over the CPU per call, so 90 % of the minimal's
+/// rate leaves the API a ninth of the minimal's CPU per create for everything it adds.
+fn budget(api: &Measured, api_pg: Duration, threads: &[(String, Duration)], minimal: &Measured) {
+    let per = |t: Duration| api.per_call(t);
+    let (server, client, pg) = (per(api.server), per(api.client), per(api_pg));
+    let (min_client, min_pg) = (
+        minimal.per_call(minimal.client),
+        minimal.per_call(minimal.server),
+    );
+    let shown: Vec<String> = threads
+        .iter()
+        .map(|(name, t)| format!("{name} {:.0}", per(*t)))
+        .collect();
+    println!(
+        "create CPU µs per call: api {:.0} = server {server:.0} ({}) + bench client {client:.0} \
+         + PostgreSQL {pg:.0}; minimal {:.0} = client {min_client:.0} + PostgreSQL {min_pg:.0}; \
+         at 90 % of the minimal's rate the API may add {:.0}, it added {:.0}",
+        server + client + pg,
+        shown.join(", "),
+        min_client + min_pg,
+        (min_client + min_pg) / 9.0,
+        server + client + pg - min_client - min_pg,
+    );
+}
+
 fn header() {
     println!(
         "{:<7} {:>9} {:>8} {:>8} {:>7} {:>10} {:>10} {:>9} {:>9} {:>10} {:>9}",
@@ -508,7 +534,18 @@ async fn phases(
     };
     for (name, raw_op, path, query, ok) in steps {
         let raw_stats = ceiling(raw, pg, raw_op, tag, n, secs).await;
+        let (pg0, threads0) = (pg.total(), api.thread_cpu());
         let stats = api_phase(path, query, ok, tag.to_owned()).await;
+        let api_pg = pg.total() - pg0;
+        let threads: Vec<(String, Duration)> = api
+            .thread_cpu()
+            .into_iter()
+            .map(|(name, t)| {
+                let before = threads0.get(&name).copied().unwrap_or_default();
+                (name, t.saturating_sub(before))
+            })
+            .filter(|(_, t)| !t.is_zero())
+            .collect();
         let mut others = Vec::new();
         match raw_op {
             RawOp::Create => {
@@ -552,6 +589,7 @@ async fn phases(
                     shown.join(", "),
                     100.0 * ratios[ratios.len() / 2]
                 );
+                budget(&stats, api_pg, &threads, &minimal);
                 continue;
             }
             RawOp::Find => others.extend(pgbench.map(|p| ("pgbench", p.rate))),

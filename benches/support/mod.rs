@@ -2,7 +2,7 @@
 //! process, and the CPU and memory of processes (the server, PostgreSQL, the bench itself)
 //! read from `/proc`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -102,12 +102,38 @@ fn stat_fields(pid: u32) -> Vec<String> {
 
 /// CPU time (user + system) a process has used, from /proc.
 pub fn cpu_time(pid: u32) -> Duration {
-    let fields = stat_fields(pid);
+    ticks_to_time(&stat_fields(pid))
+}
+
+/// utime + stime of a `stat` line's fields (after the name).
+fn ticks_to_time(fields: &[String]) -> Duration {
     let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
         + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
     Duration::from_micros(ticks * 1_000_000 / hz.max(1))
+}
+
+/// CPU time a process's threads have used, summed per thread name (`/proc/PID/task`):
+/// which of a server's threads (runtime workers, verifier, audit writer) a phase kept busy.
+pub fn thread_cpu(pid: u32) -> BTreeMap<String, Duration> {
+    let mut out = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let fields: Vec<String> = stat[close + 1..]
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        *out.entry(stat[open + 1..close].to_owned()).or_default() += ticks_to_time(&fields);
+    }
+    out
 }
 
 /// CPU time the bench process itself has used: a ceiling only counts when the client
@@ -285,6 +311,17 @@ impl Api {
     /// CPU time of all replicas.
     pub fn cpu(&self) -> Duration {
         self.servers.iter().map(|s| cpu_time(s.child.id())).sum()
+    }
+
+    /// CPU time of all replicas' threads, per thread name ([`thread_cpu`]).
+    pub fn thread_cpu(&self) -> BTreeMap<String, Duration> {
+        let mut out = BTreeMap::new();
+        for s in &self.servers {
+            for (name, t) in thread_cpu(s.child.id()) {
+                *out.entry(name).or_default() += t;
+            }
+        }
+        out
     }
 
     /// The highest peak RSS of the replicas.
