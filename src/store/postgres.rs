@@ -309,12 +309,13 @@ impl Dialect for PostgresBackend {
             // on CREATE TABLE, and then sees every migration the first one committed.
             Lock::Migrations => MIGRATION_LOCK,
         };
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(key)
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
+        // One round trip: `BEGIN` and the lock as one simple query (the key is a constant).
+        // What the transaction reads next takes its snapshot after the lock is granted.
+        self.pool
+            .begin_with(sqlx::AssertSqlSafe(format!(
+                "BEGIN; SELECT pg_catalog.pg_advisory_xact_lock({key})"
+            )))
+            .await
     }
 
     async fn commit(tx: Self::Tx) -> Result<(), sqlx::Error> {
