@@ -146,18 +146,22 @@ pub async fn role_state(c: &impl GenericClient, role: &str) -> Result<RoleState>
     Ok(RoleState::of(row.map(|r| r.get(0))))
 }
 
+/// [`create_state`]'s query: [`ROLE_STATE`] beside the group's row; composed once, not per
+/// create.
+static CREATE_STATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT ({ROLE_STATE}), g.oid IS NOT NULL, d.description,
+                pg_catalog.current_setting('server_version_num')::int
+         FROM (SELECT 1) one
+         LEFT JOIN pg_catalog.pg_roles g ON g.rolname = $3
+         LEFT JOIN pg_catalog.pg_shdescription d
+           ON d.objoid = g.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass"
+    )
+});
+
 /// The state of the user's role and of `group`, and the server version, in one round trip.
 pub async fn create_state(c: &impl GenericClient, role: &str, group: &str) -> Result<CreateState> {
-    let stmt = c
-        .prepare_cached(&format!(
-            "SELECT ({ROLE_STATE}), g.oid IS NOT NULL, d.description,
-                    pg_catalog.current_setting('server_version_num')::int
-             FROM (SELECT 1) one
-             LEFT JOIN pg_catalog.pg_roles g ON g.rolname = $3
-             LEFT JOIN pg_catalog.pg_shdescription d
-               ON d.objoid = g.oid AND d.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass"
-        ))
-        .await?;
+    let stmt = c.prepare_cached(&CREATE_STATE).await?;
     let row = c.query_one(&stmt, &[&role, &GROUP_COMMENT, &group]).await?;
     Ok(CreateState {
         role: RoleState::of(row.get(0)),
