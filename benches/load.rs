@@ -46,6 +46,7 @@ mod support;
 use support::{
     Api, PgCpu, Stats, USER, admin_client, burst, children_cpu, client_cpu, cpu_time, demo_cluster,
     drive, peak_rss_kib, register_dev, start_server, start_server_with, status_field,
+    thread_cpu_since,
 };
 
 struct Args {
@@ -534,21 +535,14 @@ async fn phases(
     };
     for (name, raw_op, path, query, ok) in steps {
         let raw_stats = ceiling(raw, pg, raw_op, tag, n, secs).await;
+        // Read around the API phase; a create's split of them is printed (`budget`).
         let (pg0, threads0) = (pg.total(), api.thread_cpu());
         let stats = api_phase(path, query, ok, tag.to_owned()).await;
-        let api_pg = pg.total() - pg0;
-        let threads: Vec<(String, Duration)> = api
-            .thread_cpu()
-            .into_iter()
-            .map(|(name, t)| {
-                let before = threads0.get(&name).copied().unwrap_or_default();
-                (name, t.saturating_sub(before))
-            })
-            .filter(|(_, t)| !t.is_zero())
-            .collect();
         let mut others = Vec::new();
         match raw_op {
             RawOp::Create => {
+                let api_pg = pg.total() - pg0;
+                let threads = thread_cpu_since(&threads0, api.thread_cpu());
                 let minimal = ceiling(raw, pg, RawOp::MinimalCreate, tag, n, secs).await;
                 others.push(("minimal", minimal.stats.rate()));
                 // Phases a few seconds apart move by ±25 % here: the ratio is taken again

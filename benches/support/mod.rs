@@ -3,6 +3,7 @@
 //! read from `/proc`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -90,14 +91,17 @@ where
 
 /// The fields of `/proc/<pid>/stat` after the command name (which may hold spaces).
 fn stat_fields(pid: u32) -> Vec<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_default()
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
+    read_stat(Path::new(&format!("/proc/{pid}/stat"))).1
+}
+
+/// A `stat` file of a process or a thread: its name (between the parentheses) and the
+/// fields after it.
+fn read_stat(path: &Path) -> (String, Vec<String>) {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    let (open, close) = (stat.find('(').unwrap_or(0), stat.rfind(')').unwrap_or(0));
+    let name = stat.get(open + 1..close).unwrap_or_default().to_owned();
+    let fields = stat.get(close + 1..).unwrap_or_default().split_whitespace();
+    (name, fields.map(str::to_owned).collect())
 }
 
 /// CPU time (user + system) a process has used, from /proc.
@@ -118,22 +122,28 @@ fn ticks_to_time(fields: &[String]) -> Duration {
 /// which of a server's threads (runtime workers, verifier, audit writer) a phase kept busy.
 pub fn thread_cpu(pid: u32) -> BTreeMap<String, Duration> {
     let mut out = BTreeMap::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let fields: Vec<String> = stat[close + 1..]
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        *out.entry(stat[open + 1..close].to_owned()).or_default() += ticks_to_time(&fields);
+        .flatten();
+    for task in tasks.flatten() {
+        let (name, fields) = read_stat(&task.path().join("stat"));
+        *out.entry(name).or_default() += ticks_to_time(&fields);
     }
     out
+}
+
+/// Each thread name's CPU since `before` (a [`thread_cpu`] reading), the idle ones left out.
+pub fn thread_cpu_since(
+    before: &BTreeMap<String, Duration>,
+    now: BTreeMap<String, Duration>,
+) -> Vec<(String, Duration)> {
+    now.into_iter()
+        .map(|(name, t)| {
+            let was = before.get(&name).copied().unwrap_or_default();
+            (name, t.saturating_sub(was))
+        })
+        .filter(|(_, t)| !t.is_zero())
+        .collect()
 }
 
 /// CPU time the bench process itself has used: a ceiling only counts when the client
