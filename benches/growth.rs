@@ -264,14 +264,10 @@ async fn main() {
         register(store.as_ref(), "dev", db, cluster.port()).await;
     }
     let pass = Password::generate().expose().to_owned();
-    let api = Arc::new(Api {
-        servers: vec![start_server(&store_url, &admin_pw, &pass).await],
-        pass,
-        client: reqwest::Client::builder()
-            .pool_max_idle_per_host(a.concurrency)
-            .build()
-            .unwrap(),
-    });
+    let api = Arc::new(Api::new(
+        vec![start_server(&store_url, &admin_pw, &pass).await],
+        &pass,
+    ));
     for profile in &a.profiles {
         let db = if profile == "readonly" { "wide" } else { "dev" };
         let target = admin_client(cluster.port(), &admin_pw, db).await;

@@ -1024,11 +1024,7 @@ async fn memory(cluster: &TempCluster, admin_pw: &str, dir: &std::path::Path, re
     let pass = Password::generate().expose().to_owned();
     let server = start_server(&store_url, admin_pw, &pass).await;
     let pid = server.child.id();
-    let api = Arc::new(Api {
-        servers: vec![server],
-        pass: pass.clone(),
-        client: reqwest::Client::new(),
-    });
+    let api = Arc::new(Api::new(vec![server], &pass));
     let made = burst(&api, 20, 20, "/api/v1/users/devqa", |i| {
         vec![
             ("env", "dev".into()),
@@ -1167,14 +1163,7 @@ async fn main() {
         for _ in 0..replicas {
             servers.push(start_server(&store_url, &admin_pw, &pass).await);
         }
-        let api = Arc::new(Api {
-            servers,
-            pass,
-            client: reqwest::Client::builder()
-                .pool_max_idle_per_host(n.max(a.audit_concurrency))
-                .build()
-                .unwrap(),
-        });
+        let api = Arc::new(Api::new(servers, &pass));
         println!("\n{kind} store, {replicas} replica(s):");
         header();
         let tag = format!("c{k}");
