@@ -161,8 +161,8 @@ async fn raw_change(c: &RawConn, name: &str, plan: &[Statement]) -> bool {
 const MIN_GROUP: &str = "bench_min_connect";
 
 /// The least SQL that gives a user what a `devqa` user can do on `dev`, in one transaction
-/// and one round trip: the role with a pre-computed verifier, membership in [`MIN_GROUP`]
-/// and its search_path there.
+/// and one round trip: the role with its verifier (computed by the client, [`RawOp`]),
+/// membership in [`MIN_GROUP`] and its search_path there.
 fn minimal_create(role: &RoleName, verifier: &Verifier) -> String {
     let r = ident(role.as_str());
     format!(
